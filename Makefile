@@ -1,0 +1,21 @@
+# Set-up and checks. `make install` then `make test` is all a fresh clone needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install test test-all clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+
+# pytest exits with 5 when no test is collected: that is not a failure of the suite.
+test:
+	$(PY) -m pytest -m "not slow" $(ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+test-all:
+	$(PY) -m pytest $(ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,92 @@
+"""Assembling a new architecture from modules (Algorithm 1 line 15, Sec. III-B and III-D).
+
+Module j of the genotype keeps its position (cell j) and its weights; between neighbours a
+`ModuleLink` restores the next module's native input resolution and channel count. The
+result maps images to the last module's feature map; the classifier is not part of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from modulenet.connections import ModuleLink
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A module's native interface in its source network, measured at the knowledge base's image size."""
+
+    arch: str
+    cell: int  # 0-based position j
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    in_reduction: float  # image side / input side
+    out_reduction: float  # image side / output side
+    num_params: int
+
+
+class Trunk(nn.Sequential):
+    """cell_1 -> link -> cell_2 -> ... -> cell_c: images to the last module's feature map.
+
+    A frozen trunk (the search setting) has no trainable module weights and keeps its modules
+    in eval mode even when a parent calls `.train()`, so BatchNorm statistics never move.
+    """
+
+    def __init__(self, layers: dict[str, nn.Module], genotype: Sequence[int], specs: Sequence[ModuleSpec],
+                 frozen: bool):
+        super().__init__()
+        for name, layer in layers.items():
+            self.add_module(name, layer)
+        self.genotype = tuple(genotype)
+        self.specs = tuple(specs)
+        self.frozen = frozen
+        self.out_channels = specs[-1].out_channels
+        self.out_reduction = specs[-1].out_reduction
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "Trunk":
+        super().train(mode)
+        if self.frozen:
+            for name, child in self.named_children():
+                if name.startswith("cell"):
+                    child.eval()
+        return self
+
+    def output_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of the output for square or (H, W) images, by running a probe."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        param = next(self.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            return tuple(self(torch.zeros(1, 3, h, w, device=device)).shape[-2:])
+
+
+def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype: Sequence[int],
+             connection: str = "channel_pool", trainable: bool = False) -> Trunk:
+    """Chain `modules` (module j from the genotype's architecture at cell j) with links.
+
+    Frozen (default): modules are shared with the knowledge base, nothing in them is trainable
+    and only a `conv1x1` connection has parameters. `trainable=True` (fine-tuning, Sec. IV)
+    copies the modules so training never alters the knowledge base.
+    """
+    layers: dict[str, nn.Module] = {}
+    for j, (module, spec) in enumerate(zip(modules, specs)):
+        if j > 0:
+            prev = specs[j - 1]
+            link = ModuleLink(prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection)
+            if len(link) > 0:
+                layers[f"link{j + 1}"] = link
+        if trainable:
+            module = copy.deepcopy(module)
+            module.requires_grad_(True)
+        else:
+            module.requires_grad_(False)
+        layers[f"cell{j + 1}"] = module
+    return Trunk(layers, genotype, specs, frozen=not trainable)

@@ -1,0 +1,85 @@
+"""Genotype encoding of Sec. III-C: a string i_1 i_2 ... i_c with i_j the architecture of cell j.
+
+Positions are 0-based here (`[1, 0, 0, 0, 0]` takes cell 1 from the second architecture),
+so a genotype is c integers in [0, n) and the search space has |Omega| = n^c members.
+Plain Python: the search loop uses it without torch.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Sequence
+
+from modulenet.errors import GenotypeError
+
+Genotype = tuple[int, ...]
+
+
+def search_space_size(n: int, c: int) -> int:
+    """|Omega| = n^c (Sec. III-C)."""
+    return int(n) ** int(c)
+
+
+def parse_genotype(value, arch_names: Sequence[str] | int, num_cells: int) -> Genotype:
+    """Decode `value` into a validated genotype of `num_cells` integers in [0, n).
+
+    Accepted forms: a digit string (`"21111"`, for n <= 10), a separated string
+    (`"2,1,1,1,1"`, `"2 1 1 1 1"`, `"resnet34,vgg16,..."`), or a sequence of integers
+    and/or architecture names. `arch_names` is the knowledge base's ordered names, or n.
+    """
+    names = list(arch_names) if not isinstance(arch_names, numbers.Integral) else None
+    n = len(names) if names is not None else int(arch_names)
+    items = _split(value, n)
+    if len(items) != num_cells:
+        raise GenotypeError(
+            f"genotype {_show(value)} has {len(items)} positions; the knowledge base has c = {num_cells} cells"
+        )
+    return tuple(_decode_position(pos, item, names, n) for pos, item in enumerate(items))
+
+
+def format_genotype(code: Sequence[int]) -> str:
+    """The paper's compact string (`"21111"`), comma-separated once an index needs two digits."""
+    sep = "" if all(0 <= i < 10 for i in code) else ","
+    return sep.join(str(int(i)) for i in code)
+
+
+def describe_genotype(code: Sequence[int], arch_names: Sequence[str]) -> list[str]:
+    """The source architecture of each cell, e.g. `['vgg16_bn', 'resnet34', ...]`."""
+    return [arch_names[i] for i in code]
+
+
+def _split(value, n: int) -> list:
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+", text) and n <= 10:
+            return list(text)
+        return [part for part in re.split(r"[\s,;/]+", text) if part]
+    if isinstance(value, numbers.Integral) or not isinstance(value, Sequence) and not hasattr(value, "__iter__"):
+        raise GenotypeError(
+            f"genotype {_show(value)} is not a sequence: give a string like '21111' or a list of integers or names"
+        )
+    return list(value)
+
+
+def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
+    if isinstance(item, bool):
+        raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are integers in [0, {n - 1}]")
+    if isinstance(item, numbers.Integral):
+        index = int(item)
+    elif isinstance(item, str) and re.fullmatch(r"-?\d+", item.strip()):
+        index = int(item)
+    elif isinstance(item, str) and names is not None and item.strip() in names:
+        return names.index(item.strip())
+    else:
+        valid = f"integers in [0, {n - 1}]" + (f" or names in {names}" if names else "")
+        raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are {valid}")
+    if not 0 <= index < n:
+        raise GenotypeError(
+            f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)"
+        )
+    return index
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(list(value) if hasattr(value, "__iter__") else value)

@@ -1,0 +1,190 @@
+"""The knowledge base of Algorithm 1 (lines 1-6): `modules[j][i]` is module_j^i = f_m(arch_i-cell_j).
+
+Modules keep their trained weights. A knowledge base saves to one directory
+(`knowledge_base.json` + `modules/<arch>.pt`) and loads back without downloading or probing,
+so a search never rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modulenet.assembly import ModuleSpec, Trunk, assemble
+from modulenet.errors import KnowledgeBaseError, WeightsError
+from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
+from modulenet.knowledge.zoo import Architecture, architecture_from_config
+
+FORMAT_VERSION = 1
+METADATA_FILE = "knowledge_base.json"
+
+
+class KnowledgeBase:
+    """n architectures decomposed into c cells each: `modules[j][i]`, `specs[j][i]` (cell j, arch i)."""
+
+    def __init__(self, architectures: Sequence[Architecture], modules: Sequence[Sequence[nn.Module]],
+                 specs: Sequence[Sequence[ModuleSpec]], image_size: int, sources: Sequence[str]):
+        self.architectures = list(architectures)
+        self.modules = [list(row) for row in modules]
+        self.specs = [list(row) for row in specs]
+        self.image_size = int(image_size)
+        self.sources = list(sources)
+        for module in self.iter_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    @property
+    def arch_names(self) -> list[str]:
+        return [a.name for a in self.architectures]
+
+    @property
+    def num_cells(self) -> int:
+        """c: cells per architecture."""
+        return len(self.modules)
+
+    @property
+    def num_archs(self) -> int:
+        """n: architectures in the knowledge base."""
+        return len(self.architectures)
+
+    @property
+    def search_space_size(self) -> int:
+        """|Omega| = n^c (Sec. III-C)."""
+        return search_space_size(self.num_archs, self.num_cells)
+
+    def iter_modules(self):
+        for row in self.modules:
+            yield from row
+
+    def parse_genotype(self, value) -> Genotype:
+        """Validate a genotype (`"21111"`, `[1, 0, 0, 0, 0]`, arch names) against this knowledge base."""
+        return parse_genotype(value, self.arch_names, self.num_cells)
+
+    def original_genotype(self, arch: str | int) -> Genotype:
+        """The genotype that reassembles one source architecture: [i] * c."""
+        index = arch if isinstance(arch, int) else self.parse_genotype([arch] * self.num_cells)[0]
+        return (index,) * self.num_cells
+
+    def describe(self, genotype) -> list[str]:
+        return describe_genotype(self.parse_genotype(genotype), self.arch_names)
+
+    def assemble(self, genotype, connection: str = "channel_pool", trainable: bool = False) -> Trunk:
+        """The architecture `genotype` as an nn.Module from images to the last cell's feature map.
+
+        Frozen and in eval mode unless `trainable=True` (the fine-tuning stage), which copies
+        the modules and unfreezes them.
+        """
+        code = self.parse_genotype(genotype)
+        modules = [self.modules[j][i] for j, i in enumerate(code)]
+        specs = [self.specs[j][i] for j, i in enumerate(code)]
+        return assemble(modules, specs, code, connection=connection, trainable=trainable)
+
+    def output_spec(self, genotype) -> ModuleSpec:
+        """The spec of the last module, whose output feeds the classifier."""
+        code = self.parse_genotype(genotype)
+        return self.specs[-1][code[-1]]
+
+    def to(self, device: torch.device | str) -> "KnowledgeBase":
+        for module in self.iter_modules():
+            module.to(device)
+        return self
+
+    def summary(self) -> str:
+        """A table of every module: channels and resolution at the knowledge base's image size."""
+        lines = [f"knowledge base: n = {self.num_archs} architectures, c = {self.num_cells} cells, "
+                 f"|Omega| = {self.search_space_size}, image {self.image_size}x{self.image_size}"]
+        for i, name in enumerate(self.arch_names):
+            cells = ", ".join(
+                f"{s.in_channels}@{s.in_size[0]}->{s.out_channels}@{s.out_size[0]}" for s in (row[i] for row in self.specs)
+            )
+            lines.append(f"  [{i}] {name:<16} {cells}   ({self.sources[i]})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"KnowledgeBase(arch_names={self.arch_names}, num_cells={self.num_cells}, image_size={self.image_size})"
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the knowledge base to `directory`; metadata is written last, so a partial save never loads."""
+        directory = Path(directory)
+        (directory / "modules").mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(self.arch_names):
+            state = {
+                f"cell{j}.{key}": tensor.detach().cpu()
+                for j, row in enumerate(self.modules)
+                for key, tensor in row[i].state_dict().items()
+            }
+            _atomic_torch_save(state, directory / "modules" / f"{name}.pt")
+        metadata = {
+            "format": FORMAT_VERSION,
+            "arch_names": self.arch_names,
+            "num_cells": self.num_cells,
+            "image_size": self.image_size,
+            "architectures": [a.to_config() for a in self.architectures],
+            "sources": self.sources,
+            "specs": [[dataclasses.asdict(s) for s in row] for row in self.specs],
+        }
+        tmp = directory / (METADATA_FILE + ".tmp")
+        tmp.write_text(json.dumps(metadata, indent=2))
+        os.replace(tmp, directory / METADATA_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "KnowledgeBase":
+        """Read a knowledge base written by `save` (tensors with weights_only=True)."""
+        from modulenet.knowledge.build import instantiate_empty
+
+        directory = Path(directory)
+        meta_path = directory / METADATA_FILE
+        if not meta_path.is_file():
+            raise KnowledgeBaseError(f"{directory} is not a knowledge base directory: it has no {METADATA_FILE}")
+        try:
+            metadata = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise KnowledgeBaseError(f"{meta_path} is corrupt ({err})") from None
+        if metadata.get("format") != FORMAT_VERSION:
+            raise KnowledgeBaseError(f"{meta_path} has format {metadata.get('format')!r}; this modulenet reads {FORMAT_VERSION}")
+        architectures = [architecture_from_config(c) for c in metadata["architectures"]]
+        num_cells = metadata["num_cells"]
+        columns = []
+        for arch in architectures:
+            cells = arch.cells(instantiate_empty(arch))
+            path = directory / "modules" / f"{arch.name}.pt"
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except FileNotFoundError:
+                raise WeightsError(f"knowledge base {directory} lacks {path.name}") from None
+            except Exception as err:
+                raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})") from None
+            for j, cell in enumerate(cells):
+                prefix = f"cell{j}."
+                cell_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                try:
+                    cell.load_state_dict(cell_state, strict=True)
+                except RuntimeError as err:
+                    raise WeightsError(f"{path} does not match {arch.name} cell {j + 1}: {str(err).splitlines()[0]}") from None
+            columns.append(cells)
+        modules = [[columns[i][j] for i in range(len(architectures))] for j in range(num_cells)]
+        specs = [
+            [ModuleSpec(**{**s, "in_size": tuple(s["in_size"]), "out_size": tuple(s["out_size"])}) for s in row]
+            for row in metadata["specs"]
+        ]
+        return cls(architectures, modules, specs, metadata["image_size"], metadata["sources"])
+
+
+def load_knowledge_base(directory: str | os.PathLike) -> KnowledgeBase:
+    """Load a knowledge base saved with `KnowledgeBase.save` (or `modulenet-kb`)."""
+    return KnowledgeBase.load(directory)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

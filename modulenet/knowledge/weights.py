@@ -1,0 +1,140 @@
+"""Reading trained weights safely: every file goes through `torch.load(weights_only=True)`.
+
+A weights spec per architecture is one of: `None` / `"random"` (random init), a torchvision
+weights name such as `"DEFAULT"` (the standard download into the torch hub cache), or a path
+to a checkpoint file holding a plain state_dict or `{"state_dict": ...}`, keys optionally
+prefixed by `module.` (DataParallel).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modulenet.errors import WeightsError
+
+RANDOM = "random"
+_RANDOM_SPELLINGS = {None, "random", "none", "scratch"}
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def is_random(spec) -> bool:
+    return spec in _RANDOM_SPELLINGS or (isinstance(spec, str) and spec.lower() in _RANDOM_SPELLINGS)
+
+
+def is_checkpoint_path(spec) -> bool:
+    """A spec names a file when it is a Path or a string that looks like one."""
+    if isinstance(spec, os.PathLike):
+        return True
+    return isinstance(spec, str) and (os.sep in spec or spec.endswith((".pt", ".pth", ".th", ".ckpt", ".bin")))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict from `path` with `weights_only=True`, unwrapped and without `module.` prefixes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(
+            f"refused to load {path}: it is not a plain tensor file (weights_only=True rejected it: {first_line}); "
+            "save the model's state_dict() instead"
+        ) from None
+    except Exception as err:  # torch raises many types for a damaged file
+        raise WeightsError(f"cannot read weights file {path}: corrupt or not a torch checkpoint ({_one_line(err)})") from None
+    return _as_state_dict(obj, path)
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def torchvision_weights(arch_name: str, weights: str = "DEFAULT", progress: bool = True) -> dict[str, torch.Tensor]:
+    """Torchvision's pretrained weights for `arch_name`, downloaded once into the torch hub cache
+    ($TORCH_HOME/hub/checkpoints) and read with weights_only=True; a cached file is used as is."""
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(arch_name)
+    except ValueError:
+        raise WeightsError(f"torchvision has no pretrained weights for {arch_name!r}") from None
+    try:
+        entry = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        valid = ["DEFAULT"] + [w.name for w in enum]
+        raise WeightsError(f"unknown weights {weights!r} for {arch_name}; valid names are {valid}") from None
+    return download_state_dict(entry.url, progress=progress)
+
+
+def download_state_dict(url: str, progress: bool = True) -> dict[str, torch.Tensor]:
+    """A state_dict from `url` through the torch hub cache; the hash in the file name is checked on download."""
+    try:
+        obj = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=progress, check_hash=True, weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        raise WeightsError(f"refused to load {url}: not a plain tensor file ({_one_line(err)})") from None
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        raise WeightsError(
+            f"cannot fetch pretrained weights {url} ({_one_line(err)}); offline, place the file at {cache}"
+        ) from None
+    return _as_state_dict(obj, url)
+
+
+def load_trunk_weights(model: nn.Module, cells: list[nn.Module], state: dict[str, torch.Tensor], arch: str,
+                       source: str) -> None:
+    """Copy the tensors that the cells use from `state` (keys of the full `model`) into `model`.
+
+    Keys outside the trunk (a classifier of any size, say a 100-class `fc`) are ignored; a trunk
+    key that is missing or has another shape is an error naming it. BatchNorm's
+    `num_batches_tracked` may be absent (older checkpoints) and then starts at 0.
+    """
+    state = strip_prefixes(state)
+    trunk_ids = {id(t) for cell in cells for t in cell.state_dict(keep_vars=True).values()}
+    own = {k: t for k, t in model.state_dict(keep_vars=True).items() if id(t) in trunk_ids}
+    with torch.no_grad():
+        for key, target in own.items():
+            if key not in state:
+                if key.endswith("num_batches_tracked"):
+                    target.zero_()
+                    continue
+                raise WeightsError(f"{source} has no trunk tensor {key!r} for {arch}: is it a checkpoint of {arch}?")
+            value = state[key]
+            if tuple(value.shape) != tuple(target.shape):
+                raise WeightsError(
+                    f"{source}: trunk tensor {key!r} has shape {tuple(value.shape)}, "
+                    f"{arch} needs {tuple(target.shape)}"
+                )
+            target.copy_(value)
+
+
+def _as_state_dict(obj, source) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError(f"{source} holds no state_dict (expected a dict of tensors or {{'state_dict': ...}})")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WeightsError(f"{source} holds no tensors (expected a state_dict or {{'state_dict': ...}})")
+    return strip_prefixes(tensors)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,166 @@
+"""Architectures that decompose into ordered cells (Sec. III-B, Fig. 2; Algorithm 1 line 1).
+
+A cell is a run of convolutional layers with the reduction that follows it; its module is the
+cell with the trained weights it had in the source network. Each `Architecture` knows how to
+build its network and how to cut it into `num_cells` cells that share the network's tensors.
+
+- torchvision ResNet-18/34/50/101/152 (c = 5): stem (conv1, bn1, relu, maxpool), layer1..layer4.
+  `cifar_stem=True` drops the stem max-pool for small images (Sec. IV-A).
+- torchvision VGG-11/13/16/19 with and without BN (c = 5): `features` cut after each max-pool.
+- CIFAR ResNet-20/32/44/56/110 (c = 3): stem + layer1, layer2, layer3.
+- Your own model: `CutPointArchitecture` (see `cut_points.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from torch import nn
+
+from modulenet.errors import KnowledgeBaseError
+from modulenet.knowledge.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
+CIFAR_RESNETS = tuple(f"resnet_cifar{d}" for d in CIFAR_RESNET_DEPTHS)
+
+# The public CIFAR-10 checkpoints (hub-style names: the hex part is the sha256 prefix).
+CIFAR_RESNET_URLS = {
+    "resnet_cifar20": "resnet20-12fca82f.th",
+    "resnet_cifar32": "resnet32-d509ac18.th",
+    "resnet_cifar44": "resnet44-014dd654.th",
+    "resnet_cifar56": "resnet56-4bfd9763.th",
+    "resnet_cifar110": "resnet110-1d1ed7c2.th",
+}
+CIFAR_RESNET_URL_ROOT = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+
+
+class Architecture:
+    """A source network and its decomposition into cells."""
+
+    family: ClassVar[str]
+    num_cells: ClassVar[int]
+    # Weights are loaded right after building, so skip the random init (VGG-16's takes seconds).
+    init_on_meta: ClassVar[bool] = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def build(self) -> nn.Module:
+        """The whole network with random weights (classifier included, as checkpoints store it)."""
+        raise NotImplementedError
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        """The network's cells, in order, sharing its parameters and buffers."""
+        raise NotImplementedError
+
+    def pretrained_url(self, weights: str) -> str | None:
+        """A download address for a named pretrained checkpoint, or None to ask torchvision."""
+        return None
+
+    def to_config(self) -> dict:
+        """What `architecture_from_config` needs to rebuild this architecture (saved with a knowledge base)."""
+        return {"family": self.family, "name": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class TorchvisionResNet(Architecture):
+    family = "torchvision_resnet"
+    num_cells = 5
+
+    def __init__(self, name: str, cifar_stem: bool = False):
+        super().__init__(name)
+        self.cifar_stem = bool(cifar_stem)
+
+    def build(self) -> nn.Module:
+        from torchvision.models import get_model
+
+        return get_model(self.name, weights=None)
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        stem = [model.conv1, model.bn1, model.relu] + ([] if self.cifar_stem else [model.maxpool])
+        return [nn.Sequential(*stem), model.layer1, model.layer2, model.layer3, model.layer4]
+
+    def to_config(self) -> dict:
+        return {**super().to_config(), "cifar_stem": self.cifar_stem}
+
+
+class TorchvisionVGG(Architecture):
+    family = "torchvision_vgg"
+    num_cells = 5
+
+    def build(self) -> nn.Module:
+        from torchvision.models import get_model
+
+        return get_model(self.name, weights=None)
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        cells, current = [], []
+        for layer in model.features:
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):  # the reduction closes the cell
+                cells.append(nn.Sequential(*current))
+                current = []
+        return cells
+
+
+class CifarResNetArchitecture(Architecture):
+    family = "cifar_resnet"
+    num_cells = 3
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.depth = int(name.removeprefix("resnet_cifar"))
+
+    def build(self) -> nn.Module:
+        return CifarResNet(self.depth)
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.layer1)
+        return [stem, model.layer2, model.layer3]
+
+    def pretrained_url(self, weights: str) -> str | None:
+        if weights not in ("DEFAULT", "CIFAR10"):
+            raise KnowledgeBaseError(f"{self.name}: pretrained weights are 'DEFAULT' (CIFAR-10), got {weights!r}")
+        if self.name not in CIFAR_RESNET_URLS:
+            raise KnowledgeBaseError(f"no published checkpoint for {self.name}; pass a weights file instead")
+        return CIFAR_RESNET_URL_ROOT + CIFAR_RESNET_URLS[self.name]
+
+
+FAMILIES: dict[str, type[Architecture]] = {
+    cls.family: cls for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture)
+}
+
+
+def known_architectures() -> list[str]:
+    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS]
+
+
+def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
+    """The architecture called `name`; an unknown name is an error listing the valid ones."""
+    if name in TORCHVISION_RESNETS:
+        return TorchvisionResNet(name, cifar_stem=cifar_stem)
+    if name in TORCHVISION_VGGS:
+        return TorchvisionVGG(name)
+    if re.fullmatch(r"resnet_cifar\d+", name) and (int(name[12:]) - 2) % 6 == 0 and int(name[12:]) >= 8:
+        return CifarResNetArchitecture(name)
+    raise KnowledgeBaseError(
+        f"unknown architecture {name!r}; valid names are {known_architectures()} "
+        "(or a CutPointArchitecture for your own model)"
+    )
+
+
+def architecture_from_config(config: dict) -> Architecture:
+    """Rebuild an architecture from `Architecture.to_config()` output."""
+    family = config.get("family")
+    if family == "cut_points":
+        from modulenet.knowledge.cut_points import CutPointArchitecture
+
+        return CutPointArchitecture.from_config(config)
+    if family not in FAMILIES:
+        raise KnowledgeBaseError(f"unknown architecture family {family!r}; valid are {sorted(FAMILIES) + ['cut_points']}")
+    kwargs = {k: v for k, v in config.items() if k != "family"}
+    return FAMILIES[family](**kwargs)

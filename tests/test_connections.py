@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+
+from modulenet.connections import (
+    ChannelDePool,
+    ChannelPool,
+    Conv1x1Connection,
+    ModuleLink,
+    SpatialAdapter,
+    build_connection,
+    channel_depool,
+    channel_pool,
+    connect,
+)
+from modulenet.errors import ModuleNetError
+
+
+def channel_ramp(c: int, n: int = 2, h: int = 3, w: int = 3) -> torch.Tensor:
+    """Channel l holds the value l everywhere (float64 so hand-computed values compare exactly)."""
+    return torch.arange(c, dtype=torch.float64).view(1, c, 1, 1).expand(n, c, h, w).clone()
+
+
+def eq3_by_definition(x: torch.Tensor, c_out: int) -> torch.Tensor:
+    """Eq. (3) written literally: concatenate C_out/eta ChPs of kernel C/eta over rotated inputs."""
+    c = x.shape[1]
+    eta = math.gcd(c, c_out)
+    k = c // eta
+    blocks = []
+    for i in range(c_out // eta):
+        rotated = torch.cat([x[:, i:], x[:, :i]], dim=1)  # C^In_i = Concat(C^In[i:end], C^In[begin:i])
+        blocks.append(torch.stack([rotated[:, k * l: k * l + k].mean(1) for l in range(eta)], dim=1))
+    return torch.cat(blocks, dim=1)
+
+
+def test_fig4_channel_pool_192_to_128_by_hand():
+    out = channel_pool(channel_ramp(192), 128)
+    assert out.shape == (2, 128, 3, 3)
+    values = out[0, :, 0, 0]
+    # eta = gcd(192, 128) = 64, k' = 3: the first 64 channels average (0,1,2), (3,4,5), ...
+    assert values[0].item() == pytest.approx((0 + 1 + 2) / 3)
+    assert values[1].item() == pytest.approx((3 + 4 + 5) / 3)
+    assert values[63].item() == pytest.approx((189 + 190 + 191) / 3)
+    # ... the next 64 the input rotated by one channel: (1,2,3), ..., (190, 191, 0)
+    assert values[64].item() == pytest.approx((1 + 2 + 3) / 3)
+    assert values[127].item() == pytest.approx((190 + 191 + 0) / 3)
+
+
+def test_eq1_channel_pool_divisible_case_by_hand():
+    out = channel_pool(channel_ramp(8), 2)[0, :, 0, 0]
+    assert out.tolist() == [1.5, 5.5]  # mean(0..3), mean(4..7)
+
+
+@pytest.mark.parametrize("c, c_out", [(192, 128), (6, 4), (7, 3), (10, 4), (512, 256), (144, 64), (9, 1)])
+def test_channel_pool_matches_eq3_literally(c, c_out):
+    x = torch.randn(3, c, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(channel_pool(x, c_out), eq3_by_definition(x, c_out))
+
+
+def test_channel_depool_eq2_and_slice_rule_by_hand():
+    x = channel_ramp(3)
+    assert channel_depool(x, 6)[0, :, 0, 0].tolist() == [0, 1, 2, 0, 1, 2]  # k_DP = 2
+    assert channel_depool(x, 7)[0, :, 0, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]  # ceil(7/3) = 3 copies, sliced
+    assert channel_depool(channel_ramp(128), 192)[0, 128:, 0, 0].tolist() == list(range(64))
+
+
+def test_connect_dispatches_and_is_identity_for_equal_channels():
+    x = torch.randn(2, 64, 4, 4)
+    assert connect(x, 64) is x
+    assert connect(x, 32).shape[1] == 32
+    assert connect(x, 100).shape[1] == 100
+
+
+def test_parameter_free_connections_have_no_parameters_but_pass_gradients():
+    for layer in (ChannelPool(192, 128), ChannelDePool(64, 256), build_connection("channel_pool", 96, 40)):
+        assert sum(p.numel() for p in layer.parameters()) == 0
+        x = torch.randn(2, layer.in_channels, 4, 4, requires_grad=True)
+        layer(x).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_conv1x1_connection_is_trainable_and_selected_by_name():
+    layer = build_connection("conv1x1", 64, 256)
+    assert isinstance(layer, Conv1x1Connection)
+    assert sum(p.numel() for p in layer.parameters() if p.requires_grad) == 64 * 256 + 256
+    assert layer(torch.randn(1, 64, 4, 4)).shape == (1, 256, 4, 4)
+    assert isinstance(build_connection("conv1x1", 64, 64), torch.nn.Identity)
+
+
+def test_unknown_connection_is_a_clear_error():
+    with pytest.raises(ModuleNetError, match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1'\]"):
+        build_connection("conv3x3", 4, 8)
+
+
+def test_spatial_adapter_restores_native_resolution():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    down = SpatialAdapter(2, 4)(x)  # the next module wants half the resolution
+    assert down.shape[-2:] == (2, 2) and down[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 4 + 5) / 4)
+    up = SpatialAdapter(8, 4)(x)  # twice the resolution: nearest neighbour
+    assert up.shape[-2:] == (8, 8) and up[0, 0, 1, 1].item() == 0 and up[0, 0, 7, 7].item() == 15
+    odd = SpatialAdapter(2, 4)(torch.randn(1, 3, 7, 7))  # odd sides round up, like a strided conv
+    assert odd.shape[-2:] == (4, 4)
+    assert sum(p.numel() for p in SpatialAdapter(2, 4).parameters()) == 0
+
+
+def test_module_link_is_empty_between_native_neighbours():
+    assert len(ModuleLink(64, 64, 4.0, 4.0)) == 0
+    link = ModuleLink(64, 128, 2.0, 4.0)
+    assert [type(m) for m in link] == [SpatialAdapter, ChannelDePool]
+    assert link(torch.randn(1, 64, 16, 16)).shape == (1, 128, 8, 8)
