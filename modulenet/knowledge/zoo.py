@@ -7,7 +7,8 @@ build its network and how to cut it into `num_cells` cells that share the networ
 - torchvision ResNet-18/34/50/101/152 (c = 5): stem (conv1, bn1, relu, maxpool), layer1..layer4.
   `cifar_stem=True` drops the stem max-pool for small images (Sec. IV-A).
 - torchvision VGG-11/13/16/19 with and without BN (c = 5): `features` cut after each max-pool.
-- CIFAR ResNet-20/32/44/56/110 (c = 3): stem + layer1, layer2, layer3.
+- CIFAR ResNet-20/32/44/56/110 (c = 3): stem + layer1, layer2, layer3 (ResNet-8 for the quickstart).
+- `vgg_cifar`, `allconv_cifar` (c = 3): small CNNs of two more families for the quickstart.
 - Your own model: `CutPointArchitecture` (see `cut_points.py`).
 """
 
@@ -24,6 +25,7 @@ from modulenet.knowledge.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
 CIFAR_RESNETS = tuple(f"resnet_cifar{d}" for d in CIFAR_RESNET_DEPTHS)
+SMALL_CIFAR = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
 
 # The public CIFAR-10 checkpoints (hub-style names: the hex part is the sha256 prefix).
 CIFAR_RESNET_URLS = {
@@ -130,13 +132,28 @@ class CifarResNetArchitecture(Architecture):
         return CIFAR_RESNET_URL_ROOT + CIFAR_RESNET_URLS[self.name]
 
 
+class SmallCifarCNN(Architecture):
+    """`vgg_cifar` and `allconv_cifar` (small_cnns.py), c = 3: one cell per stage."""
+
+    family = "small_cifar"
+    num_cells = 3
+
+    def build(self) -> nn.Module:
+        from modulenet.knowledge.small_cnns import AllConvCifar, VGGCifar
+
+        return VGGCifar() if self.name == "vgg_cifar" else AllConvCifar()
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.features)
+
+
 FAMILIES: dict[str, type[Architecture]] = {
-    cls.family: cls for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture)
+    cls.family: cls for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture, SmallCifarCNN)
 }
 
 
 def known_architectures() -> list[str]:
-    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS]
+    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS, *SMALL_CIFAR]
 
 
 def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
@@ -145,6 +162,8 @@ def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
         return TorchvisionResNet(name, cifar_stem=cifar_stem)
     if name in TORCHVISION_VGGS:
         return TorchvisionVGG(name)
+    if name in ("vgg_cifar", "allconv_cifar"):
+        return SmallCifarCNN(name)
     if re.fullmatch(r"resnet_cifar\d+", name) and (int(name[12:]) - 2) % 6 == 0 and int(name[12:]) >= 8:
         return CifarResNetArchitecture(name)
     raise KnowledgeBaseError(

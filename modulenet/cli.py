@@ -1,0 +1,86 @@
+"""Thin Hydra entry points: compose, run the job, report. User mistakes print one line, no traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from modulenet.config import register_configs
+from modulenet.errors import ModuleNetError
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+log = logging.getLogger("modulenet")
+register_configs()
+
+for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run_dir_and_group() -> tuple[Path, str | None]:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return run_dir, group
+
+
+def _save_resolved(cfg: DictConfig, run_dir: Path) -> None:
+    """The resolved config beside the run's outputs (Hydra's .hydra/config.yaml keeps interpolations)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _guard(job, cfg: DictConfig):
+    run_dir, group = _run_dir_and_group()
+    try:
+        _save_resolved(cfg, run_dir)
+        log.info("run directory: %s", run_dir)
+        return job(cfg, run_dir, group) if group is not None else job(cfg, run_dir)
+    except ModuleNetError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished work is kept in {run_dir}", file=sys.stderr)
+        sys.exit(130)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="search_app", version_base="1.3")
+def _search(cfg: DictConfig):
+    from modulenet.jobs import search_job
+
+    return _guard(search_job, cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="kb_app", version_base="1.3")
+def _kb(cfg: DictConfig):
+    from modulenet.jobs import kb_job
+
+    return _guard(lambda c, d, *_: kb_job(c, d), cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="finetune_app", version_base="1.3")
+def _finetune(cfg: DictConfig):
+    from modulenet.jobs import finetune_job
+
+    return _guard(finetune_job, cfg)
+
+
+def finetune_main() -> None:
+    """modulenet-finetune"""
+    _finetune()
+
+
+def search_main() -> None:
+    """modulenet-search"""
+    _search()
+
+
+def kb_main() -> None:
+    """modulenet-kb"""
+    _kb()

@@ -1,0 +1,134 @@
+"""Structured configs (Hydra ConfigStore): a wrong type or an unknown key fails at composition.
+
+The YAML files in `conf/` fill these schemas; groups mirror the code: dataset (data.py),
+knowledge_base (knowledge/), connection (connections.py), search (search.py), evaluator
+(evaluate.py), logger (tracking.py), trainer (Lightning settings), experiment (recipes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class KnowledgeBaseConf:
+    archs: list[str] = field(default_factory=list)
+    num_cells: Optional[int] = None
+    weights: Any = None  # one spec for all, or {arch: spec}: null/random, DEFAULT, or a file path
+    cifar_stem: Optional[bool] = None
+    image_size: int = 32
+    path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
+    quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
+    quickstart_epochs: int = 3
+    cache_dir: str = "${oc.env:MODULENET_CACHE,~/.cache/modulenet}"
+
+
+@dataclass
+class ConnectionConf:
+    name: str = "channel_pool"  # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C)
+
+
+@dataclass
+class SearchConf:
+    """NSGA-II (Algorithm 1) and the score's weights (Eq. 4). Paper: gen 30, p_size 40, 20 epochs."""
+
+    generations: int = 30
+    population_size: int = 40
+    crossover_prob: float = 0.9
+    mutation_prob: float = 0.3
+    mutation_indpb: float = 0.2
+    objectives: list[str] = field(default_factory=lambda: ["score"])
+    alpha: float = 25.0
+    beta: float = 25.0
+    epochs: int = 20
+
+
+@dataclass
+class EvaluatorConf:
+    name: str = "local"
+    batch_size: int = 256
+    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
+    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    cache_features: bool = True
+    feature_batch_size: int = 512
+
+
+@dataclass
+class LoggerConf:
+    name: str = "wandb"  # wandb | csv | none
+    project: str = "modulenet"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the multirun sweep, so its jobs compare side by side
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"  # auto (offline without an API key) | online | offline
+
+
+@dataclass
+class TrainerConf:
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+
+
+@dataclass
+class SearchAppConf:
+    dataset: Any = MISSING
+    knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
+    connection: ConnectionConf = field(default_factory=ConnectionConf)
+    search: SearchConf = field(default_factory=SearchConf)
+    evaluator: EvaluatorConf = field(default_factory=EvaluatorConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    seed: int = 0
+    resume: Optional[str] = None  # a search run directory to continue
+    progress: bool = True
+    name: str = "search"
+
+
+@dataclass
+class KbAppConf:
+    dataset: Any = None
+    knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    output: Optional[str] = None  # where to save; default: the run directory's knowledge_base/
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class FinetuneConf:
+    """The evaluation stage (Sec. IV): 50 epochs, cutout 16, every weight trainable."""
+
+    top_k: int = 1
+    include_originals: bool = True
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    cutout: int = 16
+    augment: bool = True
+    batch_size: int = 128
+
+
+@dataclass
+class FinetuneAppConf:
+    search_run: str = MISSING  # the search's run directory (it holds results.json and its config)
+    finetune: FinetuneConf = field(default_factory=FinetuneConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    seed: int = 0
+    progress: bool = True
+    name: str = "finetune"
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="search_app_schema", node=SearchAppConf)
+    cs.store(name="kb_app_schema", node=KbAppConf)
+    cs.store(name="finetune_app_schema", node=FinetuneAppConf)

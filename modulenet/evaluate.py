@@ -1,0 +1,229 @@
+"""Evaluating one individual (Sec. III-E, Sec. IV; Algorithm 1 lines 11 and 16).
+
+The assembled trunk is frozen, so only the classifier is trained, with cross-entropy, for
+`epochs` (20 in the paper) by a Lightning `Trainer`. From that run: err_val = 1 - acc_val
+(Eq. 5), l_rate from the first and last epoch's mean training loss (Eq. 6), sim from the
+genotype (Eq. 7-8), and score (Eq. 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from modulenet.genotype import Genotype, format_genotype
+from modulenet.knowledge.base import KnowledgeBase
+from modulenet.lit_module import IndividualModule, classifier_input_size
+from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.score import loss_rate, search_score, similarity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationSettings:
+    """What decides an individual's result (and therefore keys the memo)."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
+    pool: str = "flatten"
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    connection: str = "channel_pool"
+    alpha: float = 25.0
+    beta: float = 25.0
+    seed: int = 0
+    cache_features: bool = True
+    feature_batch_size: int = 512
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+
+    def fingerprint(self, context: dict | None = None) -> str:
+        """A short hash of every setting that changes results (speed-only ones excluded)."""
+        relevant = {k: v for k, v in asdict(self).items() if k not in ("cache_features", "feature_batch_size")}
+        text = json.dumps({**relevant, **(context or {})}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class EvaluationMemo:
+    """Append-only JSON-lines file of finished evaluations: no genotype is trained twice, and a
+    killed run keeps every evaluation that finished (a torn last line is ignored)."""
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self._done: dict[Genotype, Evaluation] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a write cut short by a kill
+                if row.get("fingerprint") == fingerprint:
+                    evaluation = Evaluation.from_dict(row["evaluation"])
+                    self._done[tuple(evaluation.genotype)] = evaluation
+
+    def get(self, genotype: Sequence[int]) -> Evaluation | None:
+        return self._done.get(tuple(genotype))
+
+    def put(self, evaluation: Evaluation) -> None:
+        self._done[tuple(evaluation.genotype)] = evaluation
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"fingerprint": self.fingerprint, "evaluation": evaluation.to_dict()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+
+@torch.no_grad()
+def trunk_features(trunk: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """The frozen trunk's output for every image, computed once (kept on `device`)."""
+    chunks = [trunk(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
+def count_flops(trunk: torch.nn.Module, image_shape: Sequence[int]) -> int:
+    """Forward FLOPs of the trunk for one image (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(trunk.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        trunk(torch.zeros(1, *image_shape, device=device))
+    return int(counter.get_total_flops())
+
+
+class Evaluator:
+    """Evaluates genotypes on one knowledge base and dataset, in this process (`evaluator=local`).
+
+    Call it with a list of genotypes (DEAP's map pattern over a generation); it returns one
+    `Evaluation` each, from the memo where one exists.
+    """
+
+    def __init__(self, kb: KnowledgeBase, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                 num_classes: int, settings: EvaluationSettings, memo_path: str | os.PathLike | None = None,
+                 context: dict | None = None, progress: bool = True):
+        self.kb = kb
+        self.x_train, self.y_train, self.x_val, self.y_val = data
+        self.num_classes = num_classes
+        self.settings = settings
+        self.progress = progress
+        self.device = torch.device("cuda" if settings.accelerator in ("gpu", "cuda") else "cpu")
+        if settings.accelerator == "auto" and torch.cuda.is_available():
+            self.device = torch.device("cuda")
+        self.memo = EvaluationMemo(memo_path, settings.fingerprint(context)) if memo_path else None
+
+    def __call__(self, genotypes: Sequence[Sequence[int]]) -> list[Evaluation]:
+        results = []
+        bar = tqdm(genotypes, desc="individuals", unit="ind", leave=False, disable=not self.progress)
+        for genotype in bar:
+            bar.set_postfix_str(format_genotype(genotype))
+            results.append(self.evaluate(genotype))
+        return results
+
+    def evaluate(self, genotype: Sequence[int]) -> Evaluation:
+        """One individual, memoised; a failure is retried once at half the batch size, then
+        recorded as failed with the worst score so the search goes on."""
+        code = self.kb.parse_genotype(genotype)
+        if self.memo is not None and (done := self.memo.get(code)) is not None:
+            return done
+        batch_size, feature_batch_size, error = self.settings.batch_size, self.settings.feature_batch_size, ""
+        for attempt in range(2):
+            try:
+                evaluation = self._train(code, batch_size, feature_batch_size)
+                break
+            except (RuntimeError, MemoryError) as err:  # out of memory and friends
+                error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                log.warning("individual %s failed at batch size %d: %s", format_genotype(code), batch_size, error)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                batch_size, feature_batch_size = max(1, batch_size // 2), max(1, feature_batch_size // 2)
+        else:
+            evaluation = Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0,
+                                    sim=similarity(code), status="failed", error=error)
+        if self.memo is not None:
+            self.memo.put(evaluation)
+        return evaluation
+
+    def _train(self, code: Genotype, batch_size: int, feature_batch_size: int) -> Evaluation:
+        s = self.settings
+        start = time.perf_counter()
+        trunk = self.kb.assemble(code, connection=s.connection).to(self.device)
+        out = self.kb.output_spec(code)
+        in_features = classifier_input_size(out.out_channels, trunk.output_size(tuple(self.x_train.shape[-2:])), s.pool)
+        if s.cache_features and s.connection != "conv1x1":
+            x_train = trunk_features(trunk, self.x_train, feature_batch_size, self.device)
+            x_val = trunk_features(trunk, self.x_val, feature_batch_size, self.device)
+            model_trunk = None
+        else:  # the plain way: the frozen trunk runs in every step (and a conv1x1 link trains)
+            x_train, x_val, model_trunk = self.x_train, self.x_val, trunk
+        pl.seed_everything(s.seed, workers=True, verbose=False)
+        model = IndividualModule(
+            model_trunk, in_features, self.num_classes, s.hidden, s.pool, s.dropout,
+            optimizer=lambda params: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
+        )
+        shuffle = torch.Generator().manual_seed(s.seed)
+        train_loader = DataLoader(TensorDataset(x_train, self.y_train.to(x_train.device)), batch_size=batch_size,
+                                  shuffle=True, generator=shuffle)
+        val_loader = DataLoader(TensorDataset(x_val, self.y_val.to(x_val.device)), batch_size=batch_size)
+        with quiet_lightning():
+            trainer = make_trainer(s.epochs, s.accelerator, s.precision)
+            trainer.fit(model, train_loader)
+            trainer.validate(model, val_loader, verbose=False)
+        err_val = 1.0 - model.val_accuracy
+        l_rate = loss_rate(model.epoch_losses)
+        sim = similarity(code)
+        params = sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in model.classifier.parameters())
+        return Evaluation(
+            genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
+            l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses), params=int(params),
+            flops=count_flops(trunk, self.x_train.shape[1:]), seconds=time.perf_counter() - start,
+        )
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Silence Lightning's per-trainer banners and benign warnings: a search builds hundreds of
+    trainers, and their chatter would bury the search's own progress."""
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*in eval mode.*",
+                        ".*LeafSpec.*", ".*no `val_dataloader`.*", ".*litlogger.*"):
+            warnings.filterwarnings("ignore", pattern)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def make_trainer(epochs: int, accelerator: str = "cpu", precision: str = "32-true") -> pl.Trainer:
+    """A quiet Lightning trainer for one individual: no logger of its own (the search's W&B run
+    is the only run), no checkpoints, no progress bar (the search shows one)."""
+    return pl.Trainer(
+        max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=False,
+    )

@@ -1,0 +1,138 @@
+"""The evaluation stage (Sec. IV): the final population's best architectures, and for comparison
+each original architecture of the knowledge base, fine-tuned with every weight trainable
+(50 epochs with cutout 16 in the paper), then scored by test error (Tables I-III)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from modulenet.errors import ModuleNetError
+from modulenet.evaluate import quiet_lightning
+from modulenet.genotype import format_genotype
+from modulenet.knowledge.base import KnowledgeBase
+from modulenet.lit_module import IndividualModule, classifier_input_size
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneSettings:
+    top_k: int = 1
+    include_originals: bool = True
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
+    pool: str = "flatten"
+    connection: str = "channel_pool"
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    seed: int = 0
+
+
+@dataclass
+class FinetuneResult:
+    label: str  # "searched #1" or the original architecture's name
+    genotype: list[int]
+    architecture: str
+    test_error: float
+    search_score: float | None
+    epochs: int
+    seconds: float
+
+
+def select_candidates(results: dict, kb: KnowledgeBase, top_k: int, include_originals: bool) -> list[tuple[str, tuple]]:
+    """The top-k distinct genotypes of the final population by score, then the originals [i] * c."""
+    population = sorted(results["population"], key=lambda row: row["score"])
+    chosen, seen = [], set()
+    for row in population:
+        code = tuple(row["genotype"])
+        if code not in seen and len(chosen) < top_k:
+            seen.add(code)
+            chosen.append((f"ModuleNet #{len(chosen) + 1}", code))
+    if include_originals:
+        chosen += [(name, kb.original_genotype(i)) for i, name in enumerate(kb.arch_names)]
+    return chosen
+
+
+def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings,
+                          progress: bool = True) -> float:
+    """Fine-tune one architecture with all weights trainable; returns its test error."""
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    trunk = kb.assemble(genotype, connection=settings.connection, trainable=True)
+    size = trunk.output_size(datamodule.image_size)
+    in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
+    s = settings
+
+    def optimizer(params):
+        opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=True)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, s.epochs))}
+
+    model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
+    with quiet_lightning():
+        trainer = pl.Trainer(max_epochs=s.epochs, accelerator=s.accelerator, devices=1, precision=s.precision,
+                             logger=False, enable_checkpointing=False, enable_model_summary=False,
+                             enable_progress_bar=progress, num_sanity_val_steps=0)
+        trainer.fit(model, datamodule.train_dataloader())
+        trainer.test(model, datamodule.test_dataloader(), verbose=False)
+    return 1.0 - model.val_accuracy
+
+
+def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: FinetuneSettings, out_dir: Path,
+                 tracker=None, progress: bool = True) -> list[FinetuneResult]:
+    """Fine-tune every candidate, writing `finetune.json` after each one (a crash keeps them) and
+    `finetune.md`, a table in the form of the paper's Tables I-II."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "finetune.json"
+    done = {}
+    if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
+        previous = json.loads(json_path.read_text())
+        if previous.get("settings") == asdict(settings):
+            done = {r["label"]: FinetuneResult(**r) for r in previous["results"]}
+    scores = {tuple(r["genotype"]): r["score"] for r in results.get("population", [])}
+    finished: list[FinetuneResult] = []
+    for label, code in select_candidates(results, kb, settings.top_k, settings.include_originals):
+        if label in done and tuple(done[label].genotype) == tuple(code):
+            finished.append(done[label])
+            continue
+        log.info("fine-tuning %s: %s (%s)", label, format_genotype(code), "+".join(kb.describe(code)))
+        start = time.perf_counter()
+        test_error = finetune_architecture(kb, code, datamodule, settings, progress)
+        result = FinetuneResult(label, list(code), "+".join(kb.describe(code)), test_error, scores.get(code),
+                                settings.epochs, time.perf_counter() - start)
+        finished.append(result)
+        log.info("  test error %.2f %%", 100 * test_error)
+        if tracker is not None:
+            tracker.log_finetune(result)
+        json_path.write_text(json.dumps({"settings": asdict(settings), "results": [asdict(r) for r in finished]},
+                                        indent=2))
+    (out_dir / "finetune.md").write_text(markdown_table(finished, settings))
+    return finished
+
+
+def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) -> str:
+    lines = [f"Fine-tuned {settings.epochs} epochs, all weights trainable.", "",
+             "| Method | Architecture (cell 1 .. c) | Search score | Test Error (%) |", "| --- | --- | --- | --- |"]
+    best = min((r.test_error for r in results), default=math.nan)
+    for r in results:
+        error = f"{100 * r.test_error:.2f}"
+        error = f"**{error}**" if r.test_error == best else error
+        score = "" if r.search_score is None else f"{r.search_score:.3f}"
+        lines.append(f"| {r.label} | {r.architecture} | {score} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_search_results(search_run: Path) -> dict:
+    path = Path(search_run) / "results.json"
+    if not path.is_file():
+        raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
+    return json.loads(path.read_text())

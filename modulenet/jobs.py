@@ -1,0 +1,166 @@
+"""The jobs behind the console scripts, free of Hydra so tests and notebooks can call them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from modulenet.errors import ModuleNetError
+from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
+from modulenet.quickstart import quickstart_knowledge_base
+from modulenet.search import SearchConfig, run_search
+from modulenet.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+
+def make_datamodule(dataset_cfg):
+    """Instantiate the dataset group's `_target_`; a bad argument is a one-line error."""
+    try:
+        datamodule = instantiate(dataset_cfg)
+    except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError
+        cause = err.__cause__ or err
+        if isinstance(cause, ModuleNetError):
+            raise cause from None
+        raise ModuleNetError(f"cannot build dataset {dataset_cfg.get('_target_')}: {str(cause).splitlines()[0]}") from None
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: int = 0) -> KnowledgeBase:
+    """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
+    if kb_cfg.path:
+        return load_knowledge_base(kb_cfg.path)
+    if kb_cfg.quickstart:
+        if datamodule is None:
+            raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
+        return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, epochs=kb_cfg.quickstart_epochs, seed=seed,
+                                         progress=progress)
+    if not kb_cfg.archs:
+        raise ModuleNetError("knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
+                             "or set knowledge_base.path to a saved knowledge base")
+    weights = kb_cfg.weights
+    if isinstance(weights, DictConfig):
+        weights = OmegaConf.to_container(weights, resolve=True)
+    return build_knowledge_base(list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size,
+                                progress=progress)
+
+
+def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
+    """Algorithm 1 end to end: data, knowledge base, evaluator, NSGA-II; returns the best score."""
+    _check_positive(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    search_dir = Path(cfg.resume) if cfg.resume else run_dir
+    if cfg.resume and not (search_dir / "search_state.json").is_file():
+        raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
+    datamodule = make_datamodule(cfg.dataset)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
+    log.info("\n%s", kb.summary())
+    settings = EvaluationSettings(
+        epochs=cfg.search.epochs, batch_size=cfg.evaluator.batch_size, hidden=list(cfg.evaluator.hidden),
+        pool=cfg.evaluator.pool, dropout=cfg.evaluator.dropout, lr=cfg.evaluator.lr,
+        weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name, alpha=cfg.search.alpha,
+        beta=cfg.search.beta, seed=cfg.seed, cache_features=cfg.evaluator.cache_features,
+        feature_batch_size=cfg.evaluator.feature_batch_size, accelerator=cfg.trainer.accelerator,
+        precision=cfg.trainer.precision,
+    )
+    context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
+               "sources": kb.sources}
+    evaluator = Evaluator(kb, datamodule.search_tensors(), datamodule.num_classes, settings,
+                          memo_path=search_dir / "evaluations.jsonl", context=context, progress=cfg.progress)
+    search_config = SearchConfig(
+        generations=cfg.search.generations, population_size=cfg.search.population_size,
+        crossover_prob=cfg.search.crossover_prob, mutation_prob=cfg.search.mutation_prob,
+        mutation_indpb=cfg.search.mutation_indpb, objectives=list(cfg.search.objectives), seed=cfg.seed,
+    )
+    tracker = make_tracker(
+        cfg.logger.name, search_dir, OmegaConf.to_container(cfg, resolve=True),
+        **({} if cfg.logger.name != "wandb" else dict(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or group,
+            job_type="search", name=f"{cfg.name}-{run_dir.name}", tags=list(cfg.logger.tags), mode=cfg.logger.mode,
+            arch_names=kb.arch_names)),
+    )
+    try:
+        result = run_search(kb.num_archs, kb.num_cells, evaluator, search_config, search_dir,
+                            arch_names=kb.arch_names, callbacks=[tracker] if tracker else [],
+                            resume=bool(cfg.resume), progress=cfg.progress)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    best = result.best
+    log.info("best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
+             "".join(map(str, best.genotype)), "+".join(kb.arch_names[i] for i in best.genotype),
+             best.score, best.err_val, best.l_rate, best.sim)
+    return float(best.score)
+
+
+def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
+    """Build a knowledge base and save it (modulenet-kb)."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = make_datamodule(cfg.dataset) if cfg.dataset is not None else None
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
+    out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
+    kb.save(out)
+    log.info("\n%s\nsaved to %s (use knowledge_base.path=%s)", kb.summary(), out, out)
+    return out
+
+
+def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
+    """modulenet-finetune: the search run's top-k and the originals, fine-tuned; returns the best test error."""
+    from modulenet.finetune import FinetuneSettings, read_search_results, run_finetune
+
+    search_run = Path(cfg.search_run)
+    results = read_search_results(search_run)
+    config_path = search_run / "config_resolved.yaml"
+    if not config_path.is_file():
+        raise ModuleNetError(f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base")
+    search_cfg = OmegaConf.load(config_path)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    ft = cfg.finetune
+    for key in ("top_k", "epochs", "batch_size"):
+        if ft[key] <= 0:
+            raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
+    dataset_cfg = OmegaConf.merge(search_cfg.dataset, {"augment": ft.augment, "cutout": ft.cutout,
+                                                       "batch_size": ft.batch_size})
+    datamodule = make_datamodule(dataset_cfg)
+    kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, cfg.progress, search_cfg.seed)
+    settings = FinetuneSettings(
+        top_k=ft.top_k, include_originals=ft.include_originals, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
+        weight_decay=ft.weight_decay, hidden=list(search_cfg.evaluator.hidden), pool=search_cfg.evaluator.pool,
+        connection=search_cfg.connection.name, accelerator=cfg.trainer.accelerator, precision=cfg.trainer.precision,
+        seed=cfg.seed,
+    )
+    tracker = make_tracker(
+        cfg.logger.name, run_dir, OmegaConf.to_container(cfg, resolve=True),
+        **({} if cfg.logger.name != "wandb" else dict(
+            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or group,
+            job_type="finetune", name=f"finetune-{search_run.name}", tags=list(cfg.logger.tags),
+            mode=cfg.logger.mode, arch_names=kb.arch_names)),
+    )
+    try:
+        finished = run_finetune(kb, results, datamodule, settings, run_dir, tracker, cfg.progress)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    log.info("\n%s", (run_dir / "finetune.md").read_text())
+    return min(r.test_error for r in finished)
+
+
+def _check_positive(cfg: DictConfig) -> None:
+    checks = {
+        "search.generations": cfg.search.generations, "search.population_size": cfg.search.population_size,
+        "search.epochs": cfg.search.epochs, "evaluator.batch_size": cfg.evaluator.batch_size,
+        "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
+    }
+    checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
+    for key, value in checks.items():
+        if value <= 0:
+            raise ModuleNetError(f"{key}={value} must be a positive integer")
+    if cfg.evaluator.pool not in ("flatten", "avg"):
+        raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")

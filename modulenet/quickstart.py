@@ -1,0 +1,55 @@
+"""The embedded quickstart: a knowledge base made on the spot, with no download and no GPU.
+
+Three small CNNs of different families (a CIFAR ResNet-8, a VGG-style and an all-conv
+network) are trained for a few epochs on the generated quickstart dataset, decomposed into
+c = 3 modules each and saved to a cache directory, so later runs load them in a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
+from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
+from modulenet.source_training import train_source_network
+
+log = logging.getLogger(__name__)
+
+QUICKSTART_ARCHS = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
+
+
+def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTART_ARCHS, epochs: int = 3,
+                              lr: float = 0.05, seed: int = 0, progress: bool = True) -> KnowledgeBase:
+    """Load the cached quickstart knowledge base, or train its source networks and build it."""
+    recipe = {"archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule)}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
+    if (path / METADATA_FILE).is_file():
+        log.info("quickstart knowledge base: loading %s", path)
+        return load_knowledge_base(path)
+    log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", list(archs), epochs, path)
+    datamodule.setup("fit")
+    files, accuracies = {}, {}
+    (path / "sources").mkdir(parents=True, exist_ok=True)
+    for arch_name in archs:
+        torch.manual_seed(seed)
+        model = get_architecture(arch_name).build()
+        accuracies[arch_name] = train_source_network(model, datamodule.train_dataloader(), datamodule.val_dataloader(),
+                                                     epochs=epochs, lr=lr, progress=progress)
+        log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
+        files[arch_name] = str(path / "sources" / f"{arch_name}.pt")
+        torch.save(model.state_dict(), files[arch_name])
+    kb = build_knowledge_base(list(archs), weights=files, image_size=datamodule.image_size, progress=progress)
+    (path / "source_accuracy.json").write_text(json.dumps(accuracies, indent=2))
+    kb.save(path)
+    return kb
+
+
+def datamodule_signature(datamodule) -> dict:
+    keys = ("num_train", "num_val", "num_test", "image_size", "seed")
+    return {k: getattr(datamodule, k) for k in keys if hasattr(datamodule, k)}

@@ -1,0 +1,35 @@
+"""What the search knows of an evaluated individual (plain Python: the search needs no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# A failed individual gets this score: finite, so JSON files and plots stay valid.
+WORST_SCORE = 1e9
+
+
+@dataclass
+class Evaluation:
+    genotype: tuple[int, ...]
+    score: float  # Eq. 4, lower is better
+    err_val: float  # Eq. 5
+    l_rate: float  # Eq. 6
+    sim: float  # Eq. 7-8
+    epoch_losses: list[float] = field(default_factory=list)
+    params: int = 0
+    flops: int = 0
+    status: str = "ok"  # ok | failed
+    error: str = ""
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.genotype = tuple(int(i) for i in self.genotype)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["genotype"] = list(self.genotype)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Evaluation":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

@@ -1,0 +1,59 @@
+"""Training a whole source network (before decomposition): the quickstart's small CNNs, and
+fine-tuning pretrained networks on a target dataset before they enter a knowledge base."""
+
+from __future__ import annotations
+
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from modulenet.evaluate import quiet_lightning
+
+
+class SourceNetworkModule(pl.LightningModule):
+    """A complete classifier network trained end to end with cross-entropy and SGD + cosine decay."""
+
+    def __init__(self, model: nn.Module, lr: float = 0.05, epochs: int = 1, weight_decay: float = 5e-4):
+        super().__init__()
+        self.model = model
+        self.lr, self.epochs, self.weight_decay = lr, epochs, weight_decay
+        self.correct, self.total = 0, 0
+
+    def forward(self, x):
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.correct += int((self(x).argmax(1) == y).sum())
+        self.total += len(y)
+
+    def on_validation_epoch_start(self):
+        self.correct, self.total = 0, 0
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay,
+                              nesterov=True)
+        return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))]
+
+
+def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None,
+                         epochs: int = 3, lr: float = 0.05, accelerator: str = "cpu", progress: bool = True) -> float:
+    """Train `model` in place for `epochs`; returns validation accuracy (or nan without a loader)."""
+    module = SourceNetworkModule(model, lr=lr, epochs=epochs)
+    with quiet_lightning():
+        trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False,
+                             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+                             num_sanity_val_steps=0)
+        trainer.fit(module, train_loader)
+        if val_loader is None:
+            return float("nan")
+        trainer.validate(module, val_loader, verbose=False)
+    model.eval()
+    return module.correct / max(1, module.total)

@@ -1,0 +1,105 @@
+"""Evaluating individuals: real knowledge base, real Lightning trainers (Sec. III-E)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from modulenet.evaluate import EvaluationMemo, EvaluationSettings, Evaluator
+from modulenet.knowledge import CutPointArchitecture, build_knowledge_base
+from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.score import loss_rate, search_score, similarity
+
+
+def small_settings(**overrides) -> EvaluationSettings:
+    base = dict(epochs=3, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", alpha=25, beta=25)
+    return EvaluationSettings(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def kb():
+    torch.manual_seed(0)
+    return build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Images whose class is a colour cast, so a classifier on frozen random features can learn it."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (384,), generator=g)
+    x = torch.randn(384, 3, 32, 32, generator=g) * 0.5
+    x[torch.arange(384), y % 3] += 1.5 * (1 + (y == 3).float()).view(-1, 1, 1)
+    return x[:256], y[:256], x[256:], y[256:]
+
+
+def test_cached_features_equal_the_trunk_in_the_loop(kb, data):
+    genotypes = [(0, 1, 2), (1, 1, 1), (2, 0, 1)]
+    cached = Evaluator(kb, data, 4, small_settings(cache_features=True), progress=False)(genotypes)
+    plain = Evaluator(kb, data, 4, small_settings(cache_features=False), progress=False)(genotypes)
+    for a, b in zip(cached, plain):
+        assert a.genotype == b.genotype
+        assert a.err_val == pytest.approx(b.err_val, abs=1e-6)
+        assert a.epoch_losses == pytest.approx(b.epoch_losses, rel=1e-5)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_evaluation_follows_eq4_to_eq8_and_learns(kb, data):
+    e = Evaluator(kb, data, 4, small_settings(epochs=4, lr=1e-2, pool="flatten"), progress=False).evaluate("012")
+    assert e.status == "ok" and len(e.epoch_losses) == 4
+    assert e.epoch_losses[-1] < e.epoch_losses[0]  # the classifier really trains
+    assert e.err_val < 0.4  # four classes: chance is 0.75
+    assert e.l_rate == pytest.approx(loss_rate(e.epoch_losses))
+    assert e.sim == similarity((0, 1, 2)) == pytest.approx(1 / 3)
+    assert e.score == pytest.approx(search_score(e.err_val, e.l_rate, e.sim, 25, 25))
+    assert e.params > 0 and e.flops > 0
+
+
+def test_memo_trains_each_genotype_once_and_survives_a_torn_line(kb, data, tmp_path):
+    memo_path = tmp_path / "evaluations.jsonl"
+    first = Evaluator(kb, data, 4, small_settings(), memo_path=memo_path, progress=False)
+    a = first.evaluate((1, 0, 0))
+    assert len(memo_path.read_text().splitlines()) == 1
+    with memo_path.open("a") as f:
+        f.write('{"fingerprint": "abc", "evaluation": {"genot')  # a kill mid-write
+    second = Evaluator(kb, data, 4, small_settings(), memo_path=memo_path, progress=False)
+    b = second.evaluate([1, 0, 0])
+    assert b == a and b.seconds == a.seconds  # came from the file, not from a new training
+    assert len(memo_path.read_text().splitlines()) == 2  # nothing appended
+    other = Evaluator(kb, data, 4, small_settings(epochs=2), memo_path=memo_path, progress=False)
+    assert other.memo.get((1, 0, 0)) is None  # another setting is another result
+
+
+def test_memo_round_trips_evaluations(tmp_path):
+    memo = EvaluationMemo(tmp_path / "m.jsonl", "f1")
+    e = Evaluation((0, 2, 1), 1.5, 0.3, 0.2, 0.33, [2.0, 1.6], params=10, flops=20)
+    memo.put(e)
+    row = json.loads((tmp_path / "m.jsonl").read_text())
+    assert row["evaluation"]["genotype"] == [0, 2, 1]
+    assert EvaluationMemo(tmp_path / "m.jsonl", "f1").get([0, 2, 1]) == e
+
+
+class BatchLimit(nn.Module):
+    """A module that runs out of memory above `limit` images per batch, as a large one can on a GPU."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise RuntimeError(f"out of memory: batch of {x.shape[0]} exceeds {self.limit}")
+        return self.conv(x)
+
+
+def test_failing_individual_is_retried_at_half_batch_then_recorded_as_failed(data, tmp_path):
+    kb = build_knowledge_base([CutPointArchitecture("fits_half", nn.Sequential(BatchLimit(40)), ["0"]),
+                               CutPointArchitecture("never_fits", nn.Sequential(BatchLimit(10)), ["0"])], progress=False)
+    evaluator = Evaluator(kb, data, 4, small_settings(), memo_path=tmp_path / "m.jsonl", progress=False)
+    retried, failed = evaluator([(0,), (1,)])
+    assert retried.status == "ok" and retried.score < WORST_SCORE
+    assert failed.status == "failed" and failed.score == WORST_SCORE and "out of memory" in failed.error
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2  # the failure is recorded too
