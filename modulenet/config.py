@@ -24,7 +24,7 @@ class KnowledgeBaseConf:
     path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
     quickstart_epochs: int = 3
-    cache_dir: str = "${oc.env:MODULENET_CACHE,~/.cache/modulenet}"
+    cache_dir: str = "${oc.env:MODULENET_CACHE,'~/.cache/modulenet'}"
 
 
 @dataclass

@@ -1,0 +1,492 @@
+"""The evolutionary search of Algorithm 1, lines 7-18: NSGA-II (DEAP) over genotypes.
+
+This room knows genotypes and their `Evaluation`s only; building and training architectures
+is the `evaluate` callable's job, so the module imports no torch. Every generation leaves a
+JSON checkpoint (`search_state.json`, RNG states included) from which `resume=True` continues
+exactly as if the run had never stopped, plus `results.json` and `evaluations.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from deap import base, creator, tools
+from tqdm.auto import tqdm
+
+from modulenet.errors import ModuleNetError
+from modulenet.genotype import Genotype, format_genotype, search_space_size
+from modulenet.records import WORST_SCORE, Evaluation
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("score", "params", "flops")  # all minimised
+STATE_FILE = "search_state.json"
+RESULTS_FILE = "results.json"
+EVALUATIONS_FILE = "evaluations.csv"
+CURVES_FILE = "search_curves.png"
+STATE_FORMAT = "modulenet-search-state/1"
+
+# Created at import time, not inside run_search: pickled individuals sent to worker processes
+# are rebuilt there by name, which fails ("Can't get attribute 'Individual1' on deap.creator")
+# unless importing this module has already created the classes. One pair per objective count.
+for _k in range(1, len(OBJECTIVES) + 1):
+    if not hasattr(creator, f"FitnessMin{_k}"):
+        creator.create(f"FitnessMin{_k}", base.Fitness, weights=(-1.0,) * _k)
+    if not hasattr(creator, f"Individual{_k}"):
+        creator.create(f"Individual{_k}", list, fitness=getattr(creator, f"FitnessMin{_k}"))
+
+
+def individual_class(num_objectives: int) -> type:
+    """`creator.Individual<k>`: a list of genes with a k-objective minimising fitness."""
+    return getattr(creator, f"Individual{num_objectives}")
+
+
+@dataclass
+class SearchConfig:
+    """NSGA-II settings; the paper uses gen = 30 and p_size = 40 (Sec. IV)."""
+
+    generations: int = 30  # gen, counting the initial population as generation 1
+    population_size: int = 40  # p_size
+    crossover_prob: float = 0.9
+    mutation_prob: float = 0.3  # probability that an offspring is mutated
+    mutation_indpb: float = 0.2  # per-gene probability inside mutUniformInt
+    objectives: list[str] = field(default_factory=lambda: ["score"])  # subset of OBJECTIVES, minimised
+    seed: int = 0
+
+    def validate(self) -> None:
+        """One-line ModuleNetError naming the first bad value."""
+        for name in ("generations", "population_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ModuleNetError(f"search.{name}={value!r} must be an integer")
+        if self.generations < 1:
+            raise ModuleNetError(f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)")
+        if self.population_size < 2:
+            raise ModuleNetError(f"search.population_size={self.population_size} must be >= 2")
+        for name in ("crossover_prob", "mutation_prob", "mutation_indpb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ModuleNetError(f"search.{name}={value!r} must be a probability in [0, 1]")
+        objectives = list(self.objectives)
+        if not objectives:
+            raise ModuleNetError(f"search.objectives is empty; choose from {list(OBJECTIVES)}")
+        for name in objectives:
+            if name not in OBJECTIVES:
+                raise ModuleNetError(f"unknown search objective {name!r}; valid objectives are {list(OBJECTIVES)}")
+        if len(set(objectives)) != len(objectives):
+            raise ModuleNetError(f"search.objectives={objectives} names an objective twice")
+
+
+class SearchCallback:
+    """Hooks for trackers (W&B, CSV); every method is a no-op by default."""
+
+    def on_generation_end(self, generation: int, record: dict, population: list[tuple],
+                          evaluations: dict) -> None:
+        """After generation `generation` is selected and checkpointed. `record` is its history row,
+        `population` its genotypes, `evaluations` genotype -> Evaluation so far (a copy)."""
+
+    def on_search_end(self, result: "SearchResult") -> None:
+        """After the outputs are written."""
+
+
+@dataclass
+class SearchResult:
+    best: Evaluation  # lowest score evaluated in the run
+    history: list[dict]  # one row per generation (see `run_search`)
+    population: list[Evaluation]  # the final population, pop_final of Algorithm 1
+    evaluations: list[Evaluation]  # everything evaluated in the run, in evaluation order
+
+
+def new_survival(prev_pop: Iterable[Sequence[int]], pop: Iterable[Sequence[int]]) -> int:
+    """Sec. V-B, Fig. 9: distinct genotypes of pop_i that are not in pop_{i-1}.
+
+    Genotypes are compared as sets, so duplicates count once. For generation 1 there is no
+    pop_0: pass an empty previous population and every distinct genotype counts as new.
+    """
+    return len({tuple(g) for g in pop} - {tuple(g) for g in prev_pop})
+
+
+def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple[float, ...]:
+    """The fitness of an individual, in the order of `objectives`. A failed individual is worst
+    in every objective: with a params or flops objective its zero size would otherwise make it
+    Pareto-optimal."""
+    if evaluation.status != "ok":
+        return (WORST_SCORE,) * len(objectives)
+    return tuple(float(getattr(evaluation, name)) for name in objectives)
+
+
+# --------------------------------------------------------------------------- the toolbox
+
+
+def make_toolbox(num_archs: int, num_cells: int, config: SearchConfig) -> base.Toolbox:
+    """The NSGA-II operators of Algorithm 1, read top to bottom."""
+    n, c = num_archs, num_cells
+    toolbox = base.Toolbox()
+    # Lines 8-10: each gene (cell j) is sampled uniformly from knowledge_base[j][:].
+    toolbox.register("gene", random.randint, 0, n - 1)
+    toolbox.register("individual", tools.initRepeat, individual_class(len(config.objectives)), toolbox.gene, n=c)
+    toolbox.register("population", tools.initRepeat, list, toolbox.individual)
+    # Line 14: mate and mutate. Two-point crossover needs c >= 3; one gene cannot be crossed.
+    if c >= 3:
+        toolbox.register("mate", tools.cxTwoPoint)
+    elif c == 2:
+        toolbox.register("mate", tools.cxOnePoint)
+    toolbox.register("mutate", tools.mutUniformInt, low=0, up=n - 1, indpb=config.mutation_indpb)
+    # Binary tournament on dominance, then crowding distance, picks the parents.
+    toolbox.register("parents", select_parents)
+    # Lines 17-18: non-dominated sort with crowding distance over pop + new individuals.
+    toolbox.register("select", tools.selNSGA2)
+    return toolbox
+
+
+def select_parents(population: list, k: int) -> list:
+    """`k` parents by DEAP's `selTournamentDCD` (needs crowding distances on the population).
+
+    selTournamentDCD draws in groups of four and wants `k` a multiple of 4 no larger than the
+    pool, so for any population size the pool is the population (repeated while shorter than 4)
+    and whole multiple-of-4 draws are repeated until there are `k`; with p_size divisible by 4
+    this is exactly one call, as in DEAP's NSGA-II example.
+    """
+    pool = list(population)
+    while len(pool) < 4:
+        pool += population
+    draw = len(pool) - len(pool) % 4
+    chosen: list = []
+    while len(chosen) < k:
+        chosen += tools.selTournamentDCD(pool, draw)
+    return chosen[:k]
+
+
+def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
+    """Line 14: clones of the parents, crossed pairwise and mutated; changed ones lose their fitness."""
+    offspring = [toolbox.clone(ind) for ind in parents]
+    if hasattr(toolbox, "mate"):
+        for child1, child2 in zip(offspring[::2], offspring[1::2]):
+            if random.random() < config.crossover_prob:
+                toolbox.mate(child1, child2)
+                del child1.fitness.values, child2.fitness.values
+    for child in offspring:
+        if random.random() < config.mutation_prob:
+            toolbox.mutate(child)
+            del child.fitness.values
+    return offspring
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Run:
+    """The mutable state of one search: what the checkpoint holds."""
+
+    def __init__(self, config: SearchConfig, num_archs: int, num_cells: int):
+        self.config = config
+        self.num_archs, self.num_cells = num_archs, num_cells
+        self.generation = 0
+        self.population: list = []
+        self.evaluations: dict[Genotype, Evaluation] = {}
+        self.first_generation: dict[Genotype, int] = {}  # generation in which each genotype was evaluated
+        self.logbook = tools.Logbook()
+        self.logbook.header = ["generation", "evaluated", "new_survival", "min", "mean", "max", "best_score"]
+
+    @property
+    def history(self) -> list[dict]:
+        return [dict(row) for row in self.logbook]
+
+    def best(self) -> Evaluation:
+        # min() keeps the first of equal scores, i.e. the earliest evaluated.
+        return min(self.evaluations.values(), key=lambda e: e.score)
+
+
+def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype]], list[Evaluation]],
+               config: SearchConfig, run_dir: str | os.PathLike, arch_names: list[str] | None = None,
+               callbacks: Sequence[SearchCallback] = (), resume: bool = False, progress: bool = True) -> SearchResult:
+    """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over n^c genotypes.
+
+    `evaluate` gets each generation's not-yet-evaluated genotypes (distinct) and returns one
+    `Evaluation` per genotype, in order. History rows hold `generation`, `evaluated` (new
+    evaluations), `new_survival` (Sec. V-B), `min`/`mean`/`max` score over the population's
+    successful individuals (failures are counted in `failed`), `best_score` and `best_genotype`
+    (lowest score evaluated so far). `resume=True` continues `run_dir`'s checkpoint up to
+    `config.generations`. Outputs: results.json, evaluations.csv, search_curves.png.
+    """
+    config.validate()
+    if num_archs < 1 or num_cells < 1:
+        raise ModuleNetError(f"a search needs n >= 1 architectures and c >= 1 cells, got n={num_archs}, c={num_cells}")
+    run_dir = Path(run_dir)
+    toolbox = make_toolbox(num_archs, num_cells, config)
+    if resume:
+        run = load_state(run_dir, config, num_archs, num_cells)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        run = _Run(config, num_archs, num_cells)
+
+    stats = tools.Statistics(key=lambda ind: run.evaluations[tuple(ind)].score)
+    stats.register("min", _ok_stat(np.min))
+    stats.register("mean", _ok_stat(np.mean))
+    stats.register("max", _ok_stat(np.max))
+
+    bar = tqdm(total=config.generations, initial=min(run.generation, config.generations), desc="search",
+               unit="gen", disable=not progress)
+    try:
+        while run.generation < config.generations:
+            previous = [tuple(ind) for ind in run.population]
+            if run.generation == 0:
+                # Lines 8-11: the initial population, evaluated.
+                run.population = toolbox.population(n=config.population_size)
+                evaluated = _evaluate(run.population, run, evaluate, generation=1)
+                # selNSGA2 assigns the crowding distances that the first tournament needs.
+                run.population = toolbox.select(run.population, len(run.population))
+            else:
+                # Lines 14-18: mate, evaluate the new individuals, select from pop + new.
+                parents = toolbox.parents(run.population, config.population_size)
+                offspring = vary(parents, toolbox, config)
+                evaluated = _evaluate(offspring, run, evaluate, generation=run.generation + 1)
+                run.population = toolbox.select(run.population + offspring, config.population_size)
+            run.generation += 1
+            record = _record(run, stats, previous, evaluated)
+            save_state(run_dir, run)
+            write_results(run_dir, run, arch_names)
+            write_evaluations_csv(run_dir, run, arch_names)
+            log.info("generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
+                     run.generation, config.generations, record["evaluated"], record["new_survival"], record["min"],
+                     record["mean"], record["max"], record["best_score"], format_genotype(record["best_genotype"]))
+            bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
+            bar.update(1)
+            for callback in callbacks:
+                callback.on_generation_end(run.generation, dict(record), [tuple(ind) for ind in run.population],
+                                           dict(run.evaluations))
+    finally:
+        bar.close()
+
+    write_results(run_dir, run, arch_names)
+    write_evaluations_csv(run_dir, run, arch_names)
+    plot_search_curves(run.history, run_dir / CURVES_FILE)
+    result = SearchResult(best=run.best(), history=run.history,
+                          population=[run.evaluations[tuple(ind)] for ind in run.population],
+                          evaluations=list(run.evaluations.values()))
+    for callback in callbacks:
+        callback.on_search_end(result)
+    return result
+
+
+def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int) -> int:
+    """Lines 11 and 16: fitness for the individuals that lack one. Genotypes evaluated earlier in
+    the run are looked up, not requested again; returns how many were requested."""
+    wanted = []
+    for ind in individuals:
+        code = tuple(ind)
+        if not ind.fitness.valid and code not in run.evaluations and code not in wanted:
+            wanted.append(code)
+    if wanted:
+        results = list(evaluate(list(wanted)))
+        if len(results) != len(wanted):
+            raise ModuleNetError(f"evaluate returned {len(results)} evaluations for {len(wanted)} genotypes")
+        for code, evaluation in zip(wanted, results):
+            if tuple(evaluation.genotype) != code:
+                raise ModuleNetError(f"evaluate returned genotype {format_genotype(evaluation.genotype)} "
+                                     f"where {format_genotype(code)} was asked for (answers must keep the order)")
+            run.evaluations[code] = evaluation
+            run.first_generation[code] = generation
+    for ind in individuals:
+        if not ind.fitness.valid:
+            ind.fitness.values = objective_values(run.evaluations[tuple(ind)], run.config.objectives)
+    return len(wanted)
+
+
+def _ok_stat(function: Callable) -> Callable:
+    """A statistic over the successful individuals only: a failure's WORST_SCORE would swamp the
+    mean and flatten the curves. WORST_SCORE when every individual failed."""
+    def stat(values):
+        ok = [v for v in values if v < WORST_SCORE]
+        return float(function(ok)) if ok else WORST_SCORE
+    return stat
+
+
+def _record(run: _Run, stats: tools.Statistics, previous: list[tuple], evaluated: int) -> dict:
+    best = run.best()
+    population = [tuple(ind) for ind in run.population]
+    run.logbook.record(
+        generation=run.generation, evaluated=evaluated, new_survival=new_survival(previous, population),
+        failed=sum(run.evaluations[g].status != "ok" for g in population), **stats.compile(run.population),
+        best_score=float(best.score), best_genotype=list(best.genotype),
+    )
+    return dict(run.logbook[-1])
+
+
+# --------------------------------------------------------------------------- checkpoint (JSON only)
+
+
+def save_state(run_dir: Path, run: _Run) -> None:
+    """Everything a resumed run needs to continue identically, written atomically."""
+    state = {
+        "format": STATE_FORMAT,
+        "config": asdict(run.config),
+        "num_archs": run.num_archs,
+        "num_cells": run.num_cells,
+        "generation": run.generation,
+        # Order and crowding distances matter: the next tournament samples by position and
+        # compares the distances selNSGA2 assigned over pop + offspring, not recomputable from pop.
+        "population": [{"genotype": list(ind), "fitness": list(ind.fitness.values),
+                        "crowding_dist": _float_out(getattr(ind.fitness, "crowding_dist", 0.0))}
+                       for ind in run.population],
+        "evaluations": [{"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()],
+        "history": run.history,
+        "rng": _rng_state(),
+    }
+    _write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
+
+
+def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int) -> _Run:
+    """The checkpoint of `run_dir`, RNG states restored. Settings that change the meaning of the
+    stored population (n, c, p_size, objectives) must match; generations may grow."""
+    path = Path(run_dir) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format')!r}")
+    except (OSError, ValueError) as err:
+        reason = "it has no search_state.json" if not path.is_file() else f"its search_state.json is unreadable ({err})"
+        raise ModuleNetError(f"{run_dir} is not a search run: {reason}") from None
+    stored = state["config"]
+    for key, now, then in (("num_archs", num_archs, state["num_archs"]), ("num_cells", num_cells, state["num_cells"]),
+                           ("population_size", config.population_size, stored["population_size"]),
+                           ("objectives", list(config.objectives), stored["objectives"])):
+        if now != then:
+            raise ModuleNetError(f"cannot resume {run_dir}: {key}={now} but the stored run has {key}={then}")
+    run = _Run(config, num_archs, num_cells)
+    run.generation = int(state["generation"])
+    for row in state["evaluations"]:
+        evaluation = Evaluation.from_dict(row)
+        run.evaluations[evaluation.genotype] = evaluation
+        run.first_generation[evaluation.genotype] = int(row["generation"])
+    Individual = individual_class(len(config.objectives))
+    for row in state["population"]:
+        ind = Individual(int(g) for g in row["genotype"])
+        ind.fitness.values = tuple(float(v) for v in row["fitness"])
+        ind.fitness.crowding_dist = float(row["crowding_dist"])
+        run.population.append(ind)
+    for row in state["history"]:
+        run.logbook.record(**row)
+    _restore_rng_state(state["rng"])
+    if run.generation >= config.generations:
+        log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
+                 run_dir, run.generation, config.generations)
+    return run
+
+
+def _rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    # Only when someone else (the evaluator) already uses torch: this module never imports it.
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_rng_state"):
+        state["torch"] = torch.get_rng_state().tolist()
+    return state
+
+
+def _restore_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch = sys.modules.get("torch")
+    if "torch" in state and torch is not None and hasattr(torch, "set_rng_state"):
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def _float_out(value: float):
+    """Strict JSON has no Infinity; crowding distances of boundary points are infinite."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A killed run leaves the previous file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _describe(evaluation: Evaluation, arch_names: list[str] | None) -> dict:
+    row = {"genotype": list(evaluation.genotype), "genotype_str": format_genotype(evaluation.genotype)}
+    if arch_names:
+        row["arch_names"] = [arch_names[i] for i in evaluation.genotype]
+    row.update({k: v for k, v in evaluation.to_dict().items() if k != "genotype"})
+    return row
+
+
+def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
+    """results.json: best, history, final population with metrics, config, |Omega|."""
+    results = {
+        "best": _describe(run.best(), arch_names),
+        "history": run.history,
+        "population": [_describe(run.evaluations[tuple(ind)], arch_names) for ind in run.population],
+        "config": asdict(run.config),
+        "generation": run.generation,
+        "num_archs": run.num_archs,
+        "num_cells": run.num_cells,
+        "arch_names": list(arch_names) if arch_names else None,
+        "search_space_size": search_space_size(run.num_archs, run.num_cells),
+    }
+    _write_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, allow_nan=False))
+
+
+def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
+    """evaluations.csv: one row per evaluated individual, in evaluation order."""
+    columns = ["generation", "genotype", "architecture", "score", "err_val", "l_rate", "sim", "params", "flops",
+               "status", "seconds", "error"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for code, e in run.evaluations.items():
+        architecture = "+".join(arch_names[i] for i in code) if arch_names else ""
+        writer.writerow([run.first_generation[code], format_genotype(code), architecture, e.score, e.err_val,
+                         e.l_rate, e.sim, e.params, e.flops, e.status, e.seconds, e.error])
+    _write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
+
+
+def plot_search_curves(history: list[dict], path: Path) -> None:
+    """search_curves.png: score (min/mean/max, best so far) and new survival (Fig. 9) per generation."""
+    # Figure + Agg canvas instead of pyplot: no global backend switch, no GUI, safe in workers.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    generations = [row["generation"] for row in history]
+
+    def series(key):  # an all-failed generation has no meaningful score to draw
+        return [row[key] if row[key] < WORST_SCORE else float("nan") for row in history]
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    scores, survival = fig.subplots(1, 2)
+    scores.fill_between(generations, series("min"), series("max"), alpha=0.2, label="population min-max")
+    scores.plot(generations, series("mean"), marker=".", label="population mean")
+    scores.plot(generations, series("min"), marker=".", label="population min")
+    scores.plot(generations, series("best_score"), linestyle="--", label="best so far")
+    scores.set(xlabel="generation", ylabel="score (Eq. 4, lower is better)", title="Search score")
+    scores.legend()
+    survival.bar(generations, [row["new_survival"] for row in history])
+    survival.set(xlabel="generation", ylabel="new genotypes vs previous generation", title="New survival (Sec. V-B)")
+    for axis in (scores.xaxis, survival.xaxis, survival.yaxis):
+        axis.get_major_locator().set_params(integer=True)
+    fig.savefig(path, dpi=100)

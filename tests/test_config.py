@@ -1,0 +1,72 @@
+"""Hydra composition: every experiment composes, and structured configs reject wrong types and keys."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import REPO
+from modulenet.config import register_configs
+
+CONF = str(REPO / "conf")
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def compose_search(overrides=()):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="search_app", overrides=list(overrides))
+
+
+def test_default_is_the_quickstart():
+    cfg = compose_search()
+    assert cfg.name == "quickstart"
+    assert cfg.dataset._target_ == "modulenet.data.QuickstartDataModule"
+    assert cfg.knowledge_base.quickstart is True
+    assert cfg.logger.name == "wandb"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_resolves(experiment, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path))
+    cfg = compose_search([f"experiment={experiment}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert cfg.search.generations >= 1 and cfg.search.population_size >= 2
+
+
+def test_paper_settings_are_the_defaults_of_the_search_group():
+    cfg = compose_search(["experiment=quickstart", "search=nsga2"])
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        nsga2 = compose(config_name="search_app", overrides=["~experiment"])
+    assert (nsga2.search.generations, nsga2.search.population_size, nsga2.search.epochs) == (30, 40, 20)
+    assert list(nsga2.evaluator.hidden) == [4096, 4096]
+    assert cfg.search.alpha == 25 and cfg.search.beta == 25
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("search.generations=many", ValidationError),  # wrong type
+        ("search.generation=3", ConfigKeyError),  # unknown key (a typo) in a structured group
+        ("evaluator.hidden=[a,b]", ValidationError),
+    ],
+)
+def test_wrong_type_or_unknown_key_fails_at_composition(override, error):
+    with pytest.raises((error, ConfigCompositionException)):
+        compose_search([override])
+
+
+def test_a_typo_in_an_experiment_file_fails_at_composition(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nsearch:\n  generation: 3\n")
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises((ConfigKeyError, ConfigCompositionException), match="generation"):
+            compose(config_name="search_app", overrides=["experiment=typo"])
