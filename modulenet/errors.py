@@ -19,3 +19,7 @@ class KnowledgeBaseError(ModuleNetError, ValueError):
 
 class WeightsError(ModuleNetError):
     """A weights file that is missing, corrupt, unsafe or of the wrong architecture."""
+
+
+class DataError(ModuleNetError, ValueError):
+    """A dataset that is missing, unreadable or asked for with settings that cannot work."""

@@ -103,7 +103,8 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = make_datamodule(cfg.dataset) if cfg.dataset is not None else None
+    needs_data = cfg.knowledge_base.quickstart and cfg.dataset is not None
+    datamodule = make_datamodule(cfg.dataset) if needs_data else None
     kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
     kb.save(out)
