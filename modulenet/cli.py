@@ -22,10 +22,11 @@ for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _run_dir_and_group() -> tuple[Path, str | None]:
+def _run_dir_and_group(cfg: DictConfig) -> tuple[Path, str | None]:
+    """The job's run directory, and in a multirun the W&B group shared by all its jobs."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    group = f"{cfg.get('name', 'modulenet')}-{Path(hc.sweep.dir).name}" if hc.mode == RunMode.MULTIRUN else None
     return run_dir, group
 
 
@@ -36,13 +37,13 @@ def _save_resolved(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _guard(job, cfg: DictConfig):
-    run_dir, group = _run_dir_and_group()
+    run_dir, group = _run_dir_and_group(cfg)
     try:
         _save_resolved(cfg, run_dir)
         log.info("run directory: %s", run_dir)
         return job(cfg, run_dir, group) if group is not None else job(cfg, run_dir)
     except ModuleNetError as err:
-        log.error("%s", err)
+        log.debug("user error: %s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ class SearchConf:
     mutation_prob: float = 0.3
     mutation_indpb: float = 0.2
     objectives: list[str] = field(default_factory=lambda: ["score"])
+    initial_genotypes: list[Any] = field(default_factory=list)  # e.g. ["000", [1,1,1]]: seeded into generation 1
     alpha: float = 25.0
     beta: float = 25.0
     epochs: int = 20

@@ -78,6 +78,7 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
         generations=cfg.search.generations, population_size=cfg.search.population_size,
         crossover_prob=cfg.search.crossover_prob, mutation_prob=cfg.search.mutation_prob,
         mutation_indpb=cfg.search.mutation_indpb, objectives=list(cfg.search.objectives), seed=cfg.seed,
+        initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes],
     )
     tracker = make_tracker(
         cfg.logger.name, search_dir, OmegaConf.to_container(cfg, resolve=True),

@@ -63,6 +63,8 @@ class SearchConfig:
     mutation_indpb: float = 0.2  # per-gene probability inside mutUniformInt
     objectives: list[str] = field(default_factory=lambda: ["score"])  # subset of OBJECTIVES, minimised
     seed: int = 0
+    # Genotypes placed in the initial population before the random ones (e.g. the originals [i] * c).
+    initial_genotypes: list[tuple[int, ...]] = field(default_factory=list)
 
     def validate(self) -> None:
         """One-line ModuleNetError naming the first bad value."""
@@ -86,6 +88,9 @@ class SearchConfig:
                 raise ModuleNetError(f"unknown search objective {name!r}; valid objectives are {list(OBJECTIVES)}")
         if len(set(objectives)) != len(objectives):
             raise ModuleNetError(f"search.objectives={objectives} names an objective twice")
+        if len(self.initial_genotypes) > self.population_size:
+            raise ModuleNetError(f"search.initial_genotypes has {len(self.initial_genotypes)} genotypes, more than "
+                                 f"search.population_size={self.population_size}")
 
 
 class SearchCallback:
@@ -246,6 +251,8 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
             if run.generation == 0:
                 # Lines 8-11: the initial population, evaluated.
                 run.population = toolbox.population(n=config.population_size)
+                for ind, code in zip(run.population, config.initial_genotypes):
+                    ind[:] = list(code)
                 evaluated = _evaluate(run.population, run, evaluate, generation=1)
                 # selNSGA2 assigns the crowding distances that the first tournament needs.
                 run.population = toolbox.select(run.population, len(run.population))

@@ -43,6 +43,29 @@ class SourceNetworkModule(pl.LightningModule):
         return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))]
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over one pass of `loader`.
+
+    After a short training the exponential running averages still lag behind the weights, and
+    the frozen modules of a knowledge base run in eval mode on exactly those statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    device = next(model.parameters()).device
+    model.train()
+    for x, _ in loader:
+        model(x.to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
 def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None,
                          epochs: int = 3, lr: float = 0.05, accelerator: str = "cpu", progress: bool = True) -> float:
     """Train `model` in place for `epochs`; returns validation accuracy (or nan without a loader)."""
@@ -52,6 +75,7 @@ def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader:
                              enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
                              num_sanity_val_steps=0)
         trainer.fit(module, train_loader)
+        recalibrate_batchnorm(model, train_loader)
         if val_loader is None:
             return float("nan")
         trainer.validate(module, val_loader, verbose=False)

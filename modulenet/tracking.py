@@ -9,6 +9,7 @@ runs of their own (their `logger=False`).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import netrc
 from pathlib import Path
@@ -87,6 +88,11 @@ class WandbTracker:
             config=config, dir=str(self.run_dir), mode=self.mode, reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False),
         )
+        # where to find this run in W&B (no credentials in it)
+        (self.run_dir / "wandb_run.json").write_text(json.dumps({
+            "id": self.run.id, "project": project, "entity": entity, "group": group, "job_type": job_type,
+            "name": self.run.name, "mode": self.mode, "dir": str(Path(self.run.dir).parent),
+        }, indent=2))
 
     def on_generation_end(self, generation, record, population, evaluations) -> None:
         self.run.log(generation_metrics(record), step=int(generation))
@@ -119,14 +125,14 @@ class WandbTracker:
         self.run.finish()
 
 
-def make_tracker(name: str, run_dir, config: dict, **kwargs):
-    """The tracker for `logger.name`: wandb, csv or none (None)."""
+def make_tracker(logger: str, run_dir, config: dict, **kwargs):
+    """The tracker for `logger.name`: wandb, csv or none (None). `kwargs` go to `WandbTracker`."""
     from modulenet.errors import ModuleNetError
 
-    if name == "wandb":
+    if logger == "wandb":
         return WandbTracker(run_dir, config, **kwargs)
-    if name == "csv":
+    if logger == "csv":
         return CSVTracker(run_dir)
-    if name == "none":
+    if logger == "none":
         return None
-    raise ModuleNetError(f"unknown logger {name!r}; valid loggers are ['wandb', 'csv', 'none']")
+    raise ModuleNetError(f"unknown logger {logger!r}; valid loggers are ['wandb', 'csv', 'none']")

@@ -41,13 +41,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"refused to load {path}: it is not a plain tensor file (weights_only=True rejected it: {first_line}); "
-            "save the model's state_dict() instead"
-        ) from None
     except Exception as err:  # torch raises many types for a damaged file
+        if isinstance(err, pickle.UnpicklingError) and "unsupported global" in str(err).lower():
+            raise WeightsError(
+                f"refused to load {path}: it is not a plain tensor file (weights_only=True rejected it); "
+                "save the model's state_dict() instead"
+            ) from None
         raise WeightsError(f"cannot read weights file {path}: corrupt or not a torch checkpoint ({_one_line(err)})") from None
     return _as_state_dict(obj, path)
 

@@ -1,0 +1,170 @@
+"""The console scripts as users run them: real Hydra, real Lightning, real DEAP, W&B offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, cifar_checkpoint
+from modulenet.cli import search_main
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "dataset.num_train=1200", "dataset.num_val=300", "dataset.num_test=300", "knowledge_base.quickstart_epochs=2",
+    "search.generations=2", "search.population_size=4", "search.epochs=3", "evaluator.hidden=[64,64]",
+    "evaluator.lr=0.01",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("modulenet-cache")
+
+
+def run_cli(script: str, args: list[str], cwd: Path, cache_dir: Path, timeout: int = 300):
+    env = {**os.environ, "MODULENET_CACHE": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    proc = run_cli("modulenet-search", [*TINY, f"hydra.run.dir={run}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert set(results) >= {"best", "history", "population"}
+    assert len(results["history"]) == 2 and len(results["population"]) == 4
+    best = results["best"]
+    assert {"genotype", "arch_names", "score", "err_val", "l_rate", "sim"} <= set(best)
+    with (run / "evaluations.csv").open() as f:
+        err_vals = [float(row["err_val"]) for row in csv.DictReader(f)]
+    assert min(err_vals) < 0.7  # ten classes: chance is 0.9
+    for name in ("evaluations.csv", "search_curves.png", "config_resolved.yaml", ".hydra/config.yaml",
+                 "evaluations.jsonl", "search_state.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "wandb").glob("offline-run-*")), "one offline W&B run per search"
+    evaluated = len((run / "evaluations.jsonl").read_text().splitlines())
+
+    # resume the finished run to a later generation: earlier evaluations are reused, not retrained
+    proc = run_cli("modulenet-search", [*TINY, f"resume={run}", "search.generations=3", "logger=none",
+                                        f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.loads((run / "results.json").read_text())
+    assert len(resumed["history"]) == 3 and resumed["history"][:2] == results["history"]
+    lines = (run / "evaluations.jsonl").read_text().splitlines()
+    genotypes = [tuple(json.loads(line)["evaluation"]["genotype"]) for line in lines]
+    assert len(genotypes) == len(set(genotypes)) >= evaluated
+
+    # the evaluation stage: top-1 of the final population and the three originals, fine-tuned
+    ft = tmp_path / "ft"
+    proc = run_cli("modulenet-finetune", [f"search_run={run}", "finetune.epochs=1", "finetune.top_k=1",
+                                          "logger=none", "progress=false", f"hydra.run.dir={ft}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finetuned = json.loads((ft / "finetune.json").read_text())["results"]
+    assert [r["label"] for r in finetuned] == ["ModuleNet #1", "resnet_cifar8", "vgg_cifar", "allconv_cifar"]
+    assert all(0.0 <= r["test_error"] <= 1.0 for r in finetuned)
+    assert "| Method |" in (ft / "finetune.md").read_text()
+
+
+def test_multirun_sweep_is_four_jobs_in_one_wandb_group(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep-7f3a9c"
+    proc = run_cli("modulenet-search", ["-m", "search.alpha=10,25", "search.beta=25,30", *TINY,
+                                        "search.generations=1", f"hydra.sweep.dir={sweep}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    settings, run_ids = set(), set()
+    for job in jobs:
+        assert (job / "results.json").is_file() and (job / "config_resolved.yaml").is_file()
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, "each job its own W&B run"
+        record = next(runs[0].glob("run-*.wandb")).read_bytes()
+        assert b"quickstart-sweep-7f3a9c" in record, "the sweep's group is in the W&B run itself"
+        info = json.loads((job / "wandb_run.json").read_text())
+        assert info["group"] == "quickstart-sweep-7f3a9c" and info["job_type"] == "search"
+        run_ids.add(info["id"])
+        config = (job / "config_resolved.yaml").read_text().splitlines()
+        settings.add(tuple(line.strip() for line in config if line.strip().startswith(("alpha:", "beta:"))))
+    assert len(run_ids) == 4
+    assert settings == {("alpha: 10.0", "beta: 25.0"), ("alpha: 10.0", "beta: 30.0"),
+                        ("alpha: 25.0", "beta: 25.0"), ("alpha: 25.0", "beta: 30.0")}
+
+
+def test_user_mistake_at_the_command_line_is_one_line_without_traceback(tmp_path, cache_dir):
+    proc = run_cli("modulenet-search", ["knowledge_base=craft", "knowledge_base.archs=[resnet35]", "logger=none",
+                                        f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: unknown architecture 'resnet35'; valid names are [")
+
+
+def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str]) -> str:
+    """Run the real `modulenet-search` entry point in this process; return its one error line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "argv", ["modulenet-search", "logger=none", "progress=false",
+                                      f"hydra.run.dir={tmp_path / 'run'}", *overrides])
+    with pytest.raises(SystemExit) as exit_info:
+        search_main()
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+CRAFT = ["knowledge_base=craft", "knowledge_base.weights=null", "dataset=npz_shared"]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["knowledge_base=craft", "knowledge_base.archs=[vgg16,resnet_cifar20]"],
+         "every architecture must decompose into c = 5 cells"),
+        (["knowledge_base=craft", "knowledge_base.archs=[resnet_cifar20]", "knowledge_base.num_cells=null",
+          "knowledge_base.weights=/nowhere/r20.pt"], "weights file not found: /nowhere/r20.pt"),
+        (["dataset=cifar10", "dataset.download=false", "dataset.root=ROOT/no-cifar"], "no-cifar"),
+        (["search.initial_genotypes=[[0,7,0]]"], "genotype position 1 is 7; valid range is [0, 2]"),
+        (["resume=ROOT"], "is not a search run"),
+        (["search.population_size=-2"], "search.population_size=-2 must be a positive integer"),
+        (["evaluator.hidden=[0,16]"], "evaluator.hidden[0]=0 must be a positive integer"),
+        (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected):
+    overrides = [o.replace("ROOT", str(tmp_path)) for o in overrides]
+    tiny = [o for o in TINY if not o.startswith("dataset.")] if any(o.startswith("dataset=") for o in overrides) else TINY
+    line = bad_input(tmp_path, monkeypatch, capsys, [*tiny, *overrides])
+    assert line.startswith("error: ") and expected in line, line
+
+
+def test_corrupt_and_unsafe_weight_files_are_one_clear_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00 not a checkpoint")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled.pt")  # a module, not a plain tensor file
+    base = [*TINY, "knowledge_base=craft", "knowledge_base.archs=[resnet_cifar20]", "knowledge_base.num_cells=null"]
+    line = bad_input(tmp_path, monkeypatch, capsys, [*base, f"knowledge_base.weights={tmp_path / 'corrupt.pt'}"])
+    assert "corrupt or not a torch checkpoint" in line
+    line = bad_input(tmp_path, monkeypatch, capsys, [*base, f"knowledge_base.weights={tmp_path / 'pickled.pt'}"])
+    assert "not a plain tensor file" in line
+
+
+@pytest.mark.slow
+def test_modulenet_search_with_no_arguments(tmp_path):
+    """The README's first command: the embedded quickstart, offline, on CPU, well under 5 minutes."""
+    env = {**os.environ, "MODULENET_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    proc = subprocess.run([str(BIN / "modulenet-search")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = list((tmp_path / "outputs" / "quickstart").iterdir())
+    best = json.loads((run / "results.json").read_text())["best"]
+    assert best["err_val"] < 0.5  # ten classes: chance is 0.9
