@@ -10,8 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import os
+from pathlib import Path
+
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+
+def shared_dir() -> str:
+    """`${shared_dir:}`: the project's shared data and weights, $MODULENET_SHARED or the checkout's ../shared."""
+    return os.environ.get("MODULENET_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
 
 
 @dataclass
@@ -129,6 +137,8 @@ class FinetuneAppConf:
 
 
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("shared_dir"):
+        OmegaConf.register_new_resolver("shared_dir", shared_dir)
     cs = ConfigStore.instance()
     cs.store(name="search_app_schema", node=SearchAppConf)
     cs.store(name="kb_app_schema", node=KbAppConf)

@@ -40,7 +40,7 @@ def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTAR
         torch.manual_seed(seed)
         model = get_architecture(arch_name).build()
         accuracies[arch_name] = train_source_network(model, datamodule.train_dataloader(), datamodule.val_dataloader(),
-                                                     epochs=epochs, lr=lr, progress=progress)
+                                                     epochs=epochs, lr=lr, progress=False)
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
         files[arch_name] = str(path / "sources" / f"{arch_name}.pt")
         torch.save(model.state_dict(), files[arch_name])

@@ -168,3 +168,49 @@ def test_modulenet_search_with_no_arguments(tmp_path):
     (run,) = list((tmp_path / "outputs" / "quickstart").iterdir())
     best = json.loads((run / "results.json").read_text())["best"]
     assert best["err_val"] < 0.5  # ten classes: chance is 0.9
+
+
+def test_killed_search_keeps_finished_evaluations_and_resumes(tmp_path, cache_dir):
+    """kill -9 in the middle of a generation: the memo keeps what finished, `resume=` completes the run."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "MODULENET_CACHE": str(cache_dir), "WANDB_MODE": "offline"}
+    args = [str(BIN / "modulenet-search"), *TINY, "search.generations=3", "logger=none", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    memo = run / "evaluations.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "search_state.json").is_file():  # generation 1 is done: kill inside generation 2
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = memo.read_text().splitlines()
+    assert before, "finished evaluations survive the kill"
+
+    resumed = run_cli("modulenet-search", [*TINY, "search.generations=3", "logger=none", f"resume={run}",
+                                           f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = memo.read_text().splitlines()
+    assert after[:len(before)] == before
+    genotypes = [tuple(json.loads(line)["evaluation"]["genotype"]) for line in after]
+    assert len(genotypes) == len(set(genotypes)), "no genotype trained twice"
+    assert len(json.loads((run / "results.json").read_text())["history"]) == 3
+
+
+def test_modulenet_kb_builds_a_knowledge_base_that_a_search_loads(tmp_path, monkeypatch):
+    from modulenet.cli import kb_main
+    from modulenet.knowledge import load_knowledge_base
+
+    cifar_checkpoint(20)  # skips without ../shared
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "kb"
+    monkeypatch.setattr(sys, "argv", ["modulenet-kb", "knowledge_base=cifar_resnets_shared", f"output={out}",
+                                      "progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    kb_main()
+    kb = load_knowledge_base(out)
+    assert kb.arch_names == ["resnet_cifar20", "resnet_cifar32", "resnet_cifar44", "resnet_cifar56"]
+    assert (tmp_path / "run" / "config_resolved.yaml").is_file()
