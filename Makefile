@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test test-all clean
+.PHONY: install test test-all clean bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -19,3 +19,7 @@ test-all:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Evaluation cost per generation, modes side by side (writes benchmarks/results.json).
+bench:
+	$(PY) benchmarks/bench_evaluation.py $(ARGS)
