@@ -1,18 +1,24 @@
-"""Evaluation cost of one generation, measured side by side in one run (issue: speed and scale).
+"""Evaluation cost of one generation, three modes measured side by side in one run.
 
 Modes (same seed, same individuals, same data):
-  plain   a Lightning trainer per individual with the frozen trunk in every training step
-  cached  the trunk's features computed once per individual, the classifier trained on them
+  plain   (a) a Lightning trainer per individual, the frozen trunk in every training step
+  cached  (b) the trunk's features computed once per individual, the classifier trained on them
+  fast    (c) (b) + module prefixes shared across the generation + all classifiers stacked into
+              one batched model on resident features + bf16 matrix products
 
 Data and knowledge are real: the CIFAR-10 images and the four pretrained CIFAR ResNets of
-../shared. Each mode runs in its own process so its peak memory is its own. Prints a table
-and writes benchmarks/results.json. Sizes are arguments; the defaults finish in minutes on
-2 CPU cores, `--paper` uses the paper's 20 epochs and 4096-4096 head.
+../shared (MODULENET_SHARED overrides the path). Each mode runs in its own process, so its
+peak memory is its own. Then a scaling table: seconds per individual of (c) vs training-set
+size and classifier width. Prints the tables and writes benchmarks/results.json.
+
+Score rule: (b) equals (a) to float tolerance; (c) ranks the individuals as (a) does, with
+|delta err_val| <= 0.01.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -25,25 +31,39 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("MODULENET_SHARED", HERE.parents[1] / "shared"))
+MODES = {
+    "plain": dict(cache_features=False, stack_individuals=1, share_prefixes=False),
+    "cached": dict(cache_features=True, stack_individuals=1, share_prefixes=False),
+    "fast": dict(cache_features=True, share_prefixes=True, precision="bf16-mixed"),  # stack: the whole generation
+}
 
 
-def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a square matrix product on this machine: the physical limit the modes are held to."""
+def matmul_peak(dtype_name: str, device: str) -> float:
+    """FLOP/s of a large square matrix product: the machine's physical limit the modes are held to."""
     import torch
 
+    size, repeats = (8192, 20) if device == "cuda" else (2048, 10)
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def load(args):
-    import numpy as np
+def _sync(device: str) -> None:
     import torch
 
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def load(train_images: int):
     from modulenet.data import NpzDataModule
     from modulenet.knowledge import build_knowledge_base
 
@@ -54,88 +74,138 @@ def load(args):
     dm.prepare_data()
     dm.setup("fit")
     x_train, y_train, x_val, y_val = dm.search_tensors()
-    n = min(args.train_images, len(x_train))
+    n = min(train_images, len(x_train))
     return kb, (x_train[:n], y_train[:n], x_val, y_val), dm.num_classes
 
 
-def run_mode(mode: str, args, genotypes, queue) -> None:
+def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_images: int | None = None) -> None:
+    """One mode in a fresh process: evaluates the generation, reports time, FLOPs and peak memory."""
     import torch
 
     from modulenet.evaluate import EvaluationSettings, Evaluator, count_flops
 
     torch.set_num_threads(args.threads)
-    kb, data, num_classes = load(args)
-    settings = EvaluationSettings(epochs=args.epochs, batch_size=args.batch_size, hidden=[args.width] * 2,
-                                  pool="avg", cache_features=(mode == "cached"))
+    width = width or args.width
+    kb, data, num_classes = load(train_images or args.train_images)
+    options = dict(MODES[mode])
+    if mode == "fast":
+        options["stack_individuals"] = len(genotypes)
+        if args.device == "cpu" and not args.cpu_bf16:
+            options["precision"] = "32-true"
+    settings = EvaluationSettings(epochs=args.epochs, batch_size=args.batch_size, hidden=[width] * 2, pool=args.pool,
+                                  accelerator="gpu" if args.device == "cuda" else "cpu", **options)
     evaluator = Evaluator(kb, data, num_classes, settings, progress=False)
+    if args.device == "cuda":  # start-up (context, kernels) is not evaluation cost
+        Evaluator(kb, tuple(t[:256] for t in data), num_classes, settings, progress=False)(genotypes[:1])
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     results = evaluator(genotypes)
     seconds = time.perf_counter() - start
     n_train, n_val = len(data[0]), len(data[2])
-    flops = 0
+    flops = 0  # the work a mode must do: the trunk per pass over the data, the head's training
     for e in results:
-        trunk = count_flops(kb.assemble(e.genotype), data[0].shape[1:])
-        head = e.params - sum(p.numel() for p in kb.assemble(e.genotype).parameters())
+        trunk = kb.assemble(e.genotype)
+        head = e.params - sum(p.numel() for p in trunk.parameters())
         trunk_passes = (n_train * args.epochs + n_val) if mode == "plain" else (n_train + n_val)
-        flops += trunk * trunk_passes + 6 * head * n_train * args.epochs + 2 * head * n_val
-    queue.put({"seconds": seconds, "flops": flops,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        flops += count_flops(trunk, data[0].shape[1:]) * trunk_passes + 6 * head * n_train * args.epochs + 2 * head * n_val
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"seconds": seconds, "flops": flops, "peak_rss_mb": peak,
+               **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}),
                "results": [{"genotype": list(e.genotype), "score": e.score, "err_val": e.err_val} for e in results]})
+
+
+def in_process(*args, **kwargs) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=run_mode, args=(*args, queue), kwargs=kwargs)
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def meets_rule(mode: str, results: list[dict], base: list[dict]) -> bool:
+    if mode in ("plain", "cached"):
+        return all(abs(a["err_val"] - b["err_val"]) <= 1e-6 and abs(a["score"] - b["score"]) <= 1e-4
+                   for a, b in zip(results, base))
+    rank = lambda rows: sorted(range(len(rows)), key=lambda i: rows[i]["score"])
+    return rank(results) == rank(base) and all(abs(a["err_val"] - b["err_val"]) <= 0.01 for a, b in zip(results, base))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--individuals", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=20, help="classifier epochs (paper: 20)")
+    parser.add_argument("--width", type=int, default=4096, help="hidden width of the head (paper: 4096)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--train-images", type=int, default=5085)
+    parser.add_argument("--pool", default="avg", choices=["avg", "flatten"])
+    parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--paper", action="store_true", help="16 individuals, 20 epochs, 4096-4096 (slow on CPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false", help="(c) in float32 on CPU")
+    parser.add_argument("--quick", action="store_true", help="4 individuals, 3 epochs, 1024 wide: a smoke run")
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
-    if args.paper:
-        args.individuals, args.epochs, args.width = 16, 20, 4096
-    import itertools
-
+    if args.quick:
+        args.individuals, args.epochs, args.width, args.train_images = 4, 3, 1024, 1024
     space = list(itertools.product(range(4), repeat=3))
     genotypes = random.Random(0).sample(space, args.individuals)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    peak = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
-    ctx = mp.get_context("spawn")
+    peak = {"float32": matmul_peak("float32", args.device), "bfloat16": matmul_peak("bfloat16", args.device)}
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
     modes = {}
-    for mode in ("plain", "cached"):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=run_mode, args=(mode, args, genotypes, queue))
-        proc.start()
-        modes[mode] = queue.get()
-        proc.join()
+    for mode in MODES:
+        modes[mode] = in_process(mode, args, genotypes)
+        print(f"  {mode}: {modes[mode]['seconds']:.1f} s", flush=True)
     base = modes["plain"]
+    fast_peak = peak["bfloat16"] if (args.device == "cuda" or args.cpu_bf16) else peak["float32"]
     for mode, m in modes.items():
         m["speedup"] = base["seconds"] / m["seconds"]
         m["gflops_per_s"] = m["flops"] / m["seconds"] / 1e9
-        m["fraction_of_fp32_peak"] = m["flops"] / m["seconds"] / peak["float32"]
-        m["scores_equal"] = all(abs(a["err_val"] - b["err_val"]) <= 1e-6 and abs(a["score"] - b["score"]) <= 1e-4
-                                for a, b in zip(m["results"], base["results"]))
+        m["fraction_of_peak"] = m["flops"] / m["seconds"] / (fast_peak if mode == "fast" else peak["float32"])
+        m["scores_equal"] = meets_rule(mode, m["results"], base["results"])
+        m["max_abs_delta_err_val"] = max(abs(a["err_val"] - b["err_val"]) for a, b in zip(m["results"], base["results"]))
+
+    scaling = []
+    if args.scaling:  # cost growth of (c): a generation of 4 individuals, 2 epochs
+        small = argparse.Namespace(**{**vars(args), "epochs": 2})
+        for width, images in itertools.product((1024, 4096), (512, 1024, 2048, 4096)):
+            m = in_process("fast", small, genotypes[:4], width=width, train_images=images)
+            scaling.append({"width": width, "train_images": images,
+                            "seconds_per_individual": m["seconds"] / 4})
+
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        "device": "cpu",
+        "machine": f"{device_name}, torch {torch.__version__}",
+        "device": args.device,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "matmul_peak_gflops_per_s": {k: v / 1e9 for k, v in peak.items()},
         "modes": {k: {kk: vv for kk, vv in v.items() if kk != "results"} for k, v in modes.items()},
-        "individuals": modes["plain"]["results"],
+        "individuals": {mode: m["results"] for mode, m in modes.items()},
+        "scaling": scaling,
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{args.individuals} individuals, {args.epochs} epochs, head {args.width}-{args.width}, "
+    print(f"\n{report['machine']}; {args.individuals} individuals, {args.epochs} epochs, head {args.width}-{args.width}, "
           f"{args.train_images} train images; matmul peak fp32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s")
-    print(f"{'mode':<8} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>8} {'of peak':>8} {'peak RSS MB':>12} {'scores equal':>13}")
+    print(f"{'mode':<8} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>9} {'of peak':>8} {'peak RSS MB':>12} "
+          f"{'max|d err|':>11} {'scores equal':>13}")
     for mode, m in modes.items():
-        print(f"{mode:<8} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:8.1f} "
-              f"{100 * m['fraction_of_fp32_peak']:7.1f}% {m['peak_rss_mb']:12.0f} {str(m['scores_equal']):>13}")
+        print(f"{mode:<8} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:9.1f} "
+              f"{100 * m['fraction_of_peak']:7.1f}% {m['peak_rss_mb']:12.0f} {m['max_abs_delta_err_val']:11.4f} "
+              f"{str(m['scores_equal']):>13}")
+    if scaling:
+        print("\n(c) seconds per individual (4 individuals, 2 epochs)")
+        images = sorted({row["train_images"] for row in scaling})
+        print(f"{'width':>6} " + " ".join(f"{n:>9}" for n in images))
+        for width in sorted({row["width"] for row in scaling}):
+            cells = {row["train_images"]: row["seconds_per_individual"] for row in scaling if row["width"] == width}
+            print(f"{width:>6} " + " ".join(f"{cells[n]:9.2f}" for n in images))
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

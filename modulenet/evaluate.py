@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from modulenet.batched_evaluation import StackedIndividualsModule, batch_loader, group_by_width, prefix_shared_features
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
-from modulenet.lit_module import IndividualModule, classifier_input_size
+from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.score import loss_rate, search_score, similarity
 
@@ -52,10 +53,17 @@ class EvaluationSettings:
     feature_batch_size: int = 512
     accelerator: str = "cpu"
     precision: str = "32-true"
+    # Speed only (batched_evaluation.py): classifiers trained together on cached features, the
+    # generation's module prefixes shared, and the bytes of features resident at once.
+    stack_individuals: int = 1
+    share_prefixes: bool = True
+    feature_memory_gb: float = 4.0
+
+    SPEED_ONLY = ("cache_features", "feature_batch_size", "stack_individuals", "share_prefixes", "feature_memory_gb")
 
     def fingerprint(self, context: dict | None = None) -> str:
         """A short hash of every setting that changes results (speed-only ones excluded)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("cache_features", "feature_batch_size")}
+        relevant = {k: v for k, v in asdict(self).items() if k not in self.SPEED_ONLY}
         text = json.dumps({**relevant, **(context or {})}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -130,15 +138,39 @@ class Evaluator:
         self.device = torch.device("cuda" if settings.accelerator in ("gpu", "cuda") else "cpu")
         if settings.accelerator == "auto" and torch.cuda.is_available():
             self.device = torch.device("cuda")
+        if self.device.type == "cuda":  # faster host-to-device copies of image batches
+            self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
         self.memo = EvaluationMemo(memo_path, settings.fingerprint(context)) if memo_path else None
 
+    @property
+    def batched(self) -> bool:
+        """Whether a generation goes through `batched_evaluation` (cached features of a frozen,
+        parameter-free trunk; a conv1x1 link trains, so it takes the plain way)."""
+        s = self.settings
+        return s.cache_features and s.connection != "conv1x1" and (s.stack_individuals > 1 or s.share_prefixes)
+
     def __call__(self, genotypes: Sequence[Sequence[int]]) -> list[Evaluation]:
-        results = []
-        bar = tqdm(genotypes, desc="individuals", unit="ind", leave=False, disable=not self.progress)
-        for genotype in bar:
-            bar.set_postfix_str(format_genotype(genotype))
-            results.append(self.evaluate(genotype))
-        return results
+        codes = [self.kb.parse_genotype(g) for g in genotypes]
+        bar = tqdm(total=len(codes), desc="individuals", unit="ind", leave=False, disable=not self.progress)
+        done: dict[Genotype, Evaluation] = {}
+        for code in codes:
+            if self.memo is not None and (memo := self.memo.get(code)) is not None:
+                done[code] = memo
+        pending = list(dict.fromkeys(c for c in codes if c not in done))
+        bar.update(len(codes) - len(pending))
+        if self.batched:
+            for group in self._groups(pending):
+                bar.set_postfix_str(" ".join(format_genotype(c) for c in group))
+                for evaluation in self._evaluate_group(group):
+                    done[evaluation.genotype] = evaluation
+                bar.update(len(group))
+        else:
+            for code in pending:
+                bar.set_postfix_str(format_genotype(code))
+                done[code] = self.evaluate(code)
+                bar.update(1)
+        bar.close()
+        return [done[code] for code in codes]
 
     def evaluate(self, genotype: Sequence[int]) -> Evaluation:
         """One individual, memoised; a failure is retried once at half the batch size, then
@@ -163,6 +195,81 @@ class Evaluator:
         if self.memo is not None:
             self.memo.put(evaluation)
         return evaluation
+
+    def _groups(self, codes: list[Genotype]) -> list[list[Genotype]]:
+        """Lexicographic order (neighbours share prefixes), cut into stackable groups."""
+        s = self.settings
+        codes = sorted(codes)
+        widths, sizes = {}, {}
+        itemsize = 2 if s.precision.startswith("bf16") else 4
+        for code in codes:
+            out = self.kb.output_spec(code)
+            size = self.kb.assemble(code, connection=s.connection).output_size(tuple(self.x_train.shape[-2:]))
+            widths[code] = classifier_input_size(out.out_channels, tuple(size), s.pool)
+            sizes[code] = widths[code] * (len(self.x_train) + len(self.x_val)) * itemsize
+        return group_by_width(codes, widths, max(1, s.stack_individuals), sizes, int(s.feature_memory_gb * 2**30))
+
+    def _evaluate_group(self, group: list[Genotype]) -> list[Evaluation]:
+        """A group trained together; if that fails (out of memory, say), each individual alone
+        (with the retry at half batch size of `evaluate`)."""
+        try:
+            results = self._train_group(group)
+        except (RuntimeError, MemoryError) as err:
+            log.warning("group %s failed together (%s); evaluating one by one",
+                        " ".join(format_genotype(c) for c in group), str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return [self.evaluate(code) for code in group]
+        if self.memo is not None:
+            for evaluation in results:
+                self.memo.put(evaluation)
+        return results
+
+    def _train_group(self, group: list[Genotype]) -> list[Evaluation]:
+        s = self.settings
+        start = time.perf_counter()
+        channels_last = self.device.type == "cuda"
+        trunks = {code: self.kb.assemble(code, connection=s.connection).to(self.device) for code in group}
+        if channels_last:
+            for trunk in trunks.values():
+                trunk.to(memory_format=torch.channels_last)
+        feature_dtype = torch.bfloat16 if s.precision.startswith("bf16") else torch.float32
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=feature_dtype == torch.bfloat16):
+            if s.share_prefixes:
+                train, _ = prefix_shared_features(trunks, self.x_train, s.feature_batch_size, self.device, s.pool,
+                                                  channels_last, feature_dtype)
+                val, _ = prefix_shared_features(trunks, self.x_val, s.feature_batch_size, self.device, s.pool,
+                                                channels_last, feature_dtype)
+            else:
+                train, val = ({code: pool_features(trunk_features(trunks[code], x, s.feature_batch_size, self.device),
+                                                   s.pool).to(feature_dtype) for code in group}
+                              for x in (self.x_train, self.x_val))
+        x_train = torch.stack([train.pop(code) for code in group])
+        x_val = torch.stack([val.pop(code) for code in group])
+        pl.seed_everything(s.seed, workers=True, verbose=False)
+        template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
+        model = StackedIndividualsModule(
+            x_train, self.y_train.to(self.device), x_val, self.y_val.to(self.device), template,
+            optimizer=lambda params: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay),
+        )
+        with quiet_lightning():
+            trainer = make_trainer(s.epochs, s.accelerator, s.precision)
+            trainer.fit(model, batch_loader(x_train.shape[1], s.batch_size, torch.Generator().manual_seed(s.seed)))
+            trainer.validate(model, batch_loader(x_val.shape[1], s.batch_size, None), verbose=False)
+        seconds = (time.perf_counter() - start) / len(group)
+        results = []
+        for g, code in enumerate(group):
+            err_val = 1.0 - model.val_accuracies[g]
+            l_rate = loss_rate(model.epoch_losses[g])
+            sim = similarity(code)
+            trunk = trunks[code]
+            results.append(Evaluation(
+                genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
+                l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses[g]),
+                params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
+                flops=count_flops(trunk, self.x_train.shape[1:]), seconds=seconds,
+            ))
+        return results
 
     def _train(self, code: Genotype, batch_size: int, feature_batch_size: int) -> Evaluation:
         s = self.settings
