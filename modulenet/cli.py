@@ -72,6 +72,18 @@ def _finetune(cfg: DictConfig):
     return _guard(finetune_job, cfg)
 
 
+@hydra.main(config_path=CONF_DIR, config_name="report_app", version_base="1.3")
+def _report(cfg: DictConfig):
+    from modulenet.report import report_job
+
+    def job(c, d, *_):
+        path = report_job(c, d)
+        print(path)
+        return path
+
+    return _guard(job, cfg)
+
+
 def finetune_main() -> None:
     """modulenet-finetune"""
     _finetune()
@@ -85,3 +97,8 @@ def search_main() -> None:
 def kb_main() -> None:
     """modulenet-kb"""
     _kb()
+
+
+def report_main() -> None:
+    """modulenet-report"""
+    _report()

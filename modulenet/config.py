@@ -58,7 +58,7 @@ class SearchConf:
 
 @dataclass
 class EvaluatorConf:
-    name: str = "local"
+    name: str = "local"  # local | gpus (a worker process per GPU, or CPU workers) | ray (evaluators.py)
     batch_size: int = 256
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
     pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
@@ -67,6 +67,17 @@ class EvaluatorConf:
     weight_decay: float = 0.0
     cache_features: bool = True
     feature_batch_size: int = 512
+    # Speed only, same results (batched_evaluation.py): module prefixes shared within a generation,
+    # classifiers of up to `stack_individuals` individuals trained as one batched model on resident
+    # features of at most `feature_memory_gb`.
+    share_prefixes: bool = True
+    stack_individuals: int = 8
+    feature_memory_gb: float = 4.0
+    # gpus / ray: workers (default: one per GPU, else half the CPU cores / Ray's CPUs)
+    num_workers: Optional[int] = None
+    devices: Optional[list[int]] = None  # gpus: which GPUs (default: every visible one)
+    address: Optional[str] = None  # ray: a cluster's address (default: start a local Ray)
+    gpus_per_worker: float = 0.0  # ray: 1 to give each actor a GPU
 
 
 @dataclass
@@ -136,6 +147,20 @@ class FinetuneAppConf:
     name: str = "finetune"
 
 
+@dataclass
+class ReportAppConf:
+    """modulenet-report: the paper's tables and figures from finished runs (report.py)."""
+
+    runs: list[str] = field(default_factory=list)  # search, finetune or multirun sweep directories
+    output: Optional[str] = None  # where report.md and the PNGs go; default: the report's run directory
+    calibrate: bool = False  # fit alpha, beta to the fine-tuned test errors (Spearman, grid search)
+    calibration_max: float = 50.0  # the grid: alpha, beta in [0, calibration_max] ...
+    calibration_step: float = 1.0  # ... every calibration_step
+    title: str = "ModuleNet report"
+    logger: LoggerConf = field(default_factory=LoggerConf)  # mode auto: W&B only when a given run was online
+    name: str = "report"
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("shared_dir"):
         OmegaConf.register_new_resolver("shared_dir", shared_dir)
@@ -143,3 +168,4 @@ def register_configs() -> None:
     cs.store(name="search_app_schema", node=SearchAppConf)
     cs.store(name="kb_app_schema", node=KbAppConf)
     cs.store(name="finetune_app_schema", node=FinetuneAppConf)
+    cs.store(name="report_app_schema", node=ReportAppConf)

@@ -158,19 +158,29 @@ class Evaluator:
                 done[code] = memo
         pending = list(dict.fromkeys(c for c in codes if c not in done))
         bar.update(len(codes) - len(pending))
+        try:
+            for evaluation in self._evaluate_pending(pending, bar):
+                done[evaluation.genotype] = evaluation
+        finally:
+            bar.close()
+        return [done[code] for code in codes]
+
+    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm):
+        """Yields an `Evaluation` for every genotype in `pending` (memo written). This process
+        does the work; `evaluators.py` overrides it to dispatch to workers."""
         if self.batched:
             for group in self._groups(pending):
                 bar.set_postfix_str(" ".join(format_genotype(c) for c in group))
-                for evaluation in self._evaluate_group(group):
-                    done[evaluation.genotype] = evaluation
+                yield from self._evaluate_group(group)
                 bar.update(len(group))
         else:
             for code in pending:
                 bar.set_postfix_str(format_genotype(code))
-                done[code] = self.evaluate(code)
+                yield self.evaluate(code)
                 bar.update(1)
-        bar.close()
-        return [done[code] for code in codes]
+
+    def close(self) -> None:
+        """Release workers (none here)."""
 
     def evaluate(self, genotype: Sequence[int]) -> Evaluation:
         """One individual, memoised; a failure is retried once at half the batch size, then

@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.evaluate import EvaluationSettings
+from modulenet.evaluators import make_evaluator
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.quickstart import quickstart_knowledge_base
 from modulenet.search import SearchConfig, run_search
@@ -68,12 +69,17 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
         weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name, alpha=cfg.search.alpha,
         beta=cfg.search.beta, seed=cfg.seed, cache_features=cfg.evaluator.cache_features,
         feature_batch_size=cfg.evaluator.feature_batch_size, accelerator=cfg.trainer.accelerator,
-        precision=cfg.trainer.precision,
+        precision=cfg.trainer.precision, share_prefixes=cfg.evaluator.share_prefixes,
+        stack_individuals=cfg.evaluator.stack_individuals, feature_memory_gb=cfg.evaluator.feature_memory_gb,
     )
     context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
                "sources": kb.sources}
-    evaluator = Evaluator(kb, datamodule.search_tensors(), datamodule.num_classes, settings,
-                          memo_path=search_dir / "evaluations.jsonl", context=context, progress=cfg.progress)
+    ev = cfg.evaluator
+    evaluator = make_evaluator(
+        ev.name, kb, datamodule.search_tensors(), datamodule.num_classes, settings,
+        memo_path=search_dir / "evaluations.jsonl", context=context, progress=cfg.progress,
+        devices=list(ev.devices) if ev.devices is not None else None, num_workers=ev.num_workers,
+        address=ev.address, gpus_per_worker=ev.gpus_per_worker)
     search_config = SearchConfig(
         generations=cfg.search.generations, population_size=cfg.search.population_size,
         crossover_prob=cfg.search.crossover_prob, mutation_prob=cfg.search.mutation_prob,
@@ -92,6 +98,7 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
                             arch_names=kb.arch_names, callbacks=[tracker] if tracker else [],
                             resume=bool(cfg.resume), progress=cfg.progress)
     finally:
+        evaluator.close()
         if tracker is not None:
             tracker.finish()
     best = result.best
@@ -159,7 +166,12 @@ def _check_positive(cfg: DictConfig) -> None:
         "search.generations": cfg.search.generations, "search.population_size": cfg.search.population_size,
         "search.epochs": cfg.search.epochs, "evaluator.batch_size": cfg.evaluator.batch_size,
         "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
+        "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
     }
+    if cfg.evaluator.num_workers is not None:
+        checks["evaluator.num_workers"] = cfg.evaluator.num_workers
+    if cfg.evaluator.feature_memory_gb <= 0:
+        raise ModuleNetError(f"evaluator.feature_memory_gb={cfg.evaluator.feature_memory_gb} must be positive")
     checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
     for key, value in checks.items():
         if value <= 0:

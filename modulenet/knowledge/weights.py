@@ -2,8 +2,9 @@
 
 A weights spec per architecture is one of: `None` / `"random"` (random init), a torchvision
 weights name such as `"DEFAULT"` (the standard download into the torch hub cache), or a path
-to a checkpoint file holding a plain state_dict or `{"state_dict": ...}`, keys optionally
-prefixed by `module.` (DataParallel).
+to a checkpoint file holding a plain state_dict or one wrapped as `{"state_dict": ...}` (also
+`model_state_dict`, `model`, or `weight` as the ModuleNet authors' DARTS code saves it), keys
+optionally prefixed by `module.` (DataParallel).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from modulenet.errors import WeightsError
 
 RANDOM = "random"
 _RANDOM_SPELLINGS = {None, "random", "none", "scratch"}
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "weight")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -97,9 +98,10 @@ def load_trunk_weights(model: nn.Module, cells: list[nn.Module], state: dict[str
                        source: str) -> None:
     """Copy the tensors that the cells use from `state` (keys of the full `model`) into `model`.
 
-    Keys outside the trunk (a classifier of any size, say a 100-class `fc`) are ignored; a trunk
-    key that is missing or has another shape is an error naming it. BatchNorm's
-    `num_batches_tracked` may be absent (older checkpoints) and then starts at 0.
+    Keys outside the trunk (a classifier of any size, say a 100-class `fc`, or a DARTS
+    `auxiliary_head`) are ignored; a trunk key that is missing or has another shape is an error
+    naming it. BatchNorm's `num_batches_tracked` may be absent (older checkpoints) and then
+    starts at 0.
     """
     state = strip_prefixes(state)
     trunk_ids = {id(t) for cell in cells for t in cell.state_dict(keep_vars=True).values()}

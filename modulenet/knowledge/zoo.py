@@ -9,6 +9,8 @@ build its network and how to cut it into `num_cells` cells that share the networ
 - torchvision VGG-11/13/16/19 with and without BN (c = 5): `features` cut after each max-pool.
 - CIFAR ResNet-20/32/44/56/110 (c = 3): stem + layer1, layer2, layer3 (ResNet-8 for the quickstart).
 - `vgg_cifar`, `allconv_cifar` (c = 3): small CNNs of two more families for the quickstart.
+- DARTS-family CIFAR networks `darts_v2`, `pdarts`, `pc_darts_cifar`, `pc_darts_image` (c = 5,
+  Sec. IV-B2): the stem, then cells 0-4, 5-9, 10-14, 15-19 (see `darts.py`).
 - Your own model: `CutPointArchitecture` (see `cut_points.py`).
 """
 
@@ -21,11 +23,14 @@ from torch import nn
 
 from modulenet.errors import KnowledgeBaseError
 from modulenet.knowledge.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
+from modulenet.knowledge.darts import DartsNetwork, module_bounds, paper_reductions, split_darts
+from modulenet.knowledge.darts_genotypes import GENOTYPES, DartsGenotype
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
 CIFAR_RESNETS = tuple(f"resnet_cifar{d}" for d in CIFAR_RESNET_DEPTHS)
 SMALL_CIFAR = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
+DARTS_NETWORKS = tuple(GENOTYPES)
 
 # The public CIFAR-10 checkpoints (hub-style names: the hex part is the sha256 prefix).
 CIFAR_RESNET_URLS = {
@@ -147,13 +152,63 @@ class SmallCifarCNN(Architecture):
         return list(model.features)
 
 
+class DartsArchitecture(Architecture):
+    """A DARTS-family CIFAR network (darts.py), c = len(reductions) + 2: the stem, then a module per stage.
+
+    `name` picks a published genotype (darts_genotypes.GENOTYPES) unless `genotype` is given.
+    The defaults are the paper's stacking (Sec. IV-B2): C = 36, 20 cells, reductions at cells
+    5, 10, 15, a stem of C channels; so c = 5.
+    """
+
+    family = "darts"
+
+    def __init__(self, name: str, C: int = 36, layers: int = 20, reductions=None, stem_multiplier: int = 1,
+                 num_classes: int = 10, genotype: DartsGenotype | dict | None = None):
+        super().__init__(name)
+        if genotype is None:
+            if name not in GENOTYPES:
+                raise KnowledgeBaseError(f"no published DARTS genotype {name!r}; valid are {list(GENOTYPES)} "
+                                         "(or pass genotype=)")
+            self.genotype, self.custom_genotype = GENOTYPES[name], False
+        else:
+            self.genotype = DartsGenotype.from_config(genotype if isinstance(genotype, dict) else genotype.to_config())
+            self.custom_genotype = True
+        self.C, self.layers, self.stem_multiplier, self.num_classes = int(C), int(layers), int(stem_multiplier), int(num_classes)
+        self.reductions = tuple(paper_reductions(self.layers) if reductions is None else sorted(int(r) for r in reductions))
+        if self.C <= 0 or self.C % 2 or self.stem_multiplier <= 0:
+            raise KnowledgeBaseError(f"{name}: C must be a positive even number and stem_multiplier positive, "
+                                     f"got C={C}, stem_multiplier={stem_multiplier}")
+        try:
+            module_bounds(self.layers, self.reductions)
+        except ValueError as err:
+            raise KnowledgeBaseError(f"{name}: {err}") from None
+
+    @property
+    def num_cells(self) -> int:
+        return len(self.reductions) + 2
+
+    def build(self) -> nn.Module:
+        return DartsNetwork(self.genotype, self.C, self.num_classes, self.layers, self.reductions, self.stem_multiplier)
+
+    def cells(self, model: nn.Module) -> list[nn.Module]:
+        return split_darts(model)
+
+    def to_config(self) -> dict:
+        config = {**super().to_config(), "C": self.C, "layers": self.layers, "reductions": list(self.reductions),
+                  "stem_multiplier": self.stem_multiplier, "num_classes": self.num_classes}
+        if self.custom_genotype:
+            config["genotype"] = self.genotype.to_config()
+        return config
+
+
 FAMILIES: dict[str, type[Architecture]] = {
-    cls.family: cls for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture, SmallCifarCNN)
+    cls.family: cls
+    for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture, SmallCifarCNN, DartsArchitecture)
 }
 
 
 def known_architectures() -> list[str]:
-    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS, *SMALL_CIFAR]
+    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS, *SMALL_CIFAR, *DARTS_NETWORKS]
 
 
 def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
@@ -164,6 +219,8 @@ def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
         return TorchvisionVGG(name)
     if name in ("vgg_cifar", "allconv_cifar"):
         return SmallCifarCNN(name)
+    if name in DARTS_NETWORKS:
+        return DartsArchitecture(name)
     if re.fullmatch(r"resnet_cifar\d+", name) and (int(name[12:]) - 2) % 6 == 0 and int(name[12:]) >= 8:
         return CifarResNetArchitecture(name)
     raise KnowledgeBaseError(

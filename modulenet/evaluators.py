@@ -1,0 +1,240 @@
+"""How a generation's individuals are dispatched (`evaluator=` group; DEAP's `toolbox.map` pattern).
+
+The search hands each generation's new genotypes to one callable, which maps them over
+workers and returns one `Evaluation` each, in order:
+
+* `local` (`Evaluator`, evaluate.py): in this process, the generation batched.
+* `gpus` (`WorkerPoolEvaluator`): one worker process per visible GPU (or `num_workers` CPU
+  workers where there is none); an individual goes to whichever worker frees up first.
+* `ray` (`RayEvaluator`): one Ray actor per worker, on a cluster (`address=`) or a local Ray.
+
+Every individual is trained from the same seed, so where it runs does not change its result:
+all three give what `local` gives. The memo is written by this process only. A worker that
+dies mid-evaluation (killed, segfault, lost node) is replaced and its individual re-queued
+once; a second death records the individual as failed and the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.multiprocessing as tmp
+from multiprocessing.connection import wait
+from tqdm.auto import tqdm
+
+from modulenet.errors import ModuleNetError
+from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.genotype import Genotype, format_genotype
+from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.score import similarity
+
+log = logging.getLogger(__name__)
+
+EVALUATORS = ("local", "gpus", "ray")
+
+
+def worker_died(code: Genotype, error: str) -> Evaluation:
+    """The record of an individual whose worker died twice: failed, worst score."""
+    return Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code),
+                      status="failed", error=error)
+
+
+def _worker_settings(settings: EvaluationSettings, device: int | None) -> EvaluationSettings:
+    """A worker evaluates one individual at a time, on its own device."""
+    return EvaluationSettings(**{**asdict(settings), "accelerator": "gpu" if device is not None else "cpu"})
+
+
+# --------------------------------------------------------------------------- gpus: worker processes
+
+
+def _worker_main(conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None,
+                 threads: int) -> None:
+    """A worker process: owns one device, evaluates the genotypes it is sent until told to stop."""
+    if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    torch.set_num_threads(max(1, threads))
+    evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, device), progress=False)
+    while True:
+        code = conn.recv()
+        if code is None:
+            break
+        (evaluation,) = evaluator([code])
+        conn.send(evaluation.to_dict())
+
+
+@dataclass
+class _Worker:
+    process: tmp.Process
+    conn: object  # the parent's end of the pipe
+    device: int | None
+    task: Genotype | None = None
+
+
+class WorkerPoolEvaluator(Evaluator):
+    """`evaluator=gpus`: a worker process per GPU (`devices`, default every visible one), or
+    `num_workers` CPU workers when there is no GPU. Workers start on the first generation and
+    live for the whole search."""
+
+    def __init__(self, *args, devices: list[int] | None = None, num_workers: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if devices is None and self.settings.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+            devices = list(range(torch.cuda.device_count()))
+        if devices:
+            self.slots: list[int | None] = list(devices)
+        else:
+            count = num_workers or max(1, (os.cpu_count() or 1) // 2)
+            if count < 1:
+                raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
+            self.slots = [None] * count
+        self.threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+        self.workers: list[_Worker] = []
+        self.requeued = 0  # individuals sent again after their worker died
+
+    def _start(self, device: int | None) -> _Worker:
+        ctx = tmp.get_context("spawn")  # CUDA cannot be forked
+        parent, child = ctx.Pipe()
+        data = (self.x_train, self.y_train, self.x_val, self.y_val)
+        process = ctx.Process(target=_worker_main, daemon=True,
+                              args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads))
+        process.start()
+        child.close()
+        return _Worker(process, parent, device)
+
+    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
+        if not pending:
+            return
+        if not self.workers:
+            self.workers = [self._start(device) for device in self.slots]
+        queue, deaths = deque(pending), {}
+        while queue or any(w.task is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.task is None and queue:
+                    worker.task = queue.popleft()
+                    worker.conn.send(worker.task)
+            busy = [w for w in self.workers if w.task is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for i, worker in enumerate(self.workers):
+                if worker.task is None or (worker.conn not in ready and worker.process.sentinel not in ready):
+                    continue
+                try:
+                    evaluation = Evaluation.from_dict(worker.conn.recv())
+                except (EOFError, OSError):  # the worker died with the task
+                    code = worker.task
+                    worker.process.join(timeout=5)
+                    log.warning("worker %d (pid %s) died evaluating %s (exit code %s); starting another",
+                                i, worker.process.pid, format_genotype(code), worker.process.exitcode)
+                    self.workers[i] = self._start(worker.device)
+                    deaths[code] = deaths.get(code, 0) + 1
+                    if deaths[code] == 1:
+                        self.requeued += 1
+                        queue.appendleft(code)
+                        continue
+                    evaluation = worker_died(code, f"worker died twice (exit code {worker.process.exitcode})")
+                else:
+                    worker.task = None
+                if self.memo is not None:
+                    self.memo.put(evaluation)
+                bar.set_postfix_str(format_genotype(evaluation.genotype))
+                bar.update(1)
+                yield evaluation
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for worker in self.workers:
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+        self.workers = []
+
+
+# --------------------------------------------------------------------------- ray: actors
+
+
+class _RayWorker:
+    """A Ray actor holding a knowledge base and the data (sent once, through Ray's object store)."""
+
+    def __init__(self, kb, data, num_classes: int, settings: EvaluationSettings, gpu: bool):
+        torch.set_num_threads(1)
+        self.evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, 0 if gpu else None),
+                                   progress=False)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def evaluate(self, code: Genotype) -> dict:
+        (evaluation,) = self.evaluator([code])
+        return evaluation.to_dict()
+
+
+class RayEvaluator(Evaluator):
+    """`evaluator=ray`: `num_workers` Ray actors (one GPU each with `gpus_per_worker=1`) on the
+    cluster at `address` (None: a local Ray). Ray restarts a dead actor once and retries its
+    task once; after that the individual is recorded as failed."""
+
+    def __init__(self, *args, address: str | None = None, num_workers: int | None = None,
+                 gpus_per_worker: float = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        try:
+            import ray
+        except ImportError:
+            raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
+        count = num_workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        if count < 1:
+            raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1)(_RayWorker)
+        kb_ref = ray.put(self.kb)
+        data_ref = ray.put((self.x_train, self.y_train, self.x_val, self.y_val))
+        self._refs = (kb_ref, data_ref)  # actor restarts need them alive
+        self.actors = [actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0)
+                       for _ in range(count)]
+
+    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
+        ray = self.ray
+        queue, idle, running = deque(pending), list(self.actors), {}
+        while queue or running:
+            while queue and idle:
+                actor, code = idle.pop(), queue.popleft()
+                running[actor.evaluate.remote(code)] = (actor, code)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, code = running.pop(ref)
+            idle.append(actor)
+            try:
+                evaluation = Evaluation.from_dict(ray.get(ref))
+            except ray.exceptions.RayActorError as err:  # died again after its one restart
+                log.warning("Ray worker died evaluating %s: %s", format_genotype(code), str(err).splitlines()[0])
+                evaluation = worker_died(code, "Ray worker died twice")
+            if self.memo is not None:
+                self.memo.put(evaluation)
+            bar.set_postfix_str(format_genotype(code))
+            bar.update(1)
+            yield evaluation
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+
+
+def make_evaluator(name: str, *args, devices: list[int] | None = None, num_workers: int | None = None,
+                   address: str | None = None, gpus_per_worker: float = 0, **kwargs) -> Evaluator:
+    """The evaluator called `name` (`local`, `gpus` or `ray`)."""
+    if name == "local":
+        return Evaluator(*args, **kwargs)
+    if name == "gpus":
+        return WorkerPoolEvaluator(*args, devices=devices, num_workers=num_workers, **kwargs)
+    if name == "ray":
+        return RayEvaluator(*args, address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker, **kwargs)
+    raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")

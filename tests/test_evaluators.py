@@ -1,0 +1,116 @@
+"""Faster and distributed evaluation give the results of the plain way (issue: speed and scale).
+
+Real knowledge base, real Lightning trainers, real worker processes and a real local Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from modulenet.batched_evaluation import prefix_shared_features, trunk_stages
+from modulenet.evaluate import EvaluationSettings, Evaluator, trunk_features
+from modulenet.evaluators import make_evaluator
+from modulenet.knowledge import build_knowledge_base
+from modulenet.lit_module import pool_features
+
+GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
+
+
+def settings(**overrides) -> EvaluationSettings:
+    base = dict(epochs=3, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", lr=3e-3)
+    return EvaluationSettings(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def kb():
+    torch.manual_seed(0)
+    return build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Classes set by a colour cast, learnable from frozen random features."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 4, (320,), generator=g)
+    x = torch.randn(320, 3, 32, 32, generator=g) * 0.5
+    x[torch.arange(320), y % 3] += 1.5 * (1 + (y == 3).float()).view(-1, 1, 1)
+    return x[:224], y[:224], x[224:], y[224:]
+
+
+@pytest.fixture(scope="module")
+def plain(kb, data):
+    """The plain way: one trainer per individual, the frozen trunk in every training step."""
+    return Evaluator(kb, data, 4, settings(cache_features=False), progress=False)(GENERATION)
+
+
+def assert_same(results, reference, tol_loss=1e-5):
+    assert [r.genotype for r in results] == [r.genotype for r in reference]
+    for a, b in zip(results, reference):
+        assert a.status == b.status == "ok"
+        assert a.err_val == pytest.approx(b.err_val, abs=1e-6)
+        assert a.epoch_losses == pytest.approx(b.epoch_losses, rel=tol_loss)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_prefix_sharing_computes_each_prefix_once_and_changes_nothing(kb, data):
+    codes = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 2, 2)]
+    trunks = {c: kb.assemble(c) for c in codes}
+    assert all(len(trunk_stages(t)) == 3 for t in trunks.values())
+    shared, nodes = prefix_shared_features(trunks, data[0], 64, torch.device("cpu"), pool="avg")
+    assert nodes == 9  # 0, 00, 000, 001, 01, 010, 1, 12, 122 instead of 4 * 3 = 12
+    for code in codes:
+        alone = pool_features(trunk_features(trunks[code], data[0], 64, torch.device("cpu")), "avg")
+        assert torch.equal(shared[code], alone)
+
+
+def test_stacked_classifiers_with_shared_prefixes_equal_the_plain_way(kb, data, plain):
+    batched = Evaluator(kb, data, 4, settings(stack_individuals=4, share_prefixes=True), progress=False)
+    assert batched.batched
+    assert_same(batched(GENERATION), plain)
+
+
+def test_bf16_evaluation_stays_close_to_float32(kb, data, plain):
+    fast = Evaluator(kb, data, 4, settings(stack_individuals=6, precision="bf16-mixed"), progress=False)(GENERATION)
+    for a, b in zip(fast, plain):
+        assert a.status == "ok" and abs(a.err_val - b.err_val) <= 0.05
+        assert a.epoch_losses[-1] < a.epoch_losses[0]  # it still trains
+
+
+def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_worker(kb, data, plain, tmp_path):
+    memo = tmp_path / "evaluations.jsonl"
+    evaluator = make_evaluator("gpus", kb, data, 4, settings(), num_workers=2, memo_path=memo, progress=False)
+    try:
+        assert len(evaluator.slots) == 2 and evaluator.slots == [None, None]  # CPU workers here
+        assert_same(evaluator(GENERATION[:4]), plain[:4])
+        assert len(memo.read_text().splitlines()) == 4  # written by this process
+
+        results = {}
+        thread = threading.Thread(target=lambda: results.setdefault("r", evaluator(GENERATION)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not any(w.task is not None for w in evaluator.workers) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        victim = next(w for w in evaluator.workers if w.task is not None)
+        os.kill(victim.process.pid, signal.SIGKILL)
+        thread.join(timeout=300)
+        assert evaluator.requeued == 1
+        assert_same(results["r"], plain)  # memo for the first four, workers for the rest
+        assert all(w.process.is_alive() for w in evaluator.workers)
+    finally:
+        evaluator.close()
+
+
+def test_ray_evaluator_equals_local(kb, data, plain):
+    ray = pytest.importorskip("ray")
+    evaluator = make_evaluator("ray", kb, data, 4, settings(), num_workers=2, progress=False)
+    try:
+        assert_same(evaluator(GENERATION[:3]), plain[:3])
+    finally:
+        evaluator.close()
+        ray.shutdown()
