@@ -38,11 +38,12 @@ MODES = {
 }
 
 
-def matmul_peak(dtype_name: str, device: str) -> float:
-    """FLOP/s of a large square matrix product: the machine's physical limit the modes are held to."""
+def matmul_peak(dtype_name: str, device: str, small: bool = False) -> float:
+    """FLOP/s of a large square matrix product: the machine's physical limit the modes are held to.
+    `small`: a 512 product on CPU, for a dtype the CPU may only emulate (bf16 on AVX2: ~1 GFLOP/s)."""
     import torch
 
-    size, repeats = (8192, 20) if device == "cuda" else (2048, 10)
+    size, repeats = (8192, 20) if device == "cuda" else ((512, 2) if small else (2048, 10))
     dtype = getattr(torch, dtype_name)
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
@@ -142,7 +143,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--no-cpu-bf16", dest="cpu_bf16", action="store_false", help="(c) in float32 on CPU")
+    parser.add_argument("--cpu-bf16", choices=["auto", "on", "off"], default="auto",
+                        help="(c) in bf16 on CPU: auto = where the CPU has bf16 matrix units (AVX-512 BF16 / AMX)")
     parser.add_argument("--quick", action="store_true", help="4 individuals, 3 epochs, 1024 wide: a smoke run")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--out", default=str(HERE / "results.json"))
@@ -154,8 +156,11 @@ def main() -> None:
 
     import torch
 
+    from modulenet.evaluate import has_fast_bf16
+
     torch.set_num_threads(args.threads)
-    peak = {"float32": matmul_peak("float32", args.device), "bfloat16": matmul_peak("bfloat16", args.device)}
+    args.cpu_bf16 = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and has_fast_bf16(torch.device("cpu")))
+    peak = {"float32": matmul_peak("float32", args.device), "bfloat16": matmul_peak("bfloat16", args.device, small=True)}
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else \
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
     modes = {}

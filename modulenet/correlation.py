@@ -67,3 +67,23 @@ def kendall(x: Sequence[float], y: Sequence[float]) -> float:
     if denominator == 0.0:
         return math.nan
     return float(np.clip(numerator / denominator, -1.0, 1.0))
+
+
+def spearman_rows(matrix, y: Sequence[float]) -> np.ndarray:
+    """Spearman's rho of every row of `matrix` with `y` (average ranks for ties), vectorised: the
+    rank of a value is #smaller + (#equal + 1) / 2. nan for a constant row. O(rows * n^2) memory."""
+    m = np.atleast_2d(np.asarray(matrix, dtype=float))
+    y = np.asarray(y, dtype=float).ravel()
+    if m.shape[1] != y.size or y.size < 2:
+        raise ValueError(f"spearman_rows needs rows of {y.size} >= 2 values, got shape {m.shape}")
+    less = (m[:, None, :] < m[:, :, None]).sum(axis=2)
+    equal = (m[:, None, :] == m[:, :, None]).sum(axis=2)
+    ranks = less + (equal + 1) / 2.0
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    ry = rankdata(y)
+    ry -= ry.mean()
+    denominator = np.sqrt((ranks * ranks).sum(axis=1) * float(ry @ ry))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ranks @ ry) / denominator
+    rho[denominator == 0] = np.nan
+    return np.clip(rho, -1.0, 1.0)

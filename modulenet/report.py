@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modulenet.correlation import kendall, spearman
+from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype, parse_genotype, search_space_size
 from modulenet.records import WORST_SCORE
@@ -834,7 +834,8 @@ def sweep_section(runs: Sequence[SearchRun], finetunes: Sequence[FinetuneRun], o
         i, j = alphas.index(r.alpha), betas.index(r.beta)
         grid[i, j] = value if not math.isfinite(grid[i, j]) else min(grid[i, j], value)
     path = out / "sweep_alpha_beta.png"
-    plot_heatmap(alphas, betas, grid, metric, "α/β sweep: " + metric.split(" (")[0], path)
+    short = "best fine-tuned test error (%)" if use_ft else "err_val of the best genotype (%)"
+    plot_heatmap(alphas, betas, grid, short, f"α/β sweep: {short}", path)
     figures.append(path)
     rows = []
     for r in sorted(runs, key=lambda r: (r.alpha, r.beta, r.label)):
@@ -868,6 +869,8 @@ class Calibration:
     best_rho: float
     best_kendall: float
     ties: int  # grid points reaching best_rho
+    tied_alpha: tuple[float, float]  # the range of alpha over those points
+    tied_beta: tuple[float, float]
     own: list[tuple[str, float, float, float]]  # (run label, alpha, beta, rho) at each run's own weights
 
 
@@ -911,8 +914,7 @@ def calibrate(points: Sequence[dict], maximum: float = 50.0, step: float = 1.0) 
     for i, alpha in enumerate(grid):
         # Eq. 4 (modulenet.score.search_score), vectorised over beta and the architectures
         scores = err[None, :] - alpha * l_rate[None, :] + grid[:, None] * sim[None, :]
-        for j in range(grid.size):
-            rho[i, j] = spearman(scores[j], test)
+        rho[i] = spearman_rows(scores, test)
     if not np.isfinite(rho).any():
         best_rho, candidates = math.nan, [(0, 0)]
     else:
@@ -936,8 +938,10 @@ def calibrate(points: Sequence[dict], maximum: float = 50.0, step: float = 1.0) 
             continue
         seen.add(id(run))
         own.append((run.label, run.alpha, run.beta, spearman(scores_at(run.alpha, run.beta), test)))
+    tied_a = [float(grid[ix[0]]) for ix in candidates]
+    tied_b = [float(grid[ix[1]]) for ix in candidates]
     return Calibration(list(points), grid, grid, rho, alpha, beta, best_rho, _float(taus.get((i, j))),
-                       len(candidates), own)
+                       len(candidates), (min(tied_a), max(tied_a)), (min(tied_b), max(tied_b)), own)
 
 
 def calibration_section(finetunes: Sequence[FinetuneRun], maximum: float, step: float, out: Path,
@@ -962,7 +966,9 @@ def calibration_section(finetunes: Sequence[FinetuneRun], maximum: float, step: 
     figures.append(path)
     lines += [f"**Best: α = {result.best_alpha:g}, β = {result.best_beta:g}, Spearman ρ = {_corr(result.best_rho)}, "
               f"Kendall τ = {_corr(result.best_kendall)}** over {len(points)} architectures "
-              f"({result.ties} of {result.rho.size} grid points reach this ρ).", ""]
+              f"({result.ties} of {result.rho.size} grid points reach this ρ"
+              + (f", α ∈ [{result.tied_alpha[0]:g}, {result.tied_alpha[1]:g}], "
+                 f"β ∈ [{result.tied_beta[0]:g}, {result.tied_beta[1]:g}]" if result.ties > 1 else "") + ").", ""]
     lines += _table(["Weights", "α", "β", "Spearman ρ"],
                     [["calibrated", f"{result.best_alpha:g}", f"{result.best_beta:g}", _corr(result.best_rho)]]
                     + [[f"run {label} (its own)", f"{a:g}", f"{b:g}", _corr(r)] for label, a, b, r in result.own])

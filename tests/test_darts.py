@@ -20,6 +20,15 @@ NAMES = ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"]
 TINY = {"C": 8}  # the paper's 20 cells with reductions at 5, 10, 15, at a small width
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks of many small convolutions run fastest on one thread (and do not fight a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(name: str, **kwargs) -> DartsArchitecture:
     return DartsArchitecture(name, **{**TINY, **kwargs})
 

@@ -226,20 +226,31 @@ def test_table_two_and_four_rows(tmp_path):
     """CIFAR-10 picks Table II's cutout row; ImageNet matches the hybrid VGG13bn+ResNet-50 row."""
     from modulenet.report import FinetuneRun, SearchRun, finetune_section
 
-    def search(target, archs):
+    def search(target, archs, **dataset):
         return SearchRun(tmp_path, {"best": {"genotype": [0] * 5}, "history": [], "arch_names": archs,
-                                    "num_archs": len(archs), "num_cells": 5}, [], {"dataset": {"_target_": target}})
+                                    "num_archs": len(archs), "num_cells": 5}, [],
+                         {"dataset": {"_target_": target, **dataset}})
 
     cifar = FinetuneRun(tmp_path, {"epochs": 50}, [row("ModuleNet #1", (1, 0, 0, 0), 0.0590)], {"finetune": {"cutout": 16}},
                         search=search("modulenet.data.CIFAR10DataModule", ARCHS))
     text = "\n".join(finetune_section(cifar))
     assert "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text and "| (not measured) |  |  | — | ModuleNet (Ours) | 5.81 |" in text
 
+    darts = ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"]
+    rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 2, 3], "architecture": "", "test_error": 0.0281},
+            {"label": "darts_v2", "genotype": [0] * 5, "architecture": "", "test_error": 0.0295},
+            {"label": "pc_darts_image", "genotype": [3] * 5, "architecture": "", "test_error": 0.0302}]
+    nas = FinetuneRun(tmp_path, {}, rows, {}, search=search("modulenet.data.CIFAR10DataModule", darts))
+    text = "\n".join(finetune_section(nas))
+    assert "Table III" in text and "| 2.81 | ModuleNet (Ours) + cutout | 2.77 |" in text
+    assert "| 2.95 | DARTSv2 + cutout | 2.86 |" in text and "| 3.02 | PC-DARTS-image + cutout | 2.8 |" in text
+    assert "| (not measured) |  |  | — | PDARTS + cutout | 2.91 |" in text and "differs from the paper" not in text
+
     archs = ["vgg13_bn", "resnet50", "resnet101"]
     rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 1, 1], "architecture": "", "test_error": 0.2301},
             {"label": "resnet50", "genotype": [1] * 5, "architecture": "", "test_error": 0.2410}]
-    imagenet = FinetuneRun(tmp_path, {}, rows, {}, search=search("modulenet.data.ImageFolderDataModule x imagenet", archs))
-    imagenet.search.config["dataset"]["root"] = "data/imagenet"
+    imagenet = FinetuneRun(tmp_path, {}, rows, {},
+                           search=search("modulenet.data.ImageFolderDataModule", archs, root="data/imagenet"))
     text = "\n".join(finetune_section(imagenet))
     assert "| 23.01 | VGG13bn+ResNet-50 | 22.744 / 6.396 |" in text
     assert "| 24.10 | ResNet-50 | 23.85 / 7.13 |" in text and "top-1 test error only" in text
@@ -345,3 +356,17 @@ def test_console_script_writes_the_report(runs, tmp_path):
     assert text.startswith("# Sweep report") and "15.87" in text and "| 17.50 |" in text
     assert "## Calibration of α, β" in text and (out / "calibration_rho.png").is_file()
     assert not (out / "wandb").exists(), "logger.mode=auto logs nothing when no given run was online"
+
+
+def test_figures_go_to_an_offline_wandb_run_when_asked(runs, tmp_path):
+    from modulenet.report import log_report_to_wandb
+
+    report = write_report([runs.ft], tmp_path / "out")
+    assert log_report_to_wandb(report, {"name": "wandb", "mode": "auto"}, tmp_path / "out") is None
+    assert log_report_to_wandb(report, {"name": "none", "mode": "offline"}, tmp_path / "out") is None
+    assert log_report_to_wandb(report, {"name": "wandb", "mode": "offline"}, tmp_path / "out") == "offline"
+    (offline,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    import re
+
+    logged = {re.sub(r"_\d+_[0-9a-f]+$", "", p.stem) for p in offline.rglob("*.png")}  # <key>_<step>_<hash>.png
+    assert logged == {p.stem for p in report.figures}
