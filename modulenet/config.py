@@ -32,6 +32,9 @@ class KnowledgeBaseConf:
     path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
     quickstart_epochs: int = 3
+    # Sec. IV-B1: fine-tune each source network on the target dataset before decomposing (0: off)
+    source_finetune_epochs: int = 0
+    source_finetune_lr: float = 0.01
     cache_dir: str = "${oc.env:MODULENET_CACHE,'~/.cache/modulenet'}"
 
 
@@ -97,6 +100,33 @@ class TrainerConf:
 
 
 @dataclass
+class FinetuneConf:
+    """The evaluation stage (Sec. IV): 50 epochs, cutout 16, every weight trainable."""
+
+    top_k: int = 1
+    include_originals: bool = True
+    candidates: str = "top_k"  # top_k (final population) | every_generation (Fig. 8: architectures of all generations)
+    max_candidates: int = 40  # every_generation: at most this many, spread over the score ranking
+    after_search: bool = False  # modulenet-search: run this stage at the end, into <run>/finetune/
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    cutout: int = 16
+    augment: bool = True
+    batch_size: int = 128
+
+
+@dataclass
+class AblationConf:
+    """Sec. V-C, Fig. 10: after the search, the architectures of every generation evaluated again
+    with trainable 1x1 convolutions as connections (ablation_connections.json)."""
+
+    connections: bool = False
+    max_architectures: int = 40
+
+
+@dataclass
 class SearchAppConf:
     dataset: Any = MISSING
     knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
@@ -105,6 +135,8 @@ class SearchAppConf:
     evaluator: EvaluatorConf = field(default_factory=EvaluatorConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    finetune: FinetuneConf = field(default_factory=FinetuneConf)
+    ablation: AblationConf = field(default_factory=AblationConf)
     seed: int = 0
     resume: Optional[str] = None  # a search run directory to continue
     progress: bool = True
@@ -119,21 +151,6 @@ class KbAppConf:
     output: Optional[str] = None  # where to save; default: the run directory's knowledge_base/
     seed: int = 0
     progress: bool = True
-
-
-@dataclass
-class FinetuneConf:
-    """The evaluation stage (Sec. IV): 50 epochs, cutout 16, every weight trainable."""
-
-    top_k: int = 1
-    include_originals: bool = True
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    cutout: int = 16
-    augment: bool = True
-    batch_size: int = 128
 
 
 @dataclass

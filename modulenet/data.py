@@ -365,11 +365,16 @@ class CIFAR10DataModule(ImageDataModule):
     _title = "CIFAR-10"
 
     def __init__(self, root: str = "data/", download: bool = True, val_size: int | float = 10000,
-                 verify_integrity: bool = True, **kwargs):
+                 verify_integrity: bool = True, val_from: str = "train", **kwargs):
         super().__init__(**kwargs)
         self.root = str(root)
         self.download = bool(download)
-        _resolve_val_size(val_size)
+        if val_from not in ("train", "test"):
+            raise DataError(f"dataset.val_from={val_from!r} must be 'train' (a val_size split of the training "
+                            f"set, Tables I-II) or 'test' (all 50K for training, the test split validates: Table III)")
+        self.val_from = val_from
+        if val_from == "train":
+            _resolve_val_size(val_size)
         self.val_size = val_size
         self.verify_integrity = bool(verify_integrity)
 
@@ -415,8 +420,11 @@ class CIFAR10DataModule(ImageDataModule):
         x_test, y_test = read_cifar_batches(self.folder, [name for name, _ in tv.test_list])
         self.class_names = read_cifar_meta(self.folder, tv.meta["filename"], tv.meta["key"])
         pool = ArrayImages.from_nhwc(x, y)
+        test = ArrayImages.from_nhwc(x_test, y_test)
+        if self.val_from == "test":  # DARTS' training scheme (Table III)
+            return pool, test, test
         train_idx, val_idx = self.split_indices(len(pool), self.val_size)
-        return pool.subset(train_idx), pool.subset(val_idx), ArrayImages.from_nhwc(x_test, y_test)
+        return pool.subset(train_idx), pool.subset(val_idx), test
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

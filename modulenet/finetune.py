@@ -23,10 +23,17 @@ from modulenet.lit_module import IndividualModule, classifier_input_size
 log = logging.getLogger(__name__)
 
 
+CANDIDATES = ("top_k", "every_generation")
+
+
 @dataclass
 class FinetuneSettings:
     top_k: int = 1
     include_originals: bool = True
+    # top_k: the final population's best (Sec. IV). every_generation: distinct genotypes of every
+    # generation's population, at most max_candidates spread over the score ranking (Fig. 8).
+    candidates: str = "top_k"
+    max_candidates: int = 40
     epochs: int = 50
     lr: float = 0.01
     momentum: float = 0.9
@@ -50,16 +57,29 @@ class FinetuneResult:
     seconds: float
 
 
-def select_candidates(results: dict, kb: KnowledgeBase, top_k: int, include_originals: bool) -> list[tuple[str, tuple]]:
-    """The top-k distinct genotypes of the final population by score, then the originals [i] * c."""
-    population = sorted(results["population"], key=lambda row: row["score"])
-    chosen, seen = [], set()
-    for row in population:
-        code = tuple(row["genotype"])
-        if code not in seen and len(chosen) < top_k:
-            seen.add(code)
-            chosen.append((f"ModuleNet #{len(chosen) + 1}", code))
-    if include_originals:
+def select_candidates(results: dict, kb: KnowledgeBase, settings: FinetuneSettings,
+                      scores: dict[tuple, float] | None = None) -> list[tuple[str, tuple]]:
+    """Searched genotypes ranked by search score ("ModuleNet #1" best), then the originals [i] * c.
+
+    `top_k`: the k best distinct genotypes of the final population. `every_generation`: the
+    distinct genotypes of all generations' populations (`results["populations"]`, scores from
+    `scores`); beyond `max_candidates`, evenly spaced ranks, so the picks span good to bad."""
+    if settings.candidates not in CANDIDATES:
+        raise ModuleNetError(f"finetune.candidates={settings.candidates!r}; valid values are {list(CANDIDATES)}")
+    scores = dict(scores or {})
+    scores.update({tuple(row["genotype"]): row["score"] for row in results["population"]})
+    if settings.candidates == "top_k":
+        pool = [tuple(row["genotype"]) for row in results["population"]]
+        limit = settings.top_k
+    else:
+        populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
+        pool = [tuple(kb.parse_genotype(code)) for pop in populations for code in pop]
+        limit = settings.max_candidates
+    ranked = sorted(dict.fromkeys(code for code in pool if code in scores), key=lambda code: scores[code])
+    if settings.candidates == "every_generation" and len(ranked) > limit:
+        ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]
+    chosen = [(f"ModuleNet #{rank}", code) for rank, code in enumerate(ranked[:limit], start=1)]
+    if settings.include_originals:
         chosen += [(name, kb.original_genotype(i)) for i, name in enumerate(kb.arch_names)]
     return chosen
 
@@ -88,7 +108,7 @@ def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: Fin
 
 
 def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: FinetuneSettings, out_dir: Path,
-                 tracker=None, progress: bool = True) -> list[FinetuneResult]:
+                 tracker=None, progress: bool = True, search_run: Path | None = None) -> list[FinetuneResult]:
     """Fine-tune every candidate, writing `finetune.json` after each one (a crash keeps them) and
     `finetune.md`, a table in the form of the paper's Tables I-II."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +118,10 @@ def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: Finetun
         previous = json.loads(json_path.read_text())
         if previous.get("settings") == asdict(settings):
             done = {r["label"]: FinetuneResult(**r) for r in previous["results"]}
-    scores = {tuple(r["genotype"]): r["score"] for r in results.get("population", [])}
+    scores = read_search_scores(search_run) if search_run is not None else {}
+    scores.update({tuple(r["genotype"]): r["score"] for r in results.get("population", [])})
     finished: list[FinetuneResult] = []
-    for label, code in select_candidates(results, kb, settings.top_k, settings.include_originals):
+    for label, code in select_candidates(results, kb, settings, scores):
         if label in done and tuple(done[label].genotype) == tuple(code):
             finished.append(done[label])
             continue
@@ -113,8 +134,8 @@ def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: Finetun
         log.info("  test error %.2f %%", 100 * test_error)
         if tracker is not None:
             tracker.log_finetune(result)
-        json_path.write_text(json.dumps({"settings": asdict(settings), "results": [asdict(r) for r in finished]},
-                                        indent=2))
+        json_path.write_text(json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""),
+                                         "results": [asdict(r) for r in finished]}, indent=2))
     (out_dir / "finetune.md").write_text(markdown_table(finished, settings))
     return finished
 
@@ -136,3 +157,16 @@ def read_search_results(search_run: Path) -> dict:
     if not path.is_file():
         raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
     return json.loads(path.read_text())
+
+
+def read_search_scores(search_run: Path) -> dict[tuple, float]:
+    """Search score of every evaluated genotype (the run's evaluations.csv), for Fig. 8 candidates."""
+    import csv
+
+    path = Path(search_run) / "evaluations.csv"
+    if not path.is_file():
+        return {}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return {tuple(int(i) for i in (row["genotype"].split(",") if "," in row["genotype"] else row["genotype"])):
+            float(row["score"]) for row in rows if row.get("status", "ok") == "ok"}  # format_genotype's two forms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
 from modulenet.evaluators import make_evaluator
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
-from modulenet.quickstart import quickstart_knowledge_base
+from modulenet.knowledge.base import METADATA_FILE
+from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import make_tracker
 
@@ -34,7 +37,8 @@ def make_datamodule(dataset_cfg):
     return datamodule
 
 
-def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: int = 0) -> KnowledgeBase:
+def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: int = 0,
+                        accelerator: str = "cpu") -> KnowledgeBase:
     """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
     if kb_cfg.path:
         return load_knowledge_base(kb_cfg.path)
@@ -49,8 +53,32 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):
         weights = OmegaConf.to_container(weights, resolve=True)
-    return build_knowledge_base(list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size,
-                                progress=progress)
+    if kb_cfg.source_finetune_epochs > 0:
+        if datamodule is None:
+            raise ModuleNetError("knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
+                                 "dataset: give one (e.g. dataset=cifar10)")
+        # Fine-tuned once, then cached: sweeps and the fine-tuning stage reuse it.
+        recipe = {"kb": OmegaConf.to_container(kb_cfg, resolve=True), "data": datamodule_signature(datamodule),
+                  "dataset": type(datamodule).__name__, "seed": seed}
+        recipe["kb"].pop("cache_dir", None)
+        key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        cached = Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
+        if (cached / METADATA_FILE).is_file():
+            log.info("knowledge base fine-tuned on the target: loading %s", cached)
+            return load_knowledge_base(cached)
+    kb = build_knowledge_base(list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size,
+                              progress=progress)
+    if kb_cfg.source_finetune_epochs > 0:
+        from modulenet.source_training import finetune_sources
+
+        log.info("fine-tuning the %d source networks on the target dataset for %d epochs",
+                 kb.num_archs, kb_cfg.source_finetune_epochs)
+        accuracies = finetune_sources(kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr,
+                                      accelerator, progress)
+        log.info("source networks' validation accuracy after fine-tuning: %s",
+                 ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
+        kb.save(cached)
+    return kb
 
 
 def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
@@ -61,7 +89,7 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
     if cfg.resume and not (search_dir / "search_state.json").is_file():
         raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
     datamodule = make_datamodule(cfg.dataset)
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     log.info("\n%s", kb.summary())
     settings = EvaluationSettings(
         epochs=cfg.search.epochs, batch_size=cfg.evaluator.batch_size, hidden=list(cfg.evaluator.hidden),
@@ -105,13 +133,22 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
     log.info("best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
              "".join(map(str, best.genotype)), "+".join(kb.arch_names[i] for i in best.genotype),
              best.score, best.err_val, best.l_rate, best.sim)
+    if cfg.ablation.connections:  # Sec. V-C, Fig. 10
+        from modulenet.ablation import connection_ablation
+
+        connection_ablation(kb, datamodule.search_tensors(), datamodule.num_classes, settings, search_dir,
+                            max_architectures=cfg.ablation.max_architectures, progress=cfg.progress)
+    if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
+        finetune_stage(cfg.finetune, cfg, search_dir, search_dir / "finetune", cfg.logger, cfg.trainer, group,
+                       cfg.seed, cfg.progress, kb=kb)
     return float(best.score)
 
 
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    needs_data = cfg.knowledge_base.quickstart and cfg.dataset is not None
+    needs_data = (cfg.knowledge_base.quickstart or cfg.knowledge_base.source_finetune_epochs > 0) \
+        and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
     kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
@@ -121,43 +158,54 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
-    """modulenet-finetune: the search run's top-k and the originals, fine-tuned; returns the best test error."""
-    from modulenet.finetune import FinetuneSettings, read_search_results, run_finetune
+    """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the best test error."""
+    from modulenet.finetune import read_search_results
 
     search_run = Path(cfg.search_run)
-    results = read_search_results(search_run)
+    read_search_results(search_run)  # a clear error before anything is built
     config_path = search_run / "config_resolved.yaml"
     if not config_path.is_file():
         raise ModuleNetError(f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base")
-    search_cfg = OmegaConf.load(config_path)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ft = cfg.finetune
-    for key in ("top_k", "epochs", "batch_size"):
+    return finetune_stage(cfg.finetune, OmegaConf.load(config_path), search_run, run_dir, cfg.logger, cfg.trainer,
+                          group, cfg.seed, cfg.progress)
+
+
+def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, logger_cfg, trainer_cfg,
+                   group: str | None, seed: int, progress: bool, kb: KnowledgeBase | None = None) -> float:
+    """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
+    data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports."""
+    from modulenet.finetune import FinetuneSettings, read_search_results, run_finetune
+
+    results = read_search_results(search_run)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    for key in ("top_k", "epochs", "batch_size", "max_candidates"):
         if ft[key] <= 0:
             raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
     dataset_cfg = OmegaConf.merge(search_cfg.dataset, {"augment": ft.augment, "cutout": ft.cutout,
                                                        "batch_size": ft.batch_size})
     datamodule = make_datamodule(dataset_cfg)
-    kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, cfg.progress, search_cfg.seed)
+    if kb is None:
+        kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, progress, search_cfg.seed)
     settings = FinetuneSettings(
-        top_k=ft.top_k, include_originals=ft.include_originals, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
+        top_k=ft.top_k, include_originals=ft.include_originals, candidates=ft.candidates,
+        max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
         weight_decay=ft.weight_decay, hidden=list(search_cfg.evaluator.hidden), pool=search_cfg.evaluator.pool,
-        connection=search_cfg.connection.name, accelerator=cfg.trainer.accelerator, precision=cfg.trainer.precision,
-        seed=cfg.seed,
+        connection=search_cfg.connection.name, accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
+        seed=seed,
     )
     tracker = make_tracker(
-        cfg.logger.name, run_dir, OmegaConf.to_container(cfg, resolve=True),
-        **({} if cfg.logger.name != "wandb" else dict(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or group,
-            job_type="finetune", name=f"finetune-{search_run.name}", tags=list(cfg.logger.tags),
-            mode=cfg.logger.mode, arch_names=kb.arch_names)),
+        logger_cfg.name, out_dir, {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
+        **({} if logger_cfg.name != "wandb" else dict(
+            project=logger_cfg.project, entity=logger_cfg.entity, group=logger_cfg.group or group,
+            job_type="finetune", name=f"finetune-{search_run.name}", tags=list(logger_cfg.tags),
+            mode=logger_cfg.mode, arch_names=kb.arch_names)),
     )
     try:
-        finished = run_finetune(kb, results, datamodule, settings, run_dir, tracker, cfg.progress)
+        finished = run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run=search_run)
     finally:
         if tracker is not None:
             tracker.finish()
-    log.info("\n%s", (run_dir / "finetune.md").read_text())
+    log.info("\n%s", (out_dir / "finetune.md").read_text())
     return min(r.test_error for r in finished)
 
 

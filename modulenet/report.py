@@ -424,6 +424,8 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
                                                 ablation=ablation, label=_run_label(path, None)))
         if (path / "finetune.json").is_file():
             runs.finetune.append(read_finetune_run(path))
+        if (path / "finetune" / "finetune.json").is_file():  # modulenet-search finetune.after_search=true
+            runs.finetune.append(read_finetune_run(path / "finetune"))
     by_path = {run.path.resolve(): run for run in runs.search}
     for ft in runs.finetune:
         if ft.search_run_path is None:

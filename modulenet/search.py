@@ -201,6 +201,7 @@ class _Run:
         self.population: list = []
         self.evaluations: dict[Genotype, Evaluation] = {}
         self.first_generation: dict[Genotype, int] = {}  # generation in which each genotype was evaluated
+        self.populations: list[list[Genotype]] = []  # pop_i of every generation (Fig. 8 draws from all)
         self.logbook = tools.Logbook()
         self.logbook.header = ["generation", "evaluated", "new_survival", "min", "mean", "max", "best_score"]
 
@@ -263,6 +264,7 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
                 evaluated = _evaluate(offspring, run, evaluate, generation=run.generation + 1)
                 run.population = toolbox.select(run.population + offspring, config.population_size)
             run.generation += 1
+            run.populations.append([tuple(ind) for ind in run.population])
             record = _record(run, stats, previous, evaluated)
             save_state(run_dir, run)
             write_results(run_dir, run, arch_names)
@@ -351,6 +353,7 @@ def save_state(run_dir: Path, run: _Run) -> None:
                        for ind in run.population],
         "evaluations": [{"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()],
         "history": run.history,
+        "populations": [[list(code) for code in pop] for pop in run.populations],
         "rng": _rng_state(),
     }
     _write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
@@ -387,6 +390,7 @@ def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: i
         run.population.append(ind)
     for row in state["history"]:
         run.logbook.record(**row)
+    run.populations = [[tuple(int(g) for g in code) for code in pop] for pop in state.get("populations", [])]
     _restore_rng_state(state["rng"])
     if run.generation >= config.generations:
         log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
@@ -448,6 +452,7 @@ def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> Non
         "best": _describe(run.best(), arch_names),
         "history": run.history,
         "population": [_describe(run.evaluations[tuple(ind)], arch_names) for ind in run.population],
+        "populations": [[format_genotype(code) for code in pop] for pop in run.populations],
         "config": asdict(run.config),
         "generation": run.generation,
         "num_archs": run.num_archs,

@@ -81,3 +81,25 @@ def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader:
         trainer.validate(module, val_loader, verbose=False)
     model.eval()
     return module.correct / max(1, module.total)
+
+
+def finetune_sources(kb, datamodule, epochs: int, lr: float = 0.01, accelerator: str = "cpu",
+                     progress: bool = True) -> dict[str, float]:
+    """Fine-tune every source network of `kb` on the target dataset before the search (Sec. IV-B1:
+    "we first fine-tune those architectures ... for new modules in the knowledge base").
+
+    Source network i is its modules in order, global average pooling and a new linear layer for
+    the target's classes; it is trained end to end and its modules keep the new weights (the
+    temporary head is dropped). Returns each network's validation accuracy."""
+    accuracies = {}
+    for i, name in enumerate(kb.arch_names):
+        modules = [kb.modules[j][i] for j in range(kb.num_cells)]
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(kb.specs[-1][i].out_channels,
+                                                                               datamodule.num_classes))
+        network = nn.Sequential(*modules, head)
+        network.requires_grad_(True)
+        accuracies[name] = train_source_network(network, datamodule.train_dataloader(), datamodule.val_dataloader(),
+                                                epochs=epochs, lr=lr, accelerator=accelerator, progress=progress)
+        network.cpu().requires_grad_(False).eval()
+        kb.sources[i] = f"{kb.sources[i]}, fine-tuned {epochs} epochs on the target (val acc {accuracies[name]:.3f})"
+    return accuracies

@@ -320,6 +320,17 @@ def test_cifar10_datamodule_reads_the_layout_with_the_user_code_path(cifar_root,
     assert torch.allclose(x_test, normalised(shared_arrays["x_test"][:len(x_test)]), atol=1e-6)
 
 
+def test_cifar10_val_from_test_trains_on_every_training_image(cifar_root, shared_arrays):
+    # Table III (DARTS' scheme): all training images train, the test split validates.
+    dm = CIFAR10DataModule(root=str(cifar_root), download=False, val_from="test", verify_integrity=False, seed=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == len(shared_arrays["x_train"]) and len(dm.val_set) == len(shared_arrays["x_test"])
+    x_train, y_train, x_val, y_val = dm.search_tensors()
+    assert torch.equal(y_val, torch.from_numpy(shared_arrays["y_test"]).long())
+    with pytest.raises(DataError, match="val_from='valid'"):
+        CIFAR10DataModule(root=str(cifar_root), val_from="valid")
+
+
 def test_cifar_files_failing_torchvisions_md5_check_are_rejected(cifar_root):
     dm = CIFAR10DataModule(root=str(cifar_root), download=False)
     with pytest.raises(DataError) as excinfo:

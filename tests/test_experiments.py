@@ -1,0 +1,109 @@
+"""The paper-reproduction recipes (conf/experiment/): the paper's numbers, and each one run end to
+end on tiny settings (real models, real trainers, generated data; nothing mocked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from test_config import compose_search
+from modulenet.jobs import search_job
+
+PAPER = {  # experiment: (dataset target, archs, alpha, beta, gen, pop, search epochs, finetune epochs, cutout)
+    "paper_cifar100_craft": ("CIFAR100DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
+                                                    "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
+    "paper_cifar10_craft": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
+                                                  "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
+    "paper_cifar10_nas": ("CIFAR10DataModule", ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"],
+                          10, 30, 30, 40, 20, 50, 16),
+    "ablation_score_vs_test_error": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
+                                                           "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
+    "ablation_connections": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
+                                                   "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_experiment_carries_the_papers_settings(experiment, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path))
+    target, archs, alpha, beta, gen, pop, epochs, ft_epochs, cutout = PAPER[experiment]
+    cfg = compose_search([f"experiment={experiment}"])
+    assert cfg.dataset._target_.endswith(target)
+    assert list(cfg.knowledge_base.archs) == archs and cfg.knowledge_base.num_cells == 5
+    assert (cfg.search.alpha, cfg.search.beta) == (alpha, beta)
+    assert (cfg.search.generations, cfg.search.population_size, cfg.search.epochs) == (gen, pop, epochs)
+    assert list(cfg.evaluator.hidden) == [4096, 4096]
+    assert (cfg.finetune.epochs, cfg.finetune.cutout) == (ft_epochs, cutout)
+
+
+def test_paper_specific_choices(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path))
+    craft = compose_search(["experiment=paper_cifar100_craft"])
+    assert craft.knowledge_base.weights == "DEFAULT" and craft.knowledge_base.cifar_stem  # ImageNet weights, no pool
+    assert craft.knowledge_base.source_finetune_epochs > 0  # fine-tuned on the target first
+    assert craft.dataset.val_size == 10000  # 40K / 10K
+    assert compose_search(["experiment=paper_cifar10_nas"]).dataset.val_from == "test"  # all 50K, test validates
+    fig8 = compose_search(["experiment=ablation_score_vs_test_error"])
+    assert fig8.finetune.candidates == "every_generation" and fig8.finetune.after_search
+    assert compose_search(["experiment=ablation_connections"]).ablation.connections
+    imagenet = compose_search(["experiment=paper_imagenet_transfer"])
+    assert list(imagenet.knowledge_base.archs) == ["vgg13_bn", "resnet50", "resnet101"]
+    assert list(imagenet.search.initial_genotypes) == ["01111", "02222", "00000", "11111", "22222"]
+    assert imagenet.dataset.image_size == 224 and not imagenet.knowledge_base.cifar_stem
+    real = compose_search(["experiment=cpu_cifar10_real"])
+    assert real.knowledge_base.archs[0] == "resnet_cifar20" and real.finetune.after_search
+
+
+TINY_DATA = ["dataset=quickstart", "dataset.num_train=160", "dataset.num_val=64", "dataset.num_test=64",
+             "dataset.batch_size=32"]
+TINY_SEARCH = ["search.generations=2", "search.population_size=4", "search.epochs=2", "evaluator.hidden=[32,32]",
+               "evaluator.batch_size=32", "evaluator.pool=avg", "finetune.epochs=1", "finetune.batch_size=32",
+               "logger=none", "progress=false", "trainer.accelerator=cpu"]
+SMALL_CRAFT = ["knowledge_base.archs=[resnet18,vgg11_bn]", "knowledge_base.weights=null"]
+TINY = {  # the recipe, made small: fewer/smaller networks, generated data, short training
+    "paper_cifar100_craft": [*SMALL_CRAFT, "knowledge_base.source_finetune_epochs=1"],
+    "paper_cifar10_craft": SMALL_CRAFT,
+    "paper_cifar10_nas": ["knowledge_base.archs=[darts_v2,pdarts]", "search.population_size=2"],
+    "paper_imagenet_transfer": ["knowledge_base.image_size=32", "dataset.image_size=32", "finetune.after_search=true",
+                                "search.generations=1"],
+    "ablation_score_vs_test_error": [*SMALL_CRAFT, "finetune.max_candidates=3"],
+    "ablation_connections": [*SMALL_CRAFT, "ablation.max_architectures=3"],
+    "cpu_cifar10_real": ["search.generations=1", "search.population_size=2"],
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(TINY))
+def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(2)
+    data = [] if experiment == "cpu_cifar10_real" else TINY_DATA
+    if experiment == "paper_imagenet_transfer":
+        data = [*TINY_DATA, "dataset.image_size=32"]
+    cfg = compose_search([f"experiment={experiment}", *data, *TINY_SEARCH, *TINY[experiment]])
+    if experiment == "cpu_cifar10_real":
+        cfg.dataset.batch_size = 256
+    run = tmp_path / "run"
+    search_job(cfg, run)
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["history"]) == cfg.search.generations
+    assert len(results["populations"]) == cfg.search.generations
+    if cfg.finetune.after_search:
+        finetune = json.loads((run / "finetune" / "finetune.json").read_text())
+        assert finetune["search_run"] == str(run)
+        assert all(0.0 <= r["test_error"] <= 1.0 for r in finetune["results"])
+        if cfg.finetune.include_originals:
+            assert {r["label"] for r in finetune["results"]} >= set(results["arch_names"])
+    if experiment == "paper_imagenet_transfer":
+        assert {e["genotype_str"] for e in results["population"]} == {"01111", "02222", "00000", "11111", "22222"}
+        assert len(finetune["results"]) == 5
+    if experiment == "ablation_score_vs_test_error":
+        assert len([r for r in finetune["results"] if r["label"].startswith("ModuleNet")]) >= 2
+    if experiment == "ablation_connections":
+        ablation = json.loads((run / "ablation_connections.json").read_text())
+        assert 2 <= len(ablation["rows"]) <= 3
+        assert all(0.0 <= r["val_acc_conv1x1"] <= 1.0 for r in ablation["rows"])
+    if experiment == "paper_cifar100_craft":
+        cached = list((tmp_path / "cache").glob("finetuned-kb-*/"))
+        assert len(cached) == 1  # the fine-tuned knowledge base, reused by the fine-tuning stage
