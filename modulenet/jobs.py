@@ -181,8 +181,8 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
     for key in ("top_k", "epochs", "batch_size", "max_candidates"):
         if ft[key] <= 0:
             raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
-    dataset_cfg = OmegaConf.merge(search_cfg.dataset, {"augment": ft.augment, "cutout": ft.cutout,
-                                                       "batch_size": ft.batch_size})
+    dataset_cfg = OmegaConf.merge(OmegaConf.to_container(search_cfg.dataset, resolve=True),
+                                  {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size})
     datamodule = make_datamodule(dataset_cfg)
     if kb is None:
         kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, progress, search_cfg.seed)

@@ -61,16 +61,19 @@ TINY_DATA = ["dataset=quickstart", "dataset.num_train=160", "dataset.num_val=64"
 TINY_SEARCH = ["search.generations=2", "search.population_size=4", "search.epochs=2", "evaluator.hidden=[32,32]",
                "evaluator.batch_size=32", "evaluator.pool=avg", "finetune.epochs=1", "finetune.batch_size=32",
                "logger=none", "progress=false", "trainer.accelerator=cpu"]
-SMALL_CRAFT = ["knowledge_base.archs=[resnet18,vgg11_bn]", "knowledge_base.weights=null"]
+# Knowledge bases made small: CIFAR-sized networks of two families (c = 3) stand in for the craft set
+SMALL_CRAFT = ["knowledge_base.archs=[resnet_cifar8,vgg_cifar]", "knowledge_base.num_cells=3",
+               "knowledge_base.weights=null"]
 TINY = {  # the recipe, made small: fewer/smaller networks, generated data, short training
     "paper_cifar100_craft": [*SMALL_CRAFT, "knowledge_base.source_finetune_epochs=1"],
     "paper_cifar10_craft": SMALL_CRAFT,
-    "paper_cifar10_nas": ["knowledge_base.archs=[darts_v2,pdarts]", "search.population_size=2"],
-    "paper_imagenet_transfer": ["knowledge_base.image_size=32", "dataset.image_size=32", "finetune.after_search=true",
-                                "search.generations=1"],
+    "paper_cifar10_nas": ["knowledge_base.archs=[darts_v2,pdarts]", "~dataset.val_from", "search.generations=1",
+                          "search.population_size=2", "finetune.after_search=false"],
+    "paper_imagenet_transfer": ["knowledge_base.archs=[vgg11_bn,resnet18,resnet34]", "knowledge_base.image_size=32", "dataset.image_size=32", "knowledge_base.weights=null",
+                                "finetune.after_search=true", "search.generations=1", "search.population_size=5"],
     "ablation_score_vs_test_error": [*SMALL_CRAFT, "finetune.max_candidates=3"],
     "ablation_connections": [*SMALL_CRAFT, "ablation.max_architectures=3"],
-    "cpu_cifar10_real": ["search.generations=1", "search.population_size=2"],
+    "cpu_cifar10_real": ["search.generations=1", "search.population_size=2"],  # the shared CIFAR ResNets
 }
 
 
@@ -78,12 +81,7 @@ TINY = {  # the recipe, made small: fewer/smaller networks, generated data, shor
 def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tmp_path):
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(2)
-    data = [] if experiment == "cpu_cifar10_real" else TINY_DATA
-    if experiment == "paper_imagenet_transfer":
-        data = [*TINY_DATA, "dataset.image_size=32"]
-    cfg = compose_search([f"experiment={experiment}", *data, *TINY_SEARCH, *TINY[experiment]])
-    if experiment == "cpu_cifar10_real":
-        cfg.dataset.batch_size = 256
+    cfg = compose_search([f"experiment={experiment}", *TINY_DATA, *TINY_SEARCH, *TINY[experiment]])
     run = tmp_path / "run"
     search_job(cfg, run)
     results = json.loads((run / "results.json").read_text())
