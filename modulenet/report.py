@@ -403,6 +403,8 @@ def read_finetune_run(path: Path) -> FinetuneRun:
             if key not in row:
                 raise ModuleNetError(f"{path / 'finetune.json'} has a result without {key!r}: {row}")
     config = _read_config(path)
+    if not config and (path.parent / "results.json").is_file():  # <search run>/finetune/: the search's config
+        config = {"finetune": _read_config(path.parent).get("finetune") or {}}
     search_run = data.get("search_run") or config.get("search_run")
     run = FinetuneRun(path, dict(data.get("settings") or {}), list(data["results"]), config,
                       Path(search_run) if search_run else None)
