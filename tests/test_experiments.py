@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import cifar_checkpoint
 from test_config import compose_search
 from modulenet.jobs import search_job
 
@@ -80,6 +81,8 @@ TINY = {  # the recipe, made small: fewer/smaller networks, generated data, shor
 @pytest.mark.parametrize("experiment", sorted(TINY))
 def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tmp_path):
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    if experiment == "cpu_cifar10_real":
+        monkeypatch.setenv("MODULENET_SHARED", str(cifar_checkpoint(20).parents[2]))  # skips without ../shared
     torch.set_num_threads(2)
     cfg = compose_search([f"experiment={experiment}", *TINY_DATA, *TINY_SEARCH, *TINY[experiment]])
     run = tmp_path / "run"
