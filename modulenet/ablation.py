@@ -9,7 +9,6 @@ keep the search's power to tell architectures apart.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import replace
@@ -19,25 +18,11 @@ from modulenet.correlation import kendall, spearman
 from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
+from modulenet.search import read_evaluations_csv, search_path
 
 log = logging.getLogger(__name__)
 
 ABLATION_FILE = "ablation_connections.json"
-
-
-def search_path_architectures(run_dir: Path, kb: KnowledgeBase, limit: int) -> list[dict]:
-    """Distinct successful genotypes of every generation's population with their search metrics,
-    best score first; beyond `limit`, evenly spaced ranks so the picks span good to bad."""
-    results = json.loads((run_dir / "results.json").read_text())
-    with (run_dir / "evaluations.csv").open() as f:
-        metrics = {kb.parse_genotype(row["genotype"]): row for row in csv.DictReader(f)}
-    populations = results.get("populations") or [[row["genotype_str"] for row in results["population"]]]
-    codes = dict.fromkeys(kb.parse_genotype(code) for pop in populations for code in pop)
-    rows = [metrics[code] for code in codes if code in metrics and metrics[code]["status"] == "ok"]
-    rows.sort(key=lambda row: float(row["score"]))
-    if len(rows) > limit:
-        rows = [rows[round(i * (len(rows) - 1) / max(1, limit - 1))] for i in range(limit)]
-    return rows
 
 
 def connection_ablation(kb: KnowledgeBase, data, num_classes: int, settings: EvaluationSettings, run_dir: Path,
@@ -45,15 +30,18 @@ def connection_ablation(kb: KnowledgeBase, data, num_classes: int, settings: Eva
     """Writes `ablation_connections.json` into the search run `run_dir` and returns it. The 1x1
     evaluations are memoised in `ablation_evaluations.jsonl`, so a killed ablation resumes."""
     run_dir = Path(run_dir)
-    rows = search_path_architectures(run_dir, kb, max_architectures)
-    codes = [kb.parse_genotype(row["genotype"]) for row in rows]
+    results = json.loads((run_dir / "results.json").read_text())
+    evaluated = {row["genotype"]: row for row in read_evaluations_csv(run_dir / "evaluations.csv")
+                 if row["status"] == "ok"}
+    codes = search_path(results, {code: row["score"] for code, row in evaluated.items()}, max_architectures)
+    rows = [evaluated[code] for code in codes]
     log.info("connection ablation (Fig. 10): %d architectures with 1x1 convolutions", len(codes))
     conv = Evaluator(kb, data, num_classes, replace(settings, connection="conv1x1"),
                      memo_path=run_dir / "ablation_evaluations.jsonl", progress=progress)
     with_params = conv(codes)
     out_rows = [{"genotype": list(code), "genotype_str": format_genotype(code),
-                 "val_acc_channel_pool": 1.0 - float(row["err_val"]), "val_acc_conv1x1": 1.0 - e.err_val,
-                 "score": float(row["score"])}
+                 "val_acc_channel_pool": 1.0 - row["err_val"], "val_acc_conv1x1": 1.0 - e.err_val,
+                 "score": row["score"]}
                 for code, row, e in zip(codes, rows, with_params) if e.status == "ok"]
     a = [r["val_acc_channel_pool"] for r in out_rows]
     b = [r["val_acc_conv1x1"] for r in out_rows]

@@ -87,7 +87,7 @@ class WorkerPoolEvaluator(Evaluator):
         if devices:
             self.slots: list[int | None] = list(devices)
         else:
-            count = num_workers or max(1, (os.cpu_count() or 1) // 2)
+            count = num_workers if num_workers is not None else max(1, (os.cpu_count() or 1) // 2)
             if count < 1:
                 raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
             self.slots = [None] * count
@@ -191,7 +191,7 @@ class RayEvaluator(Evaluator):
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
-        count = num_workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        count = num_workers if num_workers is not None else max(1, int(ray.available_resources().get("CPU", 1)))
         if count < 1:
             raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1)(_RayWorker)

@@ -19,6 +19,7 @@ from modulenet.evaluate import quiet_lightning
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
+from modulenet.search import read_evaluations_csv, search_path
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,11 @@ def select_candidates(results: dict, kb: KnowledgeBase, settings: FinetuneSettin
     scores = dict(scores or {})
     scores.update({tuple(row["genotype"]): row["score"] for row in results["population"]})
     if settings.candidates == "top_k":
-        pool = [tuple(row["genotype"]) for row in results["population"]]
-        limit = settings.top_k
+        finals = dict.fromkeys(tuple(row["genotype"]) for row in results["population"])
+        ranked = sorted(finals, key=lambda code: scores[code])[:settings.top_k]
     else:
-        populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
-        pool = [tuple(kb.parse_genotype(code)) for pop in populations for code in pop]
-        limit = settings.max_candidates
-    ranked = sorted(dict.fromkeys(code for code in pool if code in scores), key=lambda code: scores[code])
-    if settings.candidates == "every_generation" and len(ranked) > limit:
-        ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]
-    chosen = [(f"ModuleNet #{rank}", code) for rank, code in enumerate(ranked[:limit], start=1)]
+        ranked = search_path(results, scores, settings.max_candidates)
+    chosen = [(f"ModuleNet #{rank}", code) for rank, code in enumerate(ranked, start=1)]
     if settings.include_originals:
         chosen += [(name, kb.original_genotype(i)) for i, name in enumerate(kb.arch_names)]
     return chosen
@@ -159,14 +155,8 @@ def read_search_results(search_run: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def read_search_scores(search_run: Path) -> dict[tuple, float]:
-    """Search score of every evaluated genotype (the run's evaluations.csv), for Fig. 8 candidates."""
-    import csv
 
-    path = Path(search_run) / "evaluations.csv"
-    if not path.is_file():
-        return {}
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return {tuple(int(i) for i in (row["genotype"].split(",") if "," in row["genotype"] else row["genotype"])):
-            float(row["score"]) for row in rows if row.get("status", "ok") == "ok"}  # format_genotype's two forms
+def read_search_scores(search_run: Path) -> dict[tuple, float]:
+    """Search score of every successfully evaluated genotype (the run's evaluations.csv)."""
+    return {row["genotype"]: row["score"] for row in read_evaluations_csv(Path(search_run) / "evaluations.csv")
+            if row["status"] == "ok"}

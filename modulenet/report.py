@@ -20,7 +20,6 @@ numpy and matplotlib (Figure + Agg canvas, no pyplot).
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import logging
@@ -37,6 +36,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype, parse_genotype, search_space_size
 from modulenet.records import WORST_SCORE
 from modulenet.score import search_score
+from modulenet.search import read_evaluations_csv
 
 log = logging.getLogger(__name__)
 
@@ -349,34 +349,6 @@ def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
         out.extend(jobs)
     unique = list(dict.fromkeys(p.resolve() for p in out))
     return [Path(p) for p in unique]
-
-
-def _parse_code(text: str, num_cells: int | None) -> tuple[int, ...]:
-    """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
-    text = str(text).strip()
-    if "," in text or " " in text:
-        return tuple(int(i) for i in re.split(r"[,\s]+", text) if i)
-    if num_cells == 1:
-        return (int(text),)
-    return tuple(int(ch) for ch in text)
-
-
-def read_evaluations_csv(path: Path, num_cells: int | None = None) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                code = _parse_code(row["genotype"], num_cells)
-            except (KeyError, ValueError, AttributeError, TypeError):
-                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
-            parsed = {"genotype": code, "architecture": row.get("architecture", ""), "status": row.get("status", "ok"),
-                      "generation": int(_float(row.get("generation"), 0))}
-            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
-                parsed[key] = _float(row.get(key))
-            rows.append(parsed)
-    return rows
 
 
 def read_search_run(path: Path) -> SearchRun:

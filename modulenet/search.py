@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -475,6 +476,55 @@ def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None
         writer.writerow([run.first_generation[code], format_genotype(code), architecture, e.score, e.err_val,
                          e.l_rate, e.sim, e.params, e.flops, e.status, e.seconds, e.error])
     _write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
+
+
+def _parse_code(text: str, num_cells: int | None) -> tuple[int, ...]:
+    """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
+    text = str(text).strip()
+    if "," in text or " " in text:
+        return tuple(int(i) for i in re.split(r"[,\s]+", text) if i)
+    if num_cells == 1:
+        return (int(text),)
+    return tuple(int(ch) for ch in text)
+
+
+def read_evaluations_csv(path: Path, num_cells: int | None = None) -> list[dict]:
+    """evaluations.csv back as rows with typed values (genotype a tuple; [] when the file is missing)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                code = _parse_code(row["genotype"], num_cells)
+            except (KeyError, ValueError, AttributeError, TypeError):
+                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
+            parsed = {"genotype": code, "architecture": row.get("architecture", ""), "status": row.get("status", "ok"),
+                      "generation": int(_float_or_nan(row.get("generation"), 0))}
+            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
+                parsed[key] = _float_or_nan(row.get(key))
+            rows.append(parsed)
+    return rows
+
+
+def _float_or_nan(value, default: float = math.nan) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[tuple]:
+    """The distinct genotypes of every generation's population (`results["populations"]`, else the
+    final one) that have a score, best first; beyond `limit`, evenly spaced ranks so the picks
+    span good to bad (Figs. 8 and 10 draw architectures from the whole search path)."""
+    populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
+    codes = dict.fromkeys(_parse_code(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
+                          for pop in populations for code in pop)
+    ranked = sorted((code for code in codes if code in scores), key=lambda code: scores[code])
+    if len(ranked) > limit:
+        ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]
+    return ranked
 
 
 def plot_search_curves(history: list[dict], path: Path) -> None:
