@@ -34,7 +34,8 @@ SHARED = Path(os.environ.get("MODULENET_SHARED", HERE.parents[1] / "shared"))
 MODES = {
     "plain": dict(cache_features=False, stack_individuals=1, share_prefixes=False),
     "cached": dict(cache_features=True, stack_individuals=1, share_prefixes=False),
-    "fast": dict(cache_features=True, share_prefixes=True, precision="bf16-mixed"),  # stack: the whole generation
+    "fast": dict(cache_features=True, share_prefixes=True, precision="bf16-mixed",  # stack: the whole generation
+                 float32_matmul_precision="high"),  # TF32 where a GPU has it
 }
 
 
@@ -79,11 +80,26 @@ def load(train_images: int):
     return kb, (x_train[:n], y_train[:n], x_val, y_val), dm.num_classes
 
 
+def work_flops(kb, results, n_train: int, n_val: int, epochs: int, image_shape, trunk_every_epoch: bool) -> int:
+    """The work a generation must do: the trunk's forward per pass over the images (every epoch
+    when it runs in the training loop, once when its features are cached) and the head's
+    training (6 x params per sample: forward, two backward products) and validation (2 x)."""
+    from modulenet.evaluate import count_flops
+
+    flops = 0
+    for e in results:
+        trunk = kb.assemble(e.genotype)
+        head = e.params - sum(p.numel() for p in trunk.parameters())
+        trunk_passes = (n_train * epochs + n_val) if trunk_every_epoch else (n_train + n_val)
+        flops += count_flops(trunk, image_shape) * trunk_passes + 6 * head * n_train * epochs + 2 * head * n_val
+    return flops
+
+
 def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_images: int | None = None) -> None:
     """One mode in a fresh process: evaluates the generation, reports time, FLOPs and peak memory."""
     import torch
 
-    from modulenet.evaluate import EvaluationSettings, Evaluator, count_flops
+    from modulenet.evaluate import EvaluationSettings, Evaluator
 
     torch.set_num_threads(args.threads)
     width = width or args.width
@@ -102,13 +118,8 @@ def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_
     start = time.perf_counter()
     results = evaluator(genotypes)
     seconds = time.perf_counter() - start
-    n_train, n_val = len(data[0]), len(data[2])
-    flops = 0  # the work a mode must do: the trunk per pass over the data, the head's training
-    for e in results:
-        trunk = kb.assemble(e.genotype)
-        head = e.params - sum(p.numel() for p in trunk.parameters())
-        trunk_passes = (n_train * args.epochs + n_val) if mode == "plain" else (n_train + n_val)
-        flops += count_flops(trunk, data[0].shape[1:]) * trunk_passes + 6 * head * n_train * args.epochs + 2 * head * n_val
+    flops = work_flops(kb, results, len(data[0]), len(data[2]), args.epochs, data[0].shape[1:],
+                       trunk_every_epoch=mode == "plain")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put({"seconds": seconds, "flops": flops, "peak_rss_mb": peak,
                **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}),

@@ -34,22 +34,21 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--train-images", type=int, default=40_000)
     parser.add_argument("--val-images", type=int, default=10_000)
-    parser.add_argument("--stack", type=int, default=8, help="classifiers trained together")
+    parser.add_argument("--stack", type=int, default=16, help="classifiers trained together")
     parser.add_argument("--feature-memory-gb", type=float, default=24.0)
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--population", type=int, default=40)
     parser.add_argument("--out", default=str(HERE / "results_paper_scale.json"))
+    parser.add_argument("--memo", default=None, help="evaluations.jsonl: each finished group kept, even if killed")
     args = parser.parse_args()
 
     import torch
 
+    from bench_evaluation import matmul_peak, work_flops
     from modulenet.evaluate import EvaluationSettings, Evaluator
     from modulenet.knowledge import build_knowledge_base
 
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     kb = build_knowledge_base(ARCHS, num_cells=5, cifar_stem=True, image_size=32, progress=False)
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(args.train_images, 3, 32, 32, generator=g), torch.randint(0, 100, (args.train_images,), generator=g),
@@ -60,17 +59,26 @@ def main() -> None:
     settings = EvaluationSettings(
         epochs=args.epochs, batch_size=256, hidden=[args.width] * 2, pool="flatten", cache_features=True,
         share_prefixes=True, stack_individuals=args.stack, feature_memory_gb=args.feature_memory_gb,
-        precision=args.precision, accelerator="gpu" if args.device == "cuda" else "cpu", feature_batch_size=1024)
+        precision=args.precision, float32_matmul_precision="high",
+        accelerator="gpu" if args.device == "cuda" else "cpu", feature_batch_size=1024)
     # warm-up on a sliver: CUDA context, cuDNN autotuning, kernels
     Evaluator(kb, tuple(t[:512] for t in data), 100, settings, progress=False)(genotypes[:2])
     if args.device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    results = Evaluator(kb, data, 100, settings, progress=True)(genotypes)
+    evaluator = Evaluator(kb, data, 100, settings, memo_path=args.memo, progress=True)
+    results = evaluator(genotypes)
     seconds = time.perf_counter() - start
+    peak_gpu_gb = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
     per_individual = seconds / len(genotypes)
     evaluations = args.generations * args.population
+    flops = work_flops(kb, results, args.train_images, args.val_images, args.epochs, (3, 32, 32), trunk_every_epoch=False)
+    peak = matmul_peak("bfloat16" if evaluator.settings.precision.startswith("bf16") else "float32", args.device)
+    by_width = {}  # seconds per individual by classifier input width (a group's time shared by its members)
+    for e in results:
+        width = e.params - sum(p.numel() for p in kb.assemble(e.genotype).parameters())
+        by_width.setdefault(width, []).append(e.seconds)
     report = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -79,13 +87,24 @@ def main() -> None:
         "seconds_per_individual": per_individual,
         "max_evaluations": evaluations,
         "estimated_search_hours": per_individual * evaluations / 3600,
-        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "work_tflop": flops / 1e12,
+        "achieved_tflop_per_s": flops / seconds / 1e12,
+        "matmul_peak_tflop_per_s": peak / 1e12,
+        "peak_gpu_gb": peak_gpu_gb,
+        "seconds_per_individual_by_head_params": {str(k): sum(v) / len(v) for k, v in sorted(by_width.items())},
+        "individuals": [{"genotype": list(e.genotype), "seconds": e.seconds, "err_val": e.err_val, "status": e.status}
+                        for e in results],
         "failed": sum(e.status != "ok" for e in results),
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"{report['device']}: {len(genotypes)} individuals of a paper-scale generation in {seconds:.1f} s "
-          f"({per_individual:.2f} s each, {report['failed']} failed); a {args.generations} x {args.population} search "
-          f"needs at most {evaluations} evaluations: about {report['estimated_search_hours']:.2f} GPU-hours")
+          f"({per_individual:.2f} s each, {report['failed']} failed, peak GPU memory {peak_gpu_gb or 0:.1f} GiB); "
+          f"{flops / 1e12:.0f} TFLOP of work at {flops / seconds / 1e12:.1f} TFLOP/s "
+          f"({100 * flops / seconds / peak:.0f}% of a measured {peak / 1e12:.0f} TFLOP/s matmul peak)")
+    for params, values in sorted(by_width.items()):
+        print(f"  head of {params / 1e6:6.1f} M params: {len(values):3d} individuals, {sum(values) / len(values):6.2f} s each")
+    print(f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
+          f"about {report['estimated_search_hours']:.2f} GPU-hours")
 
 
 if __name__ == "__main__":

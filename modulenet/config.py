@@ -97,6 +97,8 @@ class LoggerConf:
 class TrainerConf:
     accelerator: str = "cpu"
     precision: str = "32-true"
+    # float32 matrix products on GPUs: highest (exact fp32) | high (TF32 tensor cores) | medium
+    float32_matmul_precision: str = "highest"
 
 
 @dataclass

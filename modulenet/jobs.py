@@ -97,7 +97,8 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
         weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name, alpha=cfg.search.alpha,
         beta=cfg.search.beta, seed=cfg.seed, cache_features=cfg.evaluator.cache_features,
         feature_batch_size=cfg.evaluator.feature_batch_size, accelerator=cfg.trainer.accelerator,
-        precision=cfg.trainer.precision, share_prefixes=cfg.evaluator.share_prefixes,
+        precision=cfg.trainer.precision, float32_matmul_precision=cfg.trainer.float32_matmul_precision,
+        share_prefixes=cfg.evaluator.share_prefixes,
         stack_individuals=cfg.evaluator.stack_individuals, feature_memory_gb=cfg.evaluator.feature_memory_gb,
     )
     context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
@@ -191,7 +192,7 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
         max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
         weight_decay=ft.weight_decay, hidden=list(search_cfg.evaluator.hidden), pool=search_cfg.evaluator.pool,
         connection=search_cfg.connection.name, accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
-        seed=seed,
+        float32_matmul_precision=trainer_cfg.float32_matmul_precision, seed=seed,
     )
     tracker = make_tracker(
         logger_cfg.name, out_dir, {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationMemo, EvaluationSettings, Evaluator
 from modulenet.knowledge import CutPointArchitecture, build_knowledge_base
 from modulenet.records import WORST_SCORE, Evaluation
@@ -70,6 +71,13 @@ def test_memo_trains_each_genotype_once_and_survives_a_torn_line(kb, data, tmp_p
     assert len(memo_path.read_text().splitlines()) == 2  # nothing appended
     other = Evaluator(kb, data, 4, small_settings(epochs=2), memo_path=memo_path, progress=False)
     assert other.memo.get((1, 0, 0)) is None  # another setting is another result
+
+
+def test_tf32_setting_keys_the_memo_and_a_bad_value_is_named(kb, data):
+    highest, tf32 = small_settings(), small_settings(float32_matmul_precision="high")
+    assert highest.fingerprint() != tf32.fingerprint()  # TF32 changes results on GPUs
+    with pytest.raises(ModuleNetError, match="float32_matmul_precision='tf32'.*highest, high, medium"):
+        Evaluator(kb, data, 4, small_settings(float32_matmul_precision="tf32"), progress=False)
 
 
 def test_memo_round_trips_evaluations(tmp_path):

@@ -1,0 +1,70 @@
+"""On a GPU (skipped without one): the CUDA paths of evaluation give the CPU's results.
+
+Channels-last trunks, pinned images, fused Adam, bf16 autocast and a `gpus` worker on a real
+device. Run on a lent GPU with `pytest tests/test_gpu.py`; CI machines have none.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modulenet.evaluate import Evaluator
+from modulenet.evaluators import make_evaluator
+from modulenet.knowledge import build_knowledge_base
+from test_evaluators import GENERATION, data, kb, settings  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def assert_close(results, reference, tol_err):
+    assert [r.genotype for r in results] == [r.genotype for r in reference]
+    for a, b in zip(results, reference):
+        assert a.status == b.status == "ok", a.error
+        assert a.err_val == pytest.approx(b.err_val, abs=tol_err)
+        assert a.epoch_losses[-1] < a.epoch_losses[0]  # it learned
+
+
+@pytest.fixture(scope="module")
+def cpu_results(kb, data):
+    return Evaluator(kb, data, 4, settings(stack_individuals=4), progress=False)(GENERATION)
+
+
+@pytest.fixture(scope="module")
+def gpu_fp32(kb, data):
+    return Evaluator(kb, data, 4, settings(stack_individuals=4, accelerator="gpu"), progress=False)(GENERATION)
+
+
+def test_gpu_float32_matches_cpu(gpu_fp32, cpu_results):
+    assert_close(gpu_fp32, cpu_results, tol_err=0.02)  # float rounding differs between devices
+
+
+def test_gpu_plain_way_matches_batched(kb, data, gpu_fp32):
+    plain = Evaluator(kb, data, 4, settings(cache_features=False, accelerator="gpu"), progress=False)(GENERATION)
+    assert_close(plain, gpu_fp32, tol_err=0.02)
+
+
+def test_gpu_bf16_and_tf32_rank_alike(kb, data, gpu_fp32):
+    fast = Evaluator(kb, data, 4, settings(stack_individuals=6, accelerator="gpu", precision="bf16-mixed",
+                                           float32_matmul_precision="high"), progress=False)(GENERATION)
+    assert_close(fast, gpu_fp32, tol_err=0.05)
+
+
+def test_gpus_evaluator_worker_on_the_device_gives_local_results(kb, data, gpu_fp32):
+    evaluator = make_evaluator("gpus", kb, data, 4, settings(stack_individuals=4, accelerator="gpu"), progress=False)
+    try:
+        assert evaluator.slots == list(range(torch.cuda.device_count()))
+        assert_close(evaluator(GENERATION), gpu_fp32, tol_err=0.02)
+    finally:
+        evaluator.close()
+
+
+def test_generations_after_a_first_one_find_the_whole_knowledge_base_on_the_device(data):
+    """Frozen trunks share the knowledge base's modules: a later generation's new modules must
+    be on the GPU too (the first run of the paper-scale benchmark failed on exactly this)."""
+    torch.manual_seed(0)
+    fresh = build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
+    evaluator = Evaluator(fresh, data, 4, settings(stack_individuals=4, accelerator="gpu", epochs=1), progress=False)
+    evaluator(GENERATION[:1])
+    assert all(e.status == "ok" for e in evaluator(GENERATION))
+    assert {p.device.type for m in fresh.iter_modules() for p in m.parameters()} == {"cuda"}
