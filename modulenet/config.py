@@ -170,7 +170,7 @@ class FinetuneAppConf:
 class ReportAppConf:
     """modulenet-report: the paper's tables and figures from finished runs (report.py)."""
 
-    runs: list[str] = field(default_factory=list)  # search, finetune or multirun sweep directories
+    runs: Any = field(default_factory=list)  # search, finetune or multirun sweep directories (one: runs=DIR)
     output: Optional[str] = None  # where report.md and the PNGs go; default: the report's run directory
     calibrate: bool = False  # fit alpha, beta to the fine-tuned test errors (Spearman, grid search)
     calibration_max: float = 50.0  # the grid: alpha, beta in [0, calibration_max] ...

@@ -1112,7 +1112,8 @@ def report_job(cfg, run_dir: Path) -> Path:
     from omegaconf import OmegaConf
 
     out = Path(cfg.output) if cfg.get("output") else Path(run_dir)
-    report = write_report(list(cfg.runs), out, bool(cfg.calibrate), cfg.title, float(cfg.calibration_max),
+    runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)  # runs=DIR as well as runs=[DIR,...]
+    report = write_report(runs, out, bool(cfg.calibrate), cfg.title, float(cfg.calibration_max),
                           float(cfg.calibration_step))
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") is not None else None
     mode = log_report_to_wandb(report, logger_cfg, out)

@@ -331,9 +331,10 @@ def test_bad_input_is_a_module_net_error(runs, tmp_path):
         write_report([tmp_path / "broken"], tmp_path / "out")
 
 
-def test_bad_path_at_the_command_line_is_one_line_without_traceback(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("runs_arg", ["runs=[{}]", "runs={}"])  # a list, or one run without brackets
+def test_bad_path_at_the_command_line_is_one_line_without_traceback(runs_arg, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["modulenet-report", f"runs=[{tmp_path / 'nowhere'}]", "logger=none",
+    monkeypatch.setattr(sys, "argv", ["modulenet-report", runs_arg.format(tmp_path / "nowhere"), "logger=none",
                                       f"hydra.run.dir={tmp_path / 'r'}"])
     with pytest.raises(SystemExit) as exit_info:
         report_main()
