@@ -75,10 +75,10 @@ def main() -> None:
     evaluations = args.generations * args.population
     flops = work_flops(kb, results, args.train_images, args.val_images, args.epochs, (3, 32, 32), trunk_every_epoch=False)
     peak = matmul_peak("bfloat16" if evaluator.settings.precision.startswith("bf16") else "float32", args.device)
-    by_width = {}  # seconds per individual by classifier input width (a group's time shared by its members)
+    by_head = {}  # seconds per individual by classifier size (a group's time shared by its members)
     for e in results:
-        width = e.params - sum(p.numel() for p in kb.assemble(e.genotype).parameters())
-        by_width.setdefault(width, []).append(e.seconds)
+        head_params = e.params - sum(p.numel() for p in kb.assemble(e.genotype).parameters())
+        by_head.setdefault(head_params, []).append(e.seconds)
     report = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -91,7 +91,7 @@ def main() -> None:
         "achieved_tflop_per_s": flops / seconds / 1e12,
         "matmul_peak_tflop_per_s": peak / 1e12,
         "peak_gpu_gb": peak_gpu_gb,
-        "seconds_per_individual_by_head_params": {str(k): sum(v) / len(v) for k, v in sorted(by_width.items())},
+        "seconds_per_individual_by_head_params": {str(k): sum(v) / len(v) for k, v in sorted(by_head.items())},
         "individuals": [{"genotype": list(e.genotype), "seconds": e.seconds, "err_val": e.err_val, "status": e.status}
                         for e in results],
         "failed": sum(e.status != "ok" for e in results),
@@ -101,7 +101,7 @@ def main() -> None:
           f"({per_individual:.2f} s each, {report['failed']} failed, peak GPU memory {peak_gpu_gb or 0:.1f} GiB); "
           f"{flops / 1e12:.0f} TFLOP of work at {flops / seconds / 1e12:.1f} TFLOP/s "
           f"({100 * flops / seconds / peak:.0f}% of a measured {peak / 1e12:.0f} TFLOP/s matmul peak)")
-    for params, values in sorted(by_width.items()):
+    for params, values in sorted(by_head.items()):
         print(f"  head of {params / 1e6:6.1f} M params: {len(values):3d} individuals, {sum(values) / len(values):6.2f} s each")
     print(f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
           f"about {report['estimated_search_hours']:.2f} GPU-hours")

@@ -82,7 +82,7 @@ class WorkerPoolEvaluator(Evaluator):
 
     def __init__(self, *args, devices: list[int] | None = None, num_workers: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if devices is None and self.settings.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        if devices is None and self.device.type == "cuda":
             devices = list(range(torch.cuda.device_count()))
         if devices:
             self.slots: list[int | None] = list(devices)

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import quiet_lightning, use_float32_matmul_precision
+from modulenet.evaluate import accelerator_device, quiet_lightning, use_float32_matmul_precision
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
@@ -85,8 +85,7 @@ def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: Fin
                           progress: bool = True) -> float:
     """Fine-tune one architecture with all weights trainable; returns its test error."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    use_float32_matmul_precision(torch.device("cuda" if settings.accelerator in ("gpu", "cuda") else "cpu"),
-                                 settings.float32_matmul_precision)
+    use_float32_matmul_precision(accelerator_device(settings.accelerator), settings.float32_matmul_precision)
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True)
     size = trunk.output_size(datamodule.image_size)
     in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
