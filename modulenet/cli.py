@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modulenet.config import register_configs
 from modulenet.errors import ModuleNetError
+from modulenet.rundir import hold, write_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger("modulenet")
@@ -33,15 +34,16 @@ def _run_dir_and_group(cfg: DictConfig) -> tuple[Path, str | None]:
 def _save_resolved(cfg: DictConfig, run_dir: Path) -> None:
     """The resolved config beside the run's outputs (Hydra's .hydra/config.yaml keeps interpolations)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _guard(job, cfg: DictConfig):
     run_dir, group = _run_dir_and_group(cfg)
     try:
-        _save_resolved(cfg, run_dir)
-        log.info("run directory: %s", run_dir)
-        return job(cfg, run_dir, group) if group is not None else job(cfg, run_dir)
+        with hold(run_dir):  # before its config is written: a second process must not overwrite it
+            _save_resolved(cfg, run_dir)
+            log.info("run directory: %s", run_dir)
+            return job(cfg, run_dir, group) if group is not None else job(cfg, run_dir)
     except ModuleNetError as err:
         log.debug("user error: %s", err)
         print(f"error: {err}", file=sys.stderr)

@@ -30,6 +30,7 @@ class KnowledgeBaseConf:
     cifar_stem: Optional[bool] = None
     image_size: int = 32
     path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
+    trust_code: bool = False  # let `path` import and call the model code it names (cut-point models)
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
     quickstart_epochs: int = 3
     # Sec. IV-B1: fine-tune each source network on the target dataset before decomposing (0: off)
@@ -158,6 +159,7 @@ class KbAppConf:
 @dataclass
 class FinetuneAppConf:
     search_run: str = MISSING  # the search's run directory (it holds results.json and its config)
+    trust_code: bool = False  # let the run's config and knowledge base name code to import (never read from the run)
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)

@@ -30,6 +30,8 @@ from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
 from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.rng import seeded
+from modulenet.rundir import append_line
 from modulenet.score import loss_rate, search_score, similarity
 
 log = logging.getLogger(__name__)
@@ -63,18 +65,23 @@ class EvaluationSettings:
 
     SPEED_ONLY = ("cache_features", "feature_batch_size", "stack_individuals", "share_prefixes", "feature_memory_gb")
 
-    def fingerprint(self, context: dict | None = None) -> str:
-        """A short hash of every setting that changes results (speed-only ones excluded)."""
+    def relevant(self, context: dict | None = None) -> dict:
+        """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in self.SPEED_ONLY}
         if relevant["float32_matmul_precision"] == "highest":  # memos written before this setting still match
             del relevant["float32_matmul_precision"]
-        text = json.dumps({**relevant, **(context or {})}, sort_keys=True, default=str)
+        return {**relevant, **(context or {})}
+
+    def fingerprint(self, context: dict | None = None) -> str:
+        """A short hash of `relevant(context)`: the memo's key."""
+        text = json.dumps(self.relevant(context), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class EvaluationMemo:
     """Append-only JSON-lines file of finished evaluations: no genotype is trained twice, and a
-    killed run keeps every evaluation that finished (a torn last line is ignored)."""
+    killed run keeps every evaluation that finished (a torn last line is ignored when read and set
+    aside before the next append)."""
 
     def __init__(self, path: str | os.PathLike, fingerprint: str):
         self.path = Path(path)
@@ -95,11 +102,7 @@ class EvaluationMemo:
 
     def put(self, evaluation: Evaluation) -> None:
         self._done[tuple(evaluation.genotype)] = evaluation
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"fingerprint": self.fingerprint, "evaluation": evaluation.to_dict()}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path, json.dumps({"fingerprint": self.fingerprint, "evaluation": evaluation.to_dict()}))
 
     def __len__(self) -> int:
         return len(self._done)
@@ -115,6 +118,28 @@ def has_fast_bf16(device: torch.device) -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+# Lightning's precision names (lightning_fabric's _PRECISION_INPUT), spelled out to keep a one-line error.
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A one-line error, before any work, for an accelerator Lightning would refuse after it."""
+    if accelerator not in ACCELERATORS:
+        raise ModuleNetError(f"trainer.accelerator={accelerator!r}: valid values are {', '.join(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ModuleNetError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: "
+                             "use trainer.accelerator=cpu (or auto)")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ModuleNetError("trainer.accelerator=mps but this machine has no Apple GPU: use trainer.accelerator=cpu")
+
+
+def check_precision(precision) -> None:
+    if str(precision) not in PRECISIONS:
+        raise ModuleNetError(f"trainer.precision={precision!r}: valid values are {', '.join(PRECISIONS[:10])}")
 
 
 def accelerator_device(accelerator: str) -> torch.device:
@@ -311,13 +336,12 @@ class Evaluator:
                               for x in (self.x_train, self.x_val))
         x_train = torch.stack([train.pop(code) for code in group])
         x_val = torch.stack([val.pop(code) for code in group])
-        pl.seed_everything(s.seed, workers=True, verbose=False)
-        template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
-        model = StackedIndividualsModule(
-            x_train, self.y_train.to(self.device), x_val, self.y_val.to(self.device), template,
-            optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
-        )
-        with quiet_lightning():
+        with seeded(s.seed, self.device), quiet_lightning():
+            template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
+            model = StackedIndividualsModule(
+                x_train, self.y_train.to(self.device), x_val, self.y_val.to(self.device), template,
+                optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
+            )
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
             trainer.fit(model, batch_loader(x_train.shape[1], s.batch_size, torch.Generator().manual_seed(s.seed)))
             trainer.validate(model, batch_loader(x_val.shape[1], s.batch_size, None), verbose=False)
@@ -348,16 +372,15 @@ class Evaluator:
             model_trunk = None
         else:  # the plain way: the frozen trunk runs in every step (and a conv1x1 link trains)
             x_train, x_val, model_trunk = self.x_train, self.x_val, trunk
-        pl.seed_everything(s.seed, workers=True, verbose=False)
-        model = IndividualModule(
-            model_trunk, in_features, self.num_classes, s.hidden, s.pool, s.dropout,
-            optimizer=self._adam(fused=False),
-        )
-        shuffle = torch.Generator().manual_seed(s.seed)
-        train_loader = DataLoader(TensorDataset(x_train, self.y_train.to(x_train.device)), batch_size=batch_size,
-                                  shuffle=True, generator=shuffle)
-        val_loader = DataLoader(TensorDataset(x_val, self.y_val.to(x_val.device)), batch_size=batch_size)
-        with quiet_lightning():
+        with seeded(s.seed, self.device), quiet_lightning():
+            model = IndividualModule(
+                model_trunk, in_features, self.num_classes, s.hidden, s.pool, s.dropout,
+                optimizer=self._adam(fused=False),
+            )
+            shuffle = torch.Generator().manual_seed(s.seed)
+            train_loader = DataLoader(TensorDataset(x_train, self.y_train.to(x_train.device)), batch_size=batch_size,
+                                      shuffle=True, generator=shuffle)
+            val_loader = DataLoader(TensorDataset(x_val, self.y_val.to(x_val.device)), batch_size=batch_size)
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
             trainer.fit(model, train_loader)
             trainer.validate(model, val_loader, verbose=False)

@@ -19,6 +19,8 @@ from modulenet.evaluate import accelerator_device, quiet_lightning, use_float32_
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
+from modulenet.rng import seeded
+from modulenet.rundir import hold, write_atomic
 from modulenet.search import read_evaluations_csv, search_path
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,14 @@ def select_candidates(results: dict, kb: KnowledgeBase, settings: FinetuneSettin
 def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings,
                           progress: bool = True) -> float:
     """Fine-tune one architecture with all weights trainable; returns its test error."""
-    pl.seed_everything(settings.seed, workers=True, verbose=False)
-    use_float32_matmul_precision(accelerator_device(settings.accelerator), settings.float32_matmul_precision)
+    device = accelerator_device(settings.accelerator)
+    use_float32_matmul_precision(device, settings.float32_matmul_precision)
+    with seeded(settings.seed, device):
+        return _finetune_architecture(kb, genotype, datamodule, settings, progress)
+
+
+def _finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings,
+                           progress: bool) -> float:
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True)
     size = trunk.output_size(datamodule.image_size)
     in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
@@ -108,8 +116,13 @@ def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: Fin
 def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: FinetuneSettings, out_dir: Path,
                  tracker=None, progress: bool = True, search_run: Path | None = None) -> list[FinetuneResult]:
     """Fine-tune every candidate, writing `finetune.json` after each one (a crash keeps them) and
-    `finetune.md`, a table in the form of the paper's Tables I-II."""
+    `finetune.md`, a table in the form of the paper's Tables I-II. `out_dir` is held while it runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    with hold(out_dir):
+        return _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run)
+
+
+def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run) -> list[FinetuneResult]:
     json_path = out_dir / "finetune.json"
     done = {}
     if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
@@ -132,9 +145,9 @@ def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: Finetun
         log.info("  test error %.2f %%", 100 * test_error)
         if tracker is not None:
             tracker.log_finetune(result)
-        json_path.write_text(json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""),
-                                         "results": [asdict(r) for r in finished]}, indent=2))
-    (out_dir / "finetune.md").write_text(markdown_table(finished, settings))
+        write_atomic(json_path, json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""),
+                                            "results": [asdict(r) for r in finished]}, indent=2))
+    write_atomic(out_dir / "finetune.md", markdown_table(finished, settings))
     return finished
 
 

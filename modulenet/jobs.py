@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from modulenet.connections import CONNECTIONS
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings
-from modulenet.evaluators import make_evaluator
+from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
+from modulenet.evaluators import EVALUATORS, make_evaluator
+from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.rundir import hold
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import make_tracker
 
@@ -41,8 +45,9 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
                         accelerator: str = "cpu") -> KnowledgeBase:
     """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
     if kb_cfg.path:
-        return load_knowledge_base(kb_cfg.path)
+        return load_knowledge_base(kb_cfg.path, trust_code=kb_cfg.trust_code)
     if kb_cfg.quickstart:
+        check_quickstart_overrides(kb_cfg)
         if datamodule is None:
             raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
         return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, epochs=kb_cfg.quickstart_epochs, seed=seed,
@@ -65,7 +70,7 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
         cached = Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
         if (cached / METADATA_FILE).is_file():
             log.info("knowledge base fine-tuned on the target: loading %s", cached)
-            return load_knowledge_base(cached)
+            return load_knowledge_base(cached, trust_code=kb_cfg.trust_code)
     kb = build_knowledge_base(list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size,
                               progress=progress)
     if kb_cfg.source_finetune_epochs > 0:
@@ -81,13 +86,43 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
     return kb
 
 
+def check_quickstart_overrides(kb_cfg) -> None:
+    """The quickstart base trains its own three networks: an override naming others cannot take effect."""
+    ignored = {key: kb_cfg[key] for key in ("archs", "weights", "num_cells") if kb_cfg[key] not in (None, [], "")}
+    if kb_cfg.source_finetune_epochs > 0:
+        ignored["source_finetune_epochs"] = kb_cfg.source_finetune_epochs
+    if ignored:
+        key, value = next(iter(ignored.items()))
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        raise ModuleNetError(f"knowledge_base.{key}={value} cannot take effect: the knowledge base is the quickstart's "
+                             "(knowledge_base.quickstart=true); choose a knowledge_base group (e.g. knowledge_base=craft)"
+                             " or add knowledge_base.quickstart=false")
+
+
+def check_trainer(trainer_cfg) -> None:
+    """trainer.accelerator and trainer.precision, checked before any work."""
+    check_accelerator(trainer_cfg.accelerator)
+    check_precision(trainer_cfg.precision)
+    use_float32_matmul_precision(torch.device("cpu"), trainer_cfg.float32_matmul_precision)  # validates only
+
+
 def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
     """Algorithm 1 end to end: data, knowledge base, evaluator, NSGA-II; returns the best score."""
-    _check_positive(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     search_dir = Path(cfg.resume) if cfg.resume else run_dir
     if cfg.resume and not (search_dir / "search_state.json").is_file():
         raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
+    with hold(search_dir):  # one search per run directory, for the whole job
+        return _search_job(cfg, run_dir, search_dir, group)
+
+
+def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None) -> float:
+    _check_positive(cfg)
+    check_trainer(cfg.trainer)
+    if cfg.connection.name not in CONNECTIONS:
+        raise ModuleNetError(f"connection.name={cfg.connection.name!r}: valid connections are {sorted(CONNECTIONS)}")
+    if cfg.evaluator.name not in EVALUATORS:
+        raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
     kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     log.info("\n%s", kb.summary())
@@ -103,6 +138,8 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
     )
     context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
                "sources": kb.sources}
+    # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
+    depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
     ev = cfg.evaluator
     evaluator = make_evaluator(
         ev.name, kb, datamodule.search_tensors(), datamodule.num_classes, settings,
@@ -125,14 +162,14 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
     try:
         result = run_search(kb.num_archs, kb.num_cells, evaluator, search_config, search_dir,
                             arch_names=kb.arch_names, callbacks=[tracker] if tracker else [],
-                            resume=bool(cfg.resume), progress=cfg.progress)
+                            resume=bool(cfg.resume), progress=cfg.progress, depends_on=depends_on)
     finally:
         evaluator.close()
         if tracker is not None:
             tracker.finish()
     best = result.best
     log.info("best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
-             "".join(map(str, best.genotype)), "+".join(kb.arch_names[i] for i in best.genotype),
+             format_genotype(best.genotype), "+".join(kb.arch_names[i] for i in best.genotype),
              best.score, best.err_val, best.l_rate, best.sim)
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
         from modulenet.ablation import connection_ablation
@@ -147,11 +184,14 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
+    check_trainer(cfg.trainer)
+    if cfg.knowledge_base.quickstart and not cfg.knowledge_base.path:
+        check_quickstart_overrides(cfg.knowledge_base)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     needs_data = (cfg.knowledge_base.quickstart or cfg.knowledge_base.source_finetune_epochs > 0) \
         and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
     kb.save(out)
     log.info("\n%s\nsaved to %s (use knowledge_base.path=%s)", kb.summary(), out, out)
@@ -162,13 +202,43 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the best test error."""
     from modulenet.finetune import read_search_results
 
+    check_trainer(cfg.trainer)
     search_run = Path(cfg.search_run)
     read_search_results(search_run)  # a clear error before anything is built
     config_path = search_run / "config_resolved.yaml"
     if not config_path.is_file():
         raise ModuleNetError(f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base")
-    return finetune_stage(cfg.finetune, OmegaConf.load(config_path), search_run, run_dir, cfg.logger, cfg.trainer,
+    try:
+        search_cfg = OmegaConf.load(config_path)
+        if not isinstance(search_cfg, DictConfig) or "dataset" not in search_cfg or "knowledge_base" not in search_cfg:
+            raise ValueError("no dataset or knowledge_base section")
+    except Exception as err:  # YAML and OmegaConf errors alike
+        raise ModuleNetError(f"{config_path} is not a search run's config ({str(err).splitlines()[0]})") from None
+    # The run directory is data: only this command line may trust code, never the saved config.
+    search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
+    check_targets(search_cfg, config_path, trusted=cfg.trust_code)
+    return finetune_stage(cfg.finetune, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer,
                           group, cfg.seed, cfg.progress)
+
+
+def check_targets(cfg, source, trusted: bool = False, prefix: str = "modulenet.") -> None:
+    """Refuse a saved config whose `_target_`s name anything but this project's classes (a run
+    directory is data; `trust_code=true` lifts the rule for a run the user trusts)."""
+    if trusted:
+        return
+    container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+    stack = [container]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if target is not None and not str(target).startswith(prefix):
+                raise ModuleNetError(f"{source} names _target_ {target!r}, which is not modulenet's own: a saved config "
+                                     "is data, so only modulenet.* classes are built from it (trust_code=true if you "
+                                     "trust this run)")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, logger_cfg, trainer_cfg,

@@ -16,6 +16,7 @@ import torch
 
 from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
+from modulenet.rng import seeded
 from modulenet.source_training import train_source_network
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,11 @@ def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTAR
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:
-        torch.manual_seed(seed)
-        model = get_architecture(arch_name).build()
-        accuracies[arch_name] = train_source_network(model, datamodule.train_dataloader(), datamodule.val_dataloader(),
-                                                     epochs=epochs, lr=lr, progress=False)
+        with seeded(seed):
+            model = get_architecture(arch_name).build()
+            accuracies[arch_name] = train_source_network(model, datamodule.train_dataloader(),
+                                                         datamodule.val_dataloader(), epochs=epochs, lr=lr,
+                                                         progress=False)
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
         files[arch_name] = str(path / "sources" / f"{arch_name}.pt")
         torch.save(model.state_dict(), files[arch_name])

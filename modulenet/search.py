@@ -1,9 +1,12 @@
 """The evolutionary search of Algorithm 1, lines 7-18: NSGA-II (DEAP) over genotypes.
 
 This room knows genotypes and their `Evaluation`s only; building and training architectures
-is the `evaluate` callable's job, so the module imports no torch. Every generation leaves a
-JSON checkpoint (`search_state.json`, RNG states included) from which `resume=True` continues
-exactly as if the run had never stopped, plus `results.json` and `evaluations.csv`.
+is the `evaluate` callable's job, so the module imports no torch. The search draws from its own
+generator (`random.Random(seed)`, see rng.py), never from state that evaluation touches, so the
+same seed gives the same search whether genotypes are trained, answered from the memo, resumed
+or evaluated elsewhere. Every generation leaves a JSON checkpoint (`search_state.json`, the
+generator's state included) from which `resume=True` continues exactly as if the run had never
+stopped, plus `results.json` and `evaluations.csv`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import math
 import os
 import random
 import re
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from tqdm.auto import tqdm
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import Genotype, format_genotype, search_space_size
 from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.rng import drawing_from, rng_from_json, rng_state_to_json
+from modulenet.rundir import hold, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +140,8 @@ def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple
 
 
 def make_toolbox(num_archs: int, num_cells: int, config: SearchConfig) -> base.Toolbox:
-    """The NSGA-II operators of Algorithm 1, read top to bottom."""
+    """The NSGA-II operators of Algorithm 1, read top to bottom. Like DEAP's own, they draw from
+    the module-level `random`: the search calls them inside `drawing_from(its generator)`."""
     n, c = num_archs, num_cells
     toolbox = base.Toolbox()
     # Lines 8-10: each gene (cell j) is sampled uniformly from knowledge_base[j][:].
@@ -195,9 +200,11 @@ def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
 class _Run:
     """The mutable state of one search: what the checkpoint holds."""
 
-    def __init__(self, config: SearchConfig, num_archs: int, num_cells: int):
+    def __init__(self, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None = None):
         self.config = config
+        self.depends_on = depends_on
         self.num_archs, self.num_cells = num_archs, num_cells
+        self.rng = random.Random(config.seed)  # the search's own generator (rng.py)
         self.generation = 0
         self.population: list = []
         self.evaluations: dict[Genotype, Evaluation] = {}
@@ -217,7 +224,8 @@ class _Run:
 
 def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype]], list[Evaluation]],
                config: SearchConfig, run_dir: str | os.PathLike, arch_names: list[str] | None = None,
-               callbacks: Sequence[SearchCallback] = (), resume: bool = False, progress: bool = True) -> SearchResult:
+               callbacks: Sequence[SearchCallback] = (), resume: bool = False, progress: bool = True,
+               depends_on: dict | None = None) -> SearchResult:
     """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over n^c genotypes.
 
     `evaluate` gets each generation's not-yet-evaluated genotypes (distinct) and returns one
@@ -226,19 +234,28 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
     successful individuals (failures are counted in `failed`), `best_score` and `best_genotype`
     (lowest score evaluated so far). `resume=True` continues `run_dir`'s checkpoint up to
     `config.generations`. Outputs: results.json, evaluations.csv, search_curves.png.
+
+    `depends_on`: what the evaluations depend on (knowledge base, weights, connection, dataset,
+    evaluation settings), stored in the checkpoint; a resume with anything different is refused,
+    naming it. The run directory is held by this search while it runs (`rundir.hold`).
     """
     config.validate()
     if num_archs < 1 or num_cells < 1:
         raise ModuleNetError(f"a search needs n >= 1 architectures and c >= 1 cells, got n={num_archs}, c={num_cells}")
     run_dir = Path(run_dir)
-    toolbox = make_toolbox(num_archs, num_cells, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold(run_dir):
+        return _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
+                           depends_on)
+
+
+def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
+                depends_on) -> SearchResult:
     if resume:
-        run = load_state(run_dir, config, num_archs, num_cells)
+        run = load_state(run_dir, config, num_archs, num_cells, depends_on)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-        run = _Run(config, num_archs, num_cells)
+        run = _Run(config, num_archs, num_cells, depends_on)
+    toolbox = make_toolbox(num_archs, num_cells, config)
 
     stats = tools.Statistics(key=lambda ind: run.evaluations[tuple(ind)].score)
     stats.register("min", _ok_stat(np.min))
@@ -252,18 +269,22 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
             previous = [tuple(ind) for ind in run.population]
             if run.generation == 0:
                 # Lines 8-11: the initial population, evaluated.
-                run.population = toolbox.population(n=config.population_size)
+                with drawing_from(run.rng):
+                    run.population = toolbox.population(n=config.population_size)
                 for ind, code in zip(run.population, config.initial_genotypes):
                     ind[:] = list(code)
                 evaluated = _evaluate(run.population, run, evaluate, generation=1)
                 # selNSGA2 assigns the crowding distances that the first tournament needs.
-                run.population = toolbox.select(run.population, len(run.population))
+                with drawing_from(run.rng):
+                    run.population = toolbox.select(run.population, len(run.population))
             else:
                 # Lines 14-18: mate, evaluate the new individuals, select from pop + new.
-                parents = toolbox.parents(run.population, config.population_size)
-                offspring = vary(parents, toolbox, config)
+                with drawing_from(run.rng):
+                    parents = toolbox.parents(run.population, config.population_size)
+                    offspring = vary(parents, toolbox, config)
                 evaluated = _evaluate(offspring, run, evaluate, generation=run.generation + 1)
-                run.population = toolbox.select(run.population + offspring, config.population_size)
+                with drawing_from(run.rng):
+                    run.population = toolbox.select(run.population + offspring, config.population_size)
             run.generation += 1
             run.populations.append([tuple(ind) for ind in run.population])
             record = _record(run, stats, previous, evaluated)
@@ -355,29 +376,47 @@ def save_state(run_dir: Path, run: _Run) -> None:
         "evaluations": [{"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()],
         "history": run.history,
         "populations": [[list(code) for code in pop] for pop in run.populations],
-        "rng": _rng_state(),
+        "rng": {"search": rng_state_to_json(run.rng)},
+        "depends_on": run.depends_on,
     }
-    _write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
+    write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
 
 
-def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int) -> _Run:
-    """The checkpoint of `run_dir`, RNG states restored. Settings that change the meaning of the
-    stored population (n, c, p_size, objectives) must match; generations may grow."""
+def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int,
+               depends_on: dict | None = None) -> _Run:
+    """The checkpoint of `run_dir`, the search's generator restored. Settings that change the
+    meaning of the stored population (n, c, p_size, objectives) and what the stored evaluations
+    depend on (`depends_on`) must match; generations may grow."""
     path = Path(run_dir) / STATE_FILE
     try:
         state = json.loads(path.read_text())
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {state.get('format')!r}")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {state.get('format') if isinstance(state, dict) else None!r}")
     except (OSError, ValueError) as err:
         reason = "it has no search_state.json" if not path.is_file() else f"its search_state.json is unreadable ({err})"
         raise ModuleNetError(f"{run_dir} is not a search run: {reason}") from None
+    try:
+        run = _run_from_state(state, config, num_archs, num_cells, depends_on, run_dir)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({_one_line(err)})"
+        raise ModuleNetError(f"cannot resume {run_dir}: its {STATE_FILE} {what}; it was not written by this "
+                             f"modulenet ({STATE_FORMAT}) or was edited") from None
+    if run.generation >= config.generations:
+        log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
+                 run_dir, run.generation, config.generations)
+    return run
+
+
+def _run_from_state(state: dict, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None,
+                    run_dir: Path) -> _Run:
     stored = state["config"]
     for key, now, then in (("num_archs", num_archs, state["num_archs"]), ("num_cells", num_cells, state["num_cells"]),
                            ("population_size", config.population_size, stored["population_size"]),
                            ("objectives", list(config.objectives), stored["objectives"])):
         if now != then:
             raise ModuleNetError(f"cannot resume {run_dir}: {key}={now} but the stored run has {key}={then}")
-    run = _Run(config, num_archs, num_cells)
+    _check_depends_on(run_dir, state.get("depends_on"), depends_on)
+    run = _Run(config, num_archs, num_cells, depends_on)
     run.generation = int(state["generation"])
     for row in state["evaluations"]:
         evaluation = Evaluation.from_dict(row)
@@ -392,48 +431,42 @@ def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: i
     for row in state["history"]:
         run.logbook.record(**row)
     run.populations = [[tuple(int(g) for g in code) for code in pop] for pop in state.get("populations", [])]
-    _restore_rng_state(state["rng"])
-    if run.generation >= config.generations:
-        log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
-                 run_dir, run.generation, config.generations)
+    # Checkpoints written before the search owned its generator kept the process's `random` state,
+    # which was then the search's stream.
+    run.rng = rng_from_json(state["rng"]["search"] if "search" in state["rng"] else state["rng"]["python"])
     return run
 
 
-def _rng_state() -> dict:
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
-             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
-    # Only when someone else (the evaluator) already uses torch: this module never imports it.
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "get_rng_state"):
-        state["torch"] = torch.get_rng_state().tolist()
-    return state
+def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> None:
+    """Refuse to continue a run whose evaluations were made on something else, naming what differs."""
+    if now is None:
+        return
+    if stored is None:
+        log.warning("%s records no knowledge base or evaluation settings (written by an older modulenet): "
+                    "resuming without checking that its evaluations match this run", run_dir)
+        return
+    now = json.loads(json.dumps(now, default=str))  # the stored form: lists, not tuples
+    differing = [key for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
+    if differing:
+        shown = "; ".join(f"{key}: {_short(now.get(key))} now, {_short(stored.get(key))} in the run"
+                          for key in differing[:3])
+        raise ModuleNetError(f"cannot resume {run_dir}: its evaluations were made with another {', '.join(differing)} "
+                             f"({shown}); start a new run or resume with the same settings")
 
 
-def _restore_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch = sys.modules.get("torch")
-    if "torch" in state and torch is not None and hasattr(torch, "set_rng_state"):
-        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _float_out(value: float):
     """Strict JSON has no Infinity; crowding distances of boundary points are infinite."""
     return value if math.isfinite(value) else str(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """A killed run leaves the previous file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -461,7 +494,7 @@ def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> Non
         "arch_names": list(arch_names) if arch_names else None,
         "search_space_size": search_space_size(run.num_archs, run.num_cells),
     }
-    _write_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, allow_nan=False))
+    write_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, allow_nan=False))
 
 
 def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
@@ -475,7 +508,7 @@ def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None
         architecture = "+".join(arch_names[i] for i in code) if arch_names else ""
         writer.writerow([run.first_generation[code], format_genotype(code), architecture, e.score, e.err_val,
                          e.l_rate, e.sim, e.params, e.flops, e.status, e.seconds, e.error])
-    _write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
+    write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
 
 
 def _parse_code(text: str, num_cells: int | None) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 
 import pytest
@@ -336,7 +337,10 @@ def test_cut_point_architecture_from_import_path_saves_and_loads(tmp_path, monke
     kb = build_knowledge_base([arch], progress=False)
     assert [s.out_channels for s in (row[0] for row in kb.specs)] == [6, 12]
     kb.save(tmp_path / "kb")
-    loaded = load_knowledge_base(tmp_path / "kb")
+    with pytest.raises(KnowledgeBaseError, match=r"names code to import and call \(seq: 'user_models:make'\).*"
+                                                 r"trust_code=True"):
+        load_knowledge_base(tmp_path / "kb")  # a knowledge base is data until the user trusts it
+    loaded = load_knowledge_base(tmp_path / "kb", trust_code=True)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded.assemble([0, 0])(x), kb.assemble([0, 0])(x))
@@ -347,3 +351,24 @@ def test_cut_points_inside_a_residual_block_or_unknown_are_refused():
         build_knowledge_base([CutPointArchitecture("res", ResidualNet(), ["b", "add"])], progress=False)
     with pytest.raises(KnowledgeBaseError, match=r"unknown cut point 'layer9'; valid points are \['a', 'b', 'add'\]"):
         build_knowledge_base([CutPointArchitecture("res", ResidualNet(), ["a", "layer9"])], progress=False)
+
+
+def test_a_crafted_knowledge_base_runs_no_code_unless_trusted(tmp_path):
+    """A metadata file naming os:system (the attack in the reliability issue) imports and calls nothing."""
+    kb = build_knowledge_base(["resnet_cifar8"], progress=False)
+    kb.save(tmp_path / "kb")
+    meta_path = tmp_path / "kb" / "knowledge_base.json"
+    meta = json.loads(meta_path.read_text())
+    marker = tmp_path / "pwned"
+    crafted = {"family": "cut_points", "name": "resnet_cifar8", "model": "os:system", "cut_points": ["a"],
+               "kwargs": {"command": f"touch {marker}"}}
+    meta_path.write_text(json.dumps({**meta, "architectures": [crafted]}))
+    with pytest.raises(KnowledgeBaseError, match=r"names code to import and call \(resnet_cifar8: 'os:system'\)"):
+        load_knowledge_base(tmp_path / "kb")
+    assert not marker.exists()
+    for broken, expected in (({k: v for k, v in meta.items() if k != "architectures"}, "lacks 'architectures'"),
+                             ({**meta, "num_cells": "three"}, "has a bad value")):
+        meta_path.write_text(json.dumps(broken))
+        with pytest.raises(KnowledgeBaseError, match=expected) as info:
+            load_knowledge_base(tmp_path / "kb")
+        assert "\n" not in str(info.value)

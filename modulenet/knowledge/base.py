@@ -8,6 +8,7 @@ so a search never rebuilds it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from modulenet.assembly import ModuleSpec, Trunk, assemble
 from modulenet.errors import KnowledgeBaseError, WeightsError
 from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
 from modulenet.knowledge.zoo import Architecture, architecture_from_config
+from modulenet.rundir import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_FILE = "knowledge_base.json"
@@ -35,6 +37,7 @@ class KnowledgeBase:
         self.specs = [list(row) for row in specs]
         self.image_size = int(image_size)
         self.sources = list(sources)
+        self._weight_hashes: dict[str, str] | None = None
         for module in self.iter_modules():
             module.requires_grad_(False)
             module.eval()
@@ -90,6 +93,21 @@ class KnowledgeBase:
         code = self.parse_genotype(genotype)
         return self.specs[-1][code[-1]]
 
+    def weight_hashes(self) -> dict[str, str]:
+        """sha256 (16 hex digits) of each architecture's module tensors, cell by cell: what the weights
+        are, whatever file or name they came from (a resumed search checks them). Computed once."""
+        if self._weight_hashes is None:
+            hashes = {}
+            for i, name in enumerate(self.arch_names):
+                digest = hashlib.sha256()
+                for j, row in enumerate(self.modules):
+                    for key, tensor in row[i].state_dict().items():
+                        digest.update(f"{j}.{key}:{tensor.dtype}:{list(tensor.shape)}".encode())
+                        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                hashes[name] = digest.hexdigest()[:16]
+            self._weight_hashes = hashes
+        return dict(self._weight_hashes)
+
     def to(self, device: torch.device | str) -> "KnowledgeBase":
         for module in self.iter_modules():
             module.to(device)
@@ -131,27 +149,45 @@ class KnowledgeBase:
             "sources": self.sources,
             "specs": [[dataclasses.asdict(s) for s in row] for row in self.specs],
         }
-        tmp = directory / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(metadata, indent=2))
-        os.replace(tmp, directory / METADATA_FILE)
+        write_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=2))
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "KnowledgeBase":
-        """Read a knowledge base written by `save` (tensors with weights_only=True)."""
-        from modulenet.knowledge.build import instantiate_empty
-
+    def load(cls, directory: str | os.PathLike, trust_code: bool = False) -> "KnowledgeBase":
+        """Read a knowledge base written by `save`: tensors with weights_only=True, and no code that
+        the directory names is imported or called unless `trust_code=True` (a cut-point model's
+        factory is such code, as `trust_remote_code` in transformers)."""
         directory = Path(directory)
         meta_path = directory / METADATA_FILE
         if not meta_path.is_file():
             raise KnowledgeBaseError(f"{directory} is not a knowledge base directory: it has no {METADATA_FILE}")
         try:
             metadata = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise KnowledgeBaseError(f"{meta_path} is corrupt ({err})") from None
-        if metadata.get("format") != FORMAT_VERSION:
-            raise KnowledgeBaseError(f"{meta_path} has format {metadata.get('format')!r}; this modulenet reads {FORMAT_VERSION}")
-        architectures = [architecture_from_config(c) for c in metadata["architectures"]]
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_VERSION:
+            found = metadata.get("format") if isinstance(metadata, dict) else None
+            raise KnowledgeBaseError(f"{meta_path} has format {found!r}; this modulenet reads {FORMAT_VERSION}")
+        try:
+            return cls._from_metadata(directory, metadata, trust_code)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if isinstance(err, KnowledgeBaseError):
+                raise
+            what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({str(err).splitlines()[0]})"
+            raise KnowledgeBaseError(f"{meta_path} {what}: it was not written by KnowledgeBase.save or was edited") \
+                from None
+
+    @classmethod
+    def _from_metadata(cls, directory: Path, metadata: dict, trust_code: bool) -> "KnowledgeBase":
+        from modulenet.knowledge.build import instantiate_empty
+
+        configs = metadata["architectures"]
+        code = [f"{c.get('name')}: {c.get('model')!r}" for c in configs if c.get("family") == "cut_points"]
+        if code and not trust_code:
+            raise KnowledgeBaseError(
+                f"{directory} names code to import and call ({'; '.join(code)}): a knowledge base is data, so it is "
+                "loaded only with trust_code=True (knowledge_base.trust_code=true), if you trust where it came from")
+        architectures = [architecture_from_config(c) for c in configs]
         num_cells = metadata["num_cells"]
         columns = []
         for arch in architectures:
@@ -179,12 +215,12 @@ class KnowledgeBase:
         return cls(architectures, modules, specs, metadata["image_size"], metadata["sources"])
 
 
-def load_knowledge_base(directory: str | os.PathLike) -> KnowledgeBase:
-    """Load a knowledge base saved with `KnowledgeBase.save` (or `modulenet-kb`)."""
-    return KnowledgeBase.load(directory)
+def load_knowledge_base(directory: str | os.PathLike, trust_code: bool = False) -> KnowledgeBase:
+    """Load a knowledge base saved with `KnowledgeBase.save` (or `modulenet-kb`); see `KnowledgeBase.load`."""
+    return KnowledgeBase.load(directory, trust_code=trust_code)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per writer: a sweep may build one base twice
     torch.save(obj, tmp)
     os.replace(tmp, path)
