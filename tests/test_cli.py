@@ -63,6 +63,18 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     genotypes = [tuple(json.loads(line)["evaluation"]["genotype"]) for line in lines]
     assert len(genotypes) == len(set(genotypes)) >= evaluated
 
+    # resumed with another knowledge base of the same n and c: refused before any work, naming what differs
+    from modulenet.knowledge import build_knowledge_base
+
+    build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False).save(tmp_path / "other_kb")
+    proc = run_cli("modulenet-search", [*TINY, f"resume={run}", "search.generations=4", "logger=none",
+                                        f"knowledge_base.path={tmp_path / 'other_kb'}",
+                                        f"hydra.run.dir={tmp_path / 'refused'}"], tmp_path, cache_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot resume {run}: its evaluations were made "
+                                                           "with another sources, weights"), proc.stderr[-2000:]
+    assert len((run / "evaluations.jsonl").read_text().splitlines()) == len(lines)
+
     # the evaluation stage: top-1 of the final population and the three originals, fine-tuned
     ft = tmp_path / "ft"
     proc = run_cli("modulenet-finetune", [f"search_run={run}", "finetune.epochs=1", "finetune.top_k=1",
@@ -139,6 +151,12 @@ CRAFT = ["knowledge_base=craft", "knowledge_base.weights=null", "dataset=npz_sha
         (["search.population_size=-2"], "search.population_size=-2 must be a positive integer"),
         (["evaluator.hidden=[0,16]"], "evaluator.hidden[0]=0 must be a positive integer"),
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
+        (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are 32-true, 32, 16-mixed"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator='tpu': valid values are cpu, gpu, cuda, mps, auto"),
+        (["connection.name=foo"], "connection.name='foo': valid connections are ['channel_pool', 'conv1x1']"),
+        (["knowledge_base.archs=[resnet_cifar20]"], "knowledge_base.archs=['resnet_cifar20'] cannot take effect: "
+                                                    "the knowledge base is the quickstart's"),
+        (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected):
@@ -156,6 +174,74 @@ def test_corrupt_and_unsafe_weight_files_are_one_clear_line(tmp_path, monkeypatc
     assert "corrupt or not a torch checkpoint" in line
     line = bad_input(tmp_path, monkeypatch, capsys, [*base, f"knowledge_base.weights={tmp_path / 'pickled.pt'}"])
     assert "not a plain tensor file" in line
+
+
+def test_a_second_search_in_a_held_run_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    from test_reliability import HOLDER
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = bad_input(tmp_path, monkeypatch, capsys, TINY)
+        assert line.startswith(f"error: {tmp_path / 'run'} is in use by pid {holder.pid}"), line
+        assert not (tmp_path / "run" / "config_resolved.yaml").exists()  # the holder's files are untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def bad_finetune(tmp_path, monkeypatch, capsys, overrides: list[str]) -> str:
+    """Run the real `modulenet-finetune` entry point in this process; return its one error line."""
+    from modulenet.cli import finetune_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["modulenet-finetune", "logger=none", "progress=false",
+                                      f"hydra.run.dir={tmp_path / 'ft'}", *overrides])
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_main()
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
+    """Its saved config builds only modulenet's classes, and a knowledge base it names runs no code."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from modulenet.config import register_configs
+    from modulenet.knowledge import build_knowledge_base
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="search_app", overrides=[*TINY, "logger=none"])
+    run = tmp_path / "search"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"population": [{"genotype": [0, 1, 2], "score": 0.3}]}))
+    marker = tmp_path / "pwned"
+    crafted = OmegaConf.to_container(cfg, resolve=True)
+    crafted["dataset"] = {"_target_": "os.system", "command": f"touch {marker}"}
+    (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(crafted))
+    line = bad_finetune(tmp_path, monkeypatch, capsys, [f"search_run={run}"])
+    assert line.startswith("error: ") and "names _target_ 'os.system', which is not modulenet's own" in line, line
+    assert not marker.exists()
+
+    kb = build_knowledge_base(["resnet_cifar8"], progress=False)
+    kb.save(tmp_path / "kb")
+    meta_path = tmp_path / "kb" / "knowledge_base.json"
+    meta = json.loads(meta_path.read_text())
+    meta["architectures"] = [{"family": "cut_points", "name": "resnet_cifar8", "model": "os:system",
+                              "cut_points": ["a"], "kwargs": {"command": f"touch {marker}"}}]
+    meta_path.write_text(json.dumps(meta))
+    crafted = OmegaConf.to_container(cfg, resolve=True)
+    crafted["knowledge_base"].update(path=str(tmp_path / "kb"), trust_code=True)  # the file cannot trust itself
+    (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(crafted))
+    line = bad_finetune(tmp_path, monkeypatch, capsys, [f"search_run={run}"])
+    assert "names code to import and call (resnet_cifar8: 'os:system')" in line, line
+    assert not marker.exists()
 
 
 @pytest.mark.slow
