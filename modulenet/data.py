@@ -499,13 +499,19 @@ class NpzDataModule(ImageDataModule):
     `val_from="train"` draws `val_size` (count or fraction) from the training set with the fixed
     seed, as in Tables I-II. `val_from="test"` validates on x_test, which is also the test set:
     for checkpoints that saw x_train (the shared CIFAR-10 ResNets) no training image is a fair
-    validation image. Other arguments: `ImageDataModule`.
+    validation image. The number of classes comes from `classes`, else from `num_classes`, else
+    from y_train when its labels cover 0..max; labels must lie in [0, num_classes). Other
+    arguments: `ImageDataModule`.
     """
 
     REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
-    def __init__(self, path: str, val_size: int | float = 1000, val_from: str = "train", **kwargs):
+    def __init__(self, path: str, val_size: int | float = 1000, val_from: str = "train",
+                 num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if num_classes is not None:
+            _check_int("num_classes", num_classes, 1)
+        self._given_num_classes = num_classes
         if val_from not in ("train", "test"):
             raise DataError(f"dataset.val_from={val_from!r} must be 'train' (draw val_size from x_train) "
                             f"or 'test' (validate on x_test)")
@@ -543,13 +549,7 @@ class NpzDataModule(ImageDataModule):
         if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
             raise DataError(f"npz dataset {path}: x_train images are {list(arrays['x_train'].shape[1:])} but "
                             f"x_test images {list(arrays['x_test'].shape[1:])}; they must match")
-        largest = int(max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0)))
-        if "classes" in arrays:
-            self.class_names = [str(c) for c in arrays["classes"].reshape(-1)]
-            if largest >= len(self.class_names):
-                raise DataError(f"npz dataset {path}: label {largest} but only {len(self.class_names)} classes")
-        else:
-            self.class_names = [str(i) for i in range(largest + 1)]
+        self.class_names = self._class_names(path, arrays)
         self.num_classes = len(self.class_names)
         self.image_size = int(arrays["x_train"].shape[1])
         train = ArrayImages.from_nhwc(arrays["x_train"], arrays["y_train"])
@@ -558,6 +558,36 @@ class NpzDataModule(ImageDataModule):
             return train, test, test
         train_idx, val_idx = self.split_indices(len(train), self.val_size)
         return train.subset(train_idx), train.subset(val_idx), test
+
+    def _class_names(self, path: Path, arrays: dict[str, np.ndarray]) -> list[str]:
+        """Class names, from `classes`, else `num_classes`, else the labels of y_train when they
+        cover 0..max; every label of both splits must lie in [0, num_classes)."""
+        given = self._given_num_classes
+        if "classes" in arrays:
+            names = [str(c) for c in arrays["classes"].reshape(-1)]
+            if given is not None and given != len(names):
+                raise DataError(f"npz dataset {path}: dataset.num_classes={given} but its classes array has "
+                                f"{len(names)} names; drop dataset.num_classes or make them agree")
+            origin = f"the classes array has {len(names)} names"
+        elif given is not None:
+            names, origin = [str(i) for i in range(given)], "given as dataset.num_classes"
+        else:
+            y = arrays["y_train"]
+            largest = int(y.max(initial=-1))
+            absent = np.setdiff1d(np.arange(largest + 1), y)
+            if largest < 0 or len(absent):
+                shown = ", ".join(str(int(a)) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
+                what = (f"labels {shown} ({len(absent)} of 0..{largest}) are absent from y_train" if largest >= 0
+                        else "y_train has no labels")
+                raise DataError(f"npz dataset {path}: cannot infer the number of classes: {what}; give "
+                                f"dataset.num_classes= or save a classes array in the npz")
+            names, origin = [str(i) for i in range(largest + 1)], "inferred from y_train"
+        for split in ("y_train", "y_test"):
+            y = arrays[split]
+            if len(y) and int(y.max()) >= len(names):
+                raise DataError(f"npz dataset {path}: {split} has label {int(y.max())}, but num_classes is "
+                                f"{len(names)} ({origin}): labels must lie in [0, {len(names) - 1}]")
+        return names
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -189,8 +190,7 @@ class RayEvaluator(Evaluator):
             raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
+            _ray_init(ray, address, num_workers)
         count = num_workers if num_workers is not None else max(1, int(ray.available_resources().get("CPU", 1)))
         if count < 1:
             raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
@@ -226,6 +226,59 @@ class RayEvaluator(Evaluator):
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+_RAY_HINT = ("check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
+             "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus")
+
+
+def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
+    """`ray.init` on the cluster at `address` (None: a local Ray); any failure is one line.
+
+    A HOST:PORT address is first probed with one TCP connection: with nothing listening there,
+    Ray itself retries for many minutes before it gives up."""
+    if address:
+        address = str(address)
+        reason = _unreachable(address)
+        if reason:
+            raise ModuleNetError(f"evaluator.address={address!r}: no Ray cluster answers there ({reason}); {_RAY_HINT}")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
+    except Exception as err:  # ConnectionError, RuntimeError, ValueError, TimeoutError, Ray's own types
+        try:
+            ray.shutdown()  # whatever the failed init left behind
+        except Exception:
+            pass
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        if address:
+            raise ModuleNetError(f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); "
+                                 f"{_RAY_HINT}") from None
+        raise ModuleNetError(f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
+                             f"running cluster or use evaluator=gpus") from None
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing accepts a TCP connection at the HOST:PORT `address`, or None (reachable, or
+    another form such as 'auto' or 'ray://...', which ray.init judges itself)."""
+    if "://" in address or address in ("auto", "local"):
+        return None
+    target = address
+    try:  # where Ray will connect: it replaces localhost by this node's IP
+        from ray._private.services import canonicalize_bootstrap_address
+
+        target = canonicalize_bootstrap_address(address) or address
+    except Exception:  # a malformed address: ray.init says what is wrong with it
+        return None
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        why = err.strerror or str(err) or type(err).__name__
+        return f"{target}: {why}" if target != address else why
+    return None
 
 
 def make_evaluator(name: str, *args, devices: list[int] | None = None, num_workers: int | None = None,

@@ -164,10 +164,55 @@ def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) ->
 
 
 def read_search_results(search_run: Path) -> dict:
+    """The search run's results.json, checked: a JSON object whose `population` is a list of rows
+    with a `genotype` (list of integers) and a numeric `score`. A file that is not is one line."""
     path = Path(search_run) / "results.json"
     if not path.is_file():
         raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
-    return json.loads(path.read_text())
+    rerun = f"resuming the search (modulenet-search resume={search_run}, same settings) rewrites it"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModuleNetError(f"cannot read {path} ({err}); {rerun}") from None
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as err:
+        what = ("is empty" if not text.strip()
+                else f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
+        raise ModuleNetError(f"{path} {what}: truncated or corrupt; {rerun}") from None
+    if not isinstance(results, dict):
+        raise ModuleNetError(f"{path} holds a JSON {_json_type(results)}, not a search's results object; {rerun}")
+    population = results.get("population")
+    if not isinstance(population, list):
+        found = "has no 'population'" if "population" not in results else \
+            f"has a 'population' that is a JSON {_json_type(population)}"
+        raise ModuleNetError(f"{path} {found}: expected a list of rows with 'genotype' and 'score'; {rerun}")
+    for i, row in enumerate(population):
+        problem = _population_row_problem(row)
+        if problem:
+            raise ModuleNetError(f"{path}: population[{i}] {problem}; expected {{'genotype': [integers], "
+                                 f"'score': number, ...}}; {rerun}")
+    return results
+
+
+def _population_row_problem(row) -> str | None:
+    if not isinstance(row, dict):
+        return f"is a JSON {_json_type(row)}, not an object"
+    missing = [key for key in ("genotype", "score") if key not in row]
+    if missing:
+        return f"has no {' and no '.join(repr(k) for k in missing)}"
+    genotype, score = row["genotype"], row["score"]
+    if not isinstance(genotype, list) or not genotype or \
+            not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in genotype):
+        return f"has genotype {json.dumps(genotype)[:60]}, not a list of non-negative integers"
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return f"has score {json.dumps(score)[:60]}, not a finite number"
+    return None
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 

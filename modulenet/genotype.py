@@ -30,6 +30,7 @@ def parse_genotype(value, arch_names: Sequence[str] | int, num_cells: int) -> Ge
     """
     names = list(arch_names) if not isinstance(arch_names, numbers.Integral) else None
     n = len(names) if names is not None else int(arch_names)
+    _check_compact_string(value, names, n, num_cells)
     items = _split(value, n)
     if len(items) != num_cells:
         raise GenotypeError(
@@ -62,6 +63,28 @@ def _split(value, n: int) -> list:
     return list(value)
 
 
+def _check_compact_string(value, names: list[str] | None, n: int, num_cells: int) -> None:
+    """A separator-free string of digits and other characters (`"0a1"`) is a compact genotype with a
+    typo: name the first character that is not a digit, rather than count it as one position."""
+    if not isinstance(value, str) or n > 10:
+        return
+    text = value.strip()
+    if not text or re.search(r"[\s,;/]", text) or re.fullmatch(r"-?\d+", text) or (names is not None and text in names):
+        return
+    digits = sum(ch.isdigit() for ch in text)
+    others = len(text) - digits
+    if digits == 0 or others == 0:
+        return
+    if len(text) != num_cells and digits < others:  # more like one name ('resnet20') than digits with a typo
+        return
+    pos, ch = next((i, ch) for i, ch in enumerate(text) if not ch.isdigit())
+    raise GenotypeError(f"genotype {_show(value)}: position {pos} is {ch!r}; valid values are {_valid(names, n)}")
+
+
+def _valid(names: list[str] | None, n: int) -> str:
+    return f"integers in [0, {n - 1}]" + (f" or names in {names}" if names else "")
+
+
 def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
     if isinstance(item, bool):
         raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are integers in [0, {n - 1}]")
@@ -72,8 +95,7 @@ def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
     elif isinstance(item, str) and names is not None and item.strip() in names:
         return names.index(item.strip())
     else:
-        valid = f"integers in [0, {n - 1}]" + (f" or names in {names}" if names else "")
-        raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are {valid}")
+        raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are {_valid(names, n)}")
     if not 0 <= index < n:
         raise GenotypeError(
             f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)"
