@@ -157,6 +157,9 @@ CRAFT = ["knowledge_base=craft", "knowledge_base.weights=null", "dataset=npz_sha
         (["knowledge_base.archs=[resnet_cifar20]"], "knowledge_base.archs=['resnet_cifar20'] cannot take effect: "
                                                     "the knowledge base is the quickstart's"),
         (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),
+        (["evaluator.name=foo"], "evaluator.name='foo': valid evaluators are ['local', 'gpus', 'ray']"),
+        pytest.param(["trainer.accelerator=gpu"], "trainer.accelerator=gpu but torch sees no CUDA GPU here",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected):
