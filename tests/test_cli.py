@@ -119,14 +119,14 @@ def test_user_mistake_at_the_command_line_is_one_line_without_traceback(tmp_path
     assert len(errors) == 1 and errors[0].startswith("error: unknown architecture 'resnet35'; valid names are [")
 
 
-def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str]) -> str:
-    """Run the real `modulenet-search` entry point in this process; return its one error line."""
+def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_main, run: str = "run") -> str:
+    """Run a real entry point (`modulenet-search` by default) in this process; return its one error line."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(sys, "argv", ["modulenet-search", "logger=none", "progress=false",
-                                      f"hydra.run.dir={tmp_path / 'run'}", *overrides])
+    monkeypatch.setattr(sys, "argv", [main.__name__, "logger=none", "progress=false",
+                                      f"hydra.run.dir={tmp_path / run}", *overrides])
     with pytest.raises(SystemExit) as exit_info:
-        search_main()
+        main()
     assert exit_info.value.code not in (0, None)
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -194,20 +194,9 @@ def test_a_second_search_in_a_held_run_directory_is_one_line(tmp_path, monkeypat
 
 
 def bad_finetune(tmp_path, monkeypatch, capsys, overrides: list[str]) -> str:
-    """Run the real `modulenet-finetune` entry point in this process; return its one error line."""
     from modulenet.cli import finetune_main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["modulenet-finetune", "logger=none", "progress=false",
-                                      f"hydra.run.dir={tmp_path / 'ft'}", *overrides])
-    with pytest.raises(SystemExit) as exit_info:
-        finetune_main()
-    assert exit_info.value.code not in (0, None)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
+    return bad_input(tmp_path, monkeypatch, capsys, overrides, main=finetune_main, run="ft")
 
 
 def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
