@@ -40,12 +40,14 @@ class Trunk(nn.Sequential):
     """
 
     def __init__(self, layers: dict[str, nn.Module], genotype: Sequence[int], specs: Sequence[ModuleSpec],
-                 frozen: bool):
+                 frozen: bool, removed: Sequence[float] | None = None):
         super().__init__()
         for name, layer in layers.items():
             self.add_module(name, layer)
         self.genotype = tuple(genotype)
         self.specs = tuple(specs)
+        # The reduction factor taken out of each module by the resolution rule (1: the module as is).
+        self.removed = tuple(removed) if removed is not None else (1.0,) * len(self.genotype)
         self.frozen = frozen
         self.out_channels = specs[-1].out_channels
         self.out_reduction = specs[-1].out_reduction
@@ -59,6 +61,11 @@ class Trunk(nn.Sequential):
                     child.eval()
         return self
 
+    @property
+    def stage_keys(self) -> tuple[tuple[int, float], ...]:
+        """What decides the output of modules 1..j: their genes and the reduction removed from each."""
+        return tuple(zip(self.genotype, self.removed))
+
     def output_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
         """Spatial size of the output for square or (H, W) images, by running a probe."""
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -69,8 +76,13 @@ class Trunk(nn.Sequential):
 
 
 def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype: Sequence[int],
-             connection: str = "channel_pool", trainable: bool = False) -> Trunk:
+             connection: str = "channel_pool", trainable: bool = False,
+             removed: Sequence[float] | None = None) -> Trunk:
     """Chain `modules` (module j from the genotype's architecture at cell j) with links.
+
+    `specs` describe the modules as given: where the resolution rule removed a reduction from a
+    module (`removed[j]` > 1, resolution.py), its spec's output reduction already says so and the
+    link adds no spatial adapter.
 
     Frozen (default): modules are shared with the knowledge base, nothing in them is trainable
     and only a `conv1x1` connection has parameters. `trainable=True` (fine-tuning, Sec. IV)
@@ -89,4 +101,4 @@ def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype
         else:
             module.requires_grad_(False)
         layers[f"cell{j + 1}"] = module
-    return Trunk(layers, genotype, specs, frozen=not trainable)
+    return Trunk(layers, genotype, specs, frozen=not trainable, removed=removed)

@@ -3,7 +3,8 @@
 Two savings over one trainer per individual, both exact in float32:
 
 * **Shared prefixes.** The output of modules 1..k depends only on the genotype's first k
-  genes, so within a generation every distinct prefix is computed once per image batch: the
+  genes (and on the reduction the resolution rule removed from each, `Trunk.stage_keys`), so
+  within a generation every distinct prefix is computed once per image batch: the
   genotypes are walked in lexicographic order as a trie of module prefixes, keeping only the
   activations of the current path (at most c tensors of one batch) alive.
 * **Stacked classifiers.** The search trains one `input-4096-4096-classes` classifier per
@@ -56,6 +57,7 @@ def prefix_shared_features(trunks: dict[tuple[int, ...], Trunk], images: torch.T
     per batch (the trie's node count; c * len(trunks) without sharing)."""
     order = sorted(trunks)
     stages = {code: trunk_stages(trunks[code]) for code in order}
+    keys = {code: trunks[code].stage_keys for code in order}
     chunks: dict[tuple[int, ...], list[torch.Tensor]] = {code: [] for code in order}
     nodes = 0
     for start in range(0, len(images), batch_size):
@@ -65,13 +67,14 @@ def prefix_shared_features(trunks: dict[tuple[int, ...], Trunk], images: torch.T
         path: list[tuple[tuple[int, ...], torch.Tensor]] = []  # (prefix, its output), root first
         nodes = 0
         for code in order:
-            while path and code[:len(path[-1][0])] != path[-1][0]:
+            key = keys[code]
+            while path and key[:len(path[-1][0])] != path[-1][0]:
                 path.pop()
             x = path[-1][1] if path else x0
             for j in range(len(path), len(code)):
                 for layer in stages[code][j]:
                     x = layer(x)
-                path.append((code[:j + 1], x))
+                path.append((key[:j + 1], x))
                 nodes += 1
             chunks[code].append(pool_features(x, pool).to(out_dtype))
     return {code: torch.cat(parts) for code, parts in chunks.items()}, nodes

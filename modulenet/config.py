@@ -31,6 +31,7 @@ class KnowledgeBaseConf:
     image_size: int = 32
     path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
     trust_code: bool = False  # let `path` import and call the model code it names (cut-point models)
+    allow_random: bool = False  # search modules with no trained weights (tests, trying the pipeline out)
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
     quickstart_epochs: int = 3
     # Sec. IV-B1: fine-tune each source network on the target dataset before decomposing (0: off)
@@ -41,7 +42,12 @@ class KnowledgeBaseConf:
 
 @dataclass
 class ConnectionConf:
-    name: str = "channel_pool"  # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C)
+    # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C: a 1x1 convolution at every
+    # boundary) | conv1x1_where_needed (ours: only where channel counts differ)
+    name: str = "channel_pool"
+    # Sec. III-B: reduce (the paper's: the preceding module drops its last reduction, or pools more;
+    # never upsampled) | resample (ours before: pool or upsample between modules) - resolution.py
+    resolution: str = "reduce"
 
 
 @dataclass
@@ -67,7 +73,7 @@ class EvaluatorConf:
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
     pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
     dropout: float = 0.0
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam; optimiser, lr, batch size and weight decay are ours (the paper names none)
     weight_decay: float = 0.0
     cache_features: bool = True
     feature_batch_size: int = 512
@@ -104,12 +110,16 @@ class TrainerConf:
 
 @dataclass
 class FinetuneConf:
-    """The evaluation stage (Sec. IV): 50 epochs, cutout 16, every weight trainable."""
+    """The evaluation stage (Sec. IV). The paper's: 50 epochs, cutout 16, every weight trainable.
+    Ours (the paper names none): SGD with Nesterov momentum 0.9, lr 0.01 with cosine decay, weight
+    decay 5e-4, batch 128, standard crop-and-flip augmentation."""
 
     top_k: int = 1
     include_originals: bool = True
-    candidates: str = "top_k"  # top_k (final population) | every_generation (Fig. 8: architectures of all generations)
-    max_candidates: int = 40  # every_generation: at most this many, spread over the score ranking
+    # population (the paper: the final population's distinct genotypes, at most max_candidates by score; the
+    # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8)
+    candidates: str = "top_k"
+    max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
     after_search: bool = False  # modulenet-search: run this stage at the end, into <run>/finetune/
     epochs: int = 50
     lr: float = 0.01
@@ -127,6 +137,7 @@ class AblationConf:
 
     connections: bool = False
     max_architectures: int = 40
+    connection: str = "conv1x1"  # the trainable connection compared with the search's (or conv1x1_where_needed)
 
 
 @dataclass

@@ -3,14 +3,17 @@
 Channel Pool (ChP, Eq. 1 and its gcd form Eq. 3) lowers the channel count and Channel
 DePool (ChDP, Eq. 2 and its slice rule) raises it. Neither has trainable parameters, so a
 searched trunk stays frozen end to end and no gradient reaches the modules. `conv1x1` is the
-trainable alternative of the paper's ablation (Sec. V-C).
+trainable alternative of the paper's ablation (Sec. V-C), "a 1x1 convolution between each
+module": at every boundary, channel counts equal or not. `conv1x1_where_needed` (ours) puts
+one only where the channel counts differ.
 
 Spatial rule (Sec. III-B, "keep the resolution of input unchanged by adjusting the reduction
-in the preceding block"): every module receives its native input resolution. Where the
-preceding module's output reduction r_prev differs from the next module's native input
-reduction r_next (both relative to the image), `SpatialAdapter` rescales by r_prev / r_next:
-average pooling to ceil(H * r_prev / r_next) when the map is too large (the ceil matches
-strided convolutions), nearest-neighbour upsampling when it is too small. Both are
+in the preceding block"): every module receives its native input resolution; resolution.py
+says how. Where the preceding module's output reduction r_prev (relative to the image) is
+smaller than the next module's native input reduction r_next, `SpatialAdapter` average-pools
+to ceil(H * r_prev / r_next) (the ceil matches strided convolutions); where it is larger, the
+paper's rule (`resolution="reduce"`) removes the preceding module's last reduction, and
+`resolution="resample"` upsamples with nearest neighbours here instead. Both are
 parameter-free; the original genotype never needs one.
 """
 
@@ -153,14 +156,18 @@ def parameter_free_connection(in_channels: int, out_channels: int) -> nn.Module:
     return ChannelDePool(in_channels, out_channels)
 
 
-CONNECTIONS = {"channel_pool": parameter_free_connection, "conv1x1": Conv1x1Connection}
+CONNECTIONS = {"channel_pool": parameter_free_connection, "conv1x1": Conv1x1Connection,
+               "conv1x1_where_needed": Conv1x1Connection}
+EVERY_BOUNDARY = {"conv1x1"}  # connections placed between every pair of modules, not only where channels differ
+TRAINABLE = {"conv1x1", "conv1x1_where_needed"}  # connections with parameters (trained with the classifier)
 
 
 def build_connection(name: str, in_channels: int, out_channels: int) -> nn.Module:
-    """The channel connection `name` ('channel_pool' = ChP/ChDP, or 'conv1x1'); identity when equal."""
+    """The channel connection `name` (see CONNECTIONS); identity when the channel counts are equal,
+    except for a connection placed at every boundary."""
     if name not in CONNECTIONS:
         raise ModuleNetError(f"unknown connection {name!r}; valid connections are {sorted(CONNECTIONS)}")
-    if in_channels == out_channels:
+    if in_channels == out_channels and name not in EVERY_BOUNDARY:
         return nn.Identity()
     return CONNECTIONS[name](in_channels, out_channels)
 
@@ -173,6 +180,6 @@ class ModuleLink(nn.Sequential):
         layers = []
         if not math.isclose(from_reduction, to_reduction):
             layers.append(SpatialAdapter(from_reduction, to_reduction))
-        if in_channels != out_channels:
+        if in_channels != out_channels or connection in EVERY_BOUNDARY:
             layers.append(build_connection(connection, in_channels, out_channels))
         super().__init__(*layers)

@@ -12,14 +12,16 @@ from hydra.utils import instantiate
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.connections import CONNECTIONS
+from modulenet.connections import CONNECTIONS, TRAINABLE
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
 from modulenet.evaluators import EVALUATORS, make_evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
+from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.resolution import RESOLUTIONS
 from modulenet.rundir import hold
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import make_tracker
@@ -62,12 +64,7 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
         if datamodule is None:
             raise ModuleNetError("knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
                                  "dataset: give one (e.g. dataset=cifar10)")
-        # Fine-tuned once, then cached: sweeps and the fine-tuning stage reuse it.
-        recipe = {"kb": OmegaConf.to_container(kb_cfg, resolve=True), "data": datamodule_signature(datamodule),
-                  "dataset": type(datamodule).__name__, "seed": seed}
-        recipe["kb"].pop("cache_dir", None)
-        key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        cached = Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
+        cached = finetuned_cache_dir(kb_cfg, datamodule, seed)  # once, then reused by sweeps and fine-tuning
         if (cached / METADATA_FILE).is_file():
             log.info("knowledge base fine-tuned on the target: loading %s", cached)
             return load_knowledge_base(cached, trust_code=kb_cfg.trust_code)
@@ -99,11 +96,32 @@ def check_quickstart_overrides(kb_cfg) -> None:
                              " or add knowledge_base.quickstart=false")
 
 
+def refuse_untrained(untrained: list[str], kb_cfg) -> None:
+    """A search over modules with no trained weights finds nothing of the knowledge the method is
+    about: refused unless asked for (`knowledge_base.allow_random=true`, as tests do)."""
+    if untrained and not kb_cfg.allow_random:
+        raise ModuleNetError(
+            f"knowledge base architectures {untrained} have no trained weights (random init): give each a checkpoint "
+            f"(knowledge_base.weights={{{untrained[0]}: FILE}}) or pretrained weights (e.g. IMAGENET1K_V1), or set "
+            "knowledge_base.allow_random=true to search random modules on purpose")
+
+
 def check_trainer(trainer_cfg) -> None:
     """trainer.accelerator and trainer.precision, checked before any work."""
     check_accelerator(trainer_cfg.accelerator)
     check_precision(trainer_cfg.precision)
     use_float32_matmul_precision(torch.device("cpu"), trainer_cfg.float32_matmul_precision)  # validates only
+
+
+def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
+    """Where a knowledge base fine-tuned on the target is cached: keyed by everything that decides
+    what its source networks saw (the knowledge base's recipe, the dataset and its search split)."""
+    recipe = {"kb": OmegaConf.to_container(kb_cfg, resolve=True), "data": datamodule_signature(datamodule),
+              "dataset": type(datamodule).__name__, "seed": seed}
+    for key in ("cache_dir", "trust_code", "allow_random"):  # where it lives and what loading may do
+        recipe["kb"].pop(key, None)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
 
 
 def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
@@ -120,16 +138,27 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     check_trainer(cfg.trainer)
     if cfg.connection.name not in CONNECTIONS:
         raise ModuleNetError(f"connection.name={cfg.connection.name!r}: valid connections are {sorted(CONNECTIONS)}")
+    if cfg.connection.resolution not in RESOLUTIONS:
+        raise ModuleNetError(f"connection.resolution={cfg.connection.resolution!r}: valid values are "
+                             f"{list(RESOLUTIONS)}")
+    if cfg.ablation.connections and cfg.ablation.connection not in TRAINABLE:
+        raise ModuleNetError(f"ablation.connection={cfg.ablation.connection!r}: valid values are {sorted(TRAINABLE)}")
     if cfg.evaluator.name not in EVALUATORS:
         raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
+    kb_cfg = cfg.knowledge_base
+    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs:  # before any download or training
+        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
+        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    kb = make_knowledge_base(kb_cfg, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    refuse_untrained([name for name, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], kb_cfg)
     log.info("\n%s", kb.summary())
     settings = EvaluationSettings(
         epochs=cfg.search.epochs, batch_size=cfg.evaluator.batch_size, hidden=list(cfg.evaluator.hidden),
         pool=cfg.evaluator.pool, dropout=cfg.evaluator.dropout, lr=cfg.evaluator.lr,
-        weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name, alpha=cfg.search.alpha,
+        weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name,
+        resolution=cfg.connection.resolution, alpha=cfg.search.alpha,
         beta=cfg.search.beta, seed=cfg.seed, cache_features=cfg.evaluator.cache_features,
         feature_batch_size=cfg.evaluator.feature_batch_size, accelerator=cfg.trainer.accelerator,
         precision=cfg.trainer.precision, float32_matmul_precision=cfg.trainer.float32_matmul_precision,
@@ -175,7 +204,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         from modulenet.ablation import connection_ablation
 
         connection_ablation(kb, datamodule.search_tensors(), datamodule.num_classes, settings, search_dir,
-                            max_architectures=cfg.ablation.max_architectures, progress=cfg.progress)
+                            max_architectures=cfg.ablation.max_architectures, progress=cfg.progress,
+                            connection=cfg.ablation.connection)
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
         finetune_stage(cfg.finetune, cfg, search_dir, search_dir / "finetune", cfg.logger, cfg.trainer, group,
                        cfg.seed, cfg.progress, kb=kb)
@@ -199,7 +229,8 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
-    """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the best test error."""
+    """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the
+    selected architecture's validation error."""
     from modulenet.finetune import read_search_results
 
     check_trainer(cfg.trainer)
@@ -245,13 +276,15 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
                    group: str | None, seed: int, progress: bool, kb: KnowledgeBase | None = None) -> float:
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports."""
-    from modulenet.finetune import FinetuneSettings, read_search_results, run_finetune
+    from modulenet.finetune import CANDIDATES, FinetuneSettings, read_search_results, run_finetune
 
     results = read_search_results(search_run)
     pl.seed_everything(seed, workers=True, verbose=False)
     for key in ("top_k", "epochs", "batch_size", "max_candidates"):
         if ft[key] <= 0:
             raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
+    if ft.candidates not in CANDIDATES:
+        raise ModuleNetError(f"finetune.candidates={ft.candidates!r}; valid values are {list(CANDIDATES)}")
     dataset_cfg = OmegaConf.merge(OmegaConf.to_container(search_cfg.dataset, resolve=True),
                                   {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size})
     datamodule = make_datamodule(dataset_cfg)
@@ -261,7 +294,9 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
         top_k=ft.top_k, include_originals=ft.include_originals, candidates=ft.candidates,
         max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
         weight_decay=ft.weight_decay, hidden=list(search_cfg.evaluator.hidden), pool=search_cfg.evaluator.pool,
-        connection=search_cfg.connection.name, accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
+        connection=search_cfg.connection.name,
+        resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
+        accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
         float32_matmul_precision=trainer_cfg.float32_matmul_precision, seed=seed,
     )
     tracker = make_tracker(
@@ -277,7 +312,9 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
         if tracker is not None:
             tracker.finish()
     log.info("\n%s", (out_dir / "finetune.md").read_text())
-    return min(r.test_error for r in finished)
+    # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
+    chosen = [r for r in finished if r.selected] or finished
+    return min(r.val_error for r in chosen)
 
 
 def _check_positive(cfg: DictConfig) -> None:

@@ -63,6 +63,7 @@ class IndividualModule(pl.LightningModule):
         self._loss_sum = torch.zeros(())
         self._seen = 0
         self._correct = 0
+        self._correct5 = 0
         self._total = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,15 +84,23 @@ class IndividualModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self._correct += int((self(x).argmax(1) == y).sum())
+        logits = self(x)
+        self._correct += int((logits.argmax(1) == y).sum())
+        if logits.shape[1] > 5:
+            self._correct5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum())
         self._total += len(y)
 
     def on_validation_epoch_start(self) -> None:
-        self._correct, self._total = 0, 0
+        self._correct, self._correct5, self._total = 0, 0, 0
 
     @property
     def val_accuracy(self) -> float:
         return self._correct / max(1, self._total)
+
+    @property
+    def val_accuracy_top5(self) -> float | None:
+        """Top-5 accuracy of the last validation or test pass (Table IV); None with 5 classes or fewer."""
+        return self._correct5 / max(1, self._total) if self.classifier[-1].out_features > 5 else None
 
     def test_step(self, batch, batch_idx):
         self.validation_step(batch, batch_idx)

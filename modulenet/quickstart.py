@@ -53,5 +53,9 @@ def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTAR
 
 
 def datamodule_signature(datamodule) -> dict:
-    keys = ("num_train", "num_val", "num_test", "image_size", "seed")
+    """What decides the images a dataset's training split holds: a cache of networks trained on it
+    (the quickstart base, a knowledge base fine-tuned on the target) is keyed by it. The split
+    (`val_size`, `val_from`) is part of it: networks that saw all 50K images must not serve a run
+    that validates on 10K of them."""
+    keys = ("num_train", "num_val", "num_test", "image_size", "seed", "val_size", "val_from", "path")
     return {k: getattr(datamodule, k) for k in keys if hasattr(datamodule, k)}

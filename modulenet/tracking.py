@@ -117,9 +117,10 @@ class WandbTracker:
         })
 
     def log_finetune(self, result) -> None:
-        self.run.log({f"finetune/test_error/{result.label}": result.test_error})
+        self.run.log({f"finetune/test_error/{result.label}": result.test_error,
+                      f"finetune/val_error/{result.label}": result.val_error})
         self.run.summary[f"finetune/{result.label}"] = {"architecture": result.architecture,
-                                                        "test_error": result.test_error}
+                                                        "val_error": result.val_error, "test_error": result.test_error}
 
     def finish(self) -> None:
         self.run.finish()

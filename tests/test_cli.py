@@ -135,9 +135,6 @@ def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_m
     return lines[0]
 
 
-CRAFT = ["knowledge_base=craft", "knowledge_base.weights=null", "dataset=npz_shared"]
-
-
 @pytest.mark.parametrize(
     "overrides, expected",
     [
@@ -153,11 +150,16 @@ CRAFT = ["knowledge_base=craft", "knowledge_base.weights=null", "dataset=npz_sha
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
         (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are 32-true, 32, 16-mixed"),
         (["trainer.accelerator=tpu"], "trainer.accelerator='tpu': valid values are cpu, gpu, cuda, mps, auto"),
-        (["connection.name=foo"], "connection.name='foo': valid connections are ['channel_pool', 'conv1x1']"),
+        (["connection.name=foo"], "connection.name='foo': valid connections are ['channel_pool', 'conv1x1', 'conv1x1_where_needed']"),
         (["knowledge_base.archs=[resnet_cifar20]"], "knowledge_base.archs=['resnet_cifar20'] cannot take effect: "
                                                     "the knowledge base is the quickstart's"),
         (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),
         (["evaluator.name=foo"], "evaluator.name='foo': valid evaluators are ['local', 'gpus', 'ray']"),
+        (["knowledge_base=craft", "knowledge_base.archs=[resnet_cifar20,resnet_cifar32]", "knowledge_base.num_cells=null",
+          "knowledge_base.weights={resnet_cifar20: random,resnet_cifar32: /nowhere/r32.th}"],
+         "knowledge base architectures ['resnet_cifar20'] have no trained weights (random init): give each a "
+         "checkpoint (knowledge_base.weights={resnet_cifar20: FILE})"),
+        (["connection.resolution=bilinear"], "connection.resolution='bilinear': valid values are ['reduce', 'resample']"),
         pytest.param(["trainer.accelerator=gpu"], "trainer.accelerator=gpu but torch sees no CUDA GPU here",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     ],

@@ -85,11 +85,14 @@ def test_conv1x1_connection_is_trainable_and_selected_by_name():
     assert isinstance(layer, Conv1x1Connection)
     assert sum(p.numel() for p in layer.parameters() if p.requires_grad) == 64 * 256 + 256
     assert layer(torch.randn(1, 64, 4, 4)).shape == (1, 256, 4, 4)
-    assert isinstance(build_connection("conv1x1", 64, 64), torch.nn.Identity)
+    assert isinstance(build_connection("conv1x1", 64, 64), Conv1x1Connection)  # "between each module" (Sec. V-C)
+    assert isinstance(build_connection("conv1x1_where_needed", 64, 64), torch.nn.Identity)
+    assert isinstance(build_connection("conv1x1_where_needed", 64, 32), Conv1x1Connection)
 
 
 def test_unknown_connection_is_a_clear_error():
-    with pytest.raises(ModuleNetError, match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1'\]"):
+    with pytest.raises(ModuleNetError, match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1', "
+                                          r"'conv1x1_where_needed'\]"):
         build_connection("conv3x3", 4, 8)
 
 

@@ -42,7 +42,7 @@ def test_experiment_carries_the_papers_settings(experiment, monkeypatch, tmp_pat
 def test_paper_specific_choices(monkeypatch, tmp_path):
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path))
     craft = compose_search(["experiment=paper_cifar100_craft"])
-    assert craft.knowledge_base.weights == "DEFAULT" and craft.knowledge_base.cifar_stem  # ImageNet weights, no pool
+    assert craft.knowledge_base.weights == "IMAGENET1K_V1" and craft.knowledge_base.cifar_stem  # v0.3.0's, no pool
     assert craft.knowledge_base.source_finetune_epochs > 0  # fine-tuned on the target first
     assert craft.dataset.val_size == 10000  # 40K / 10K
     assert compose_search(["experiment=paper_cifar10_nas"]).dataset.val_from == "test"  # all 50K, test validates
@@ -61,7 +61,7 @@ TINY_DATA = ["dataset=quickstart", "dataset.num_train=160", "dataset.num_val=64"
              "dataset.batch_size=32"]
 TINY_SEARCH = ["search.generations=2", "search.population_size=4", "search.epochs=2", "evaluator.hidden=[32,32]",
                "evaluator.batch_size=32", "evaluator.pool=avg", "finetune.epochs=1", "finetune.batch_size=32",
-               "logger=none", "progress=false", "trainer.accelerator=cpu"]
+               "logger=none", "progress=false", "trainer.accelerator=cpu", "knowledge_base.allow_random=true"]
 # Knowledge bases made small: CIFAR-sized networks of two families (c = 3) stand in for the craft set
 SMALL_CRAFT = ["knowledge_base.archs=[resnet_cifar8,vgg_cifar]", "knowledge_base.num_cells=3",
                "knowledge_base.weights=null"]
@@ -93,9 +93,19 @@ def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tm
     if cfg.finetune.after_search:
         finetune = json.loads((run / "finetune" / "finetune.json").read_text())
         assert finetune["search_run"] == str(run)
-        assert all(0.0 <= r["test_error"] <= 1.0 for r in finetune["results"])
+        rows = finetune["results"]
+        for r in rows:
+            assert {"genotype", "score", "val_error", "test_error", "test_error_top5", "seed", "selected"} <= set(r)
+            assert 0.0 <= r["test_error"] <= 1.0 and 0.0 <= r["val_error"] <= 1.0 and r["seed"] == cfg.seed
+            assert r["test_error_top5"] is not None and r["test_error_top5"] <= r["test_error"]  # 10 classes
+        searched = [r for r in rows if r["label"].startswith("ModuleNet")]
+        (selected,) = [r for r in rows if r["selected"]]  # one, among the searched, by validation error
+        assert selected in searched and selected["val_error"] == min(r["val_error"] for r in searched)
+        if cfg.finetune.candidates == "population":  # every distinct genotype of the final population
+            assert {tuple(r["genotype"]) for r in searched} == {tuple(p["genotype"]) for p in results["population"]}
         if cfg.finetune.include_originals:
-            assert {r["label"] for r in finetune["results"]} >= set(results["arch_names"])
+            assert {r["label"] for r in rows} >= set(results["arch_names"])
+        assert all(r["validated_on"] == ("test" if cfg.dataset.get("val_from") == "test" else "val") for r in rows)
     if experiment == "paper_imagenet_transfer":
         assert {e["genotype_str"] for e in results["population"]} == {"01111", "02222", "00000", "11111", "22222"}
         assert len(finetune["results"]) == 5

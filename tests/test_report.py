@@ -247,13 +247,31 @@ def test_table_two_and_four_rows(tmp_path):
     assert "| (not measured) |  |  | — | PDARTS + cutout | 2.91 |" in text and "differs from the paper" not in text
 
     archs = ["vgg13_bn", "resnet50", "resnet101"]
-    rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 1, 1], "architecture": "", "test_error": 0.2301},
-            {"label": "resnet50", "genotype": [1] * 5, "architecture": "", "test_error": 0.2410}]
+    rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 1, 1], "architecture": "", "test_error": 0.2301,
+             "test_error_top5": 0.065},
+            {"label": "resnet50", "genotype": [1] * 5, "architecture": "", "test_error": 0.2410, "test_error_top5": 0.071}]
     imagenet = FinetuneRun(tmp_path, {}, rows, {},
                            search=search("modulenet.data.ImageFolderDataModule", archs, root="data/imagenet"))
     text = "\n".join(finetune_section(imagenet))
-    assert "| 23.01 | VGG13bn+ResNet-50 | 22.744 / 6.396 |" in text
-    assert "| 24.10 | ResNet-50 | 23.85 / 7.13 |" in text and "top-1 test error only" in text
+    assert "| 23.01 / 6.50 | VGG13bn+ResNet-50 | 22.744 / 6.396 |" in text
+    assert "| 24.10 / 7.10 | ResNet-50 | 23.85 / 7.13 |" in text
+
+    # The ModuleNet row is the one selected by validation error, never the lowest test error.
+    rows = [{"label": "ModuleNet #1", "genotype": [1, 0, 0, 0], "architecture": "", "test_error": 0.0590,
+             "val_error": 0.061, "selected": True, "validated_on": "val"},
+            {"label": "ModuleNet #2", "genotype": [2, 0, 0, 0], "architecture": "", "test_error": 0.0500,
+             "val_error": 0.070, "selected": False, "validated_on": "val"}]
+    chosen = FinetuneRun(tmp_path, {"epochs": 50}, rows, {"finetune": {"cutout": 16}},
+                         search=search("modulenet.data.CIFAR10DataModule", ARCHS))
+    text = "\n".join(finetune_section(chosen))
+    assert "| ModuleNet #1 (selected by validation error) |" in text
+    assert "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text and "| 5.00 | — (no paper row) |" in text
+    for r in rows:
+        del r["selected"]
+    assert "| 5.90 | ModuleNet (Ours) + cutout |" in "\n".join(finetune_section(chosen))  # by val_error alone
+    for r in rows:
+        r["validated_on"] = "test"
+    assert "no separate validation split" in "\n".join(finetune_section(chosen))
 
 
 # --------------------------------------------------------------------------- calibration

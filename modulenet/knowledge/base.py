@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +19,13 @@ import torch
 from torch import nn
 
 from modulenet.assembly import ModuleSpec, Trunk, assemble
-from modulenet.errors import KnowledgeBaseError, WeightsError
+from modulenet.errors import KnowledgeBaseError, ModuleNetError, WeightsError
 from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
 from modulenet.knowledge.zoo import Architecture, architecture_from_config
+from modulenet.resolution import RESOLUTIONS, remove_reductions
 from modulenet.rundir import write_atomic
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_FILE = "knowledge_base.json"
@@ -38,6 +42,7 @@ class KnowledgeBase:
         self.image_size = int(image_size)
         self.sources = list(sources)
         self._weight_hashes: dict[str, str] | None = None
+        self._reduced: dict[tuple[int, int, float], nn.Module | None] = {}  # resolution-rule views, made once
         for module in self.iter_modules():
             module.requires_grad_(False)
             module.eval()
@@ -77,16 +82,42 @@ class KnowledgeBase:
     def describe(self, genotype) -> list[str]:
         return describe_genotype(self.parse_genotype(genotype), self.arch_names)
 
-    def assemble(self, genotype, connection: str = "channel_pool", trainable: bool = False) -> Trunk:
+    def assemble(self, genotype, connection: str = "channel_pool", trainable: bool = False,
+                 resolution: str = "reduce") -> Trunk:
         """The architecture `genotype` as an nn.Module from images to the last cell's feature map.
 
         Frozen and in eval mode unless `trainable=True` (the fine-tuning stage), which copies
-        the modules and unfreezes them.
+        the modules and unfreezes them. `resolution`: "reduce" (the paper's rule, Sec. III-B: a
+        module that reduces more than its successor's native input loses its last reduction) or
+        "resample" (the map is pooled or upsampled between modules); see resolution.py.
         """
+        if resolution not in RESOLUTIONS:
+            raise ModuleNetError(f"connection.resolution={resolution!r}: valid values are {list(RESOLUTIONS)}")
         code = self.parse_genotype(genotype)
         modules = [self.modules[j][i] for j, i in enumerate(code)]
         specs = [self.specs[j][i] for j, i in enumerate(code)]
-        return assemble(modules, specs, code, connection=connection, trainable=trainable)
+        removed = [1.0] * len(code)
+        for j in range(len(code) - 1) if resolution == "reduce" else ():
+            factor = specs[j].out_reduction / specs[j + 1].in_reduction
+            if factor > 1 + 1e-9 and (view := self._reduced_view(j, code[j], factor)) is not None:
+                modules[j], removed[j] = view, factor
+                specs[j] = dataclasses.replace(
+                    specs[j], out_reduction=specs[j + 1].in_reduction,
+                    out_size=tuple(round(s * factor) for s in specs[j].out_size))
+        return assemble(modules, specs, code, connection=connection, trainable=trainable, removed=removed)
+
+    def _reduced_view(self, cell: int, arch: int, factor: float) -> nn.Module | None:
+        """Module (cell, arch) with `factor` of its reduction removed, made once; None (with a
+        warning, the boundary then resamples) where its reductions cannot be removed."""
+        key = (cell, arch, round(factor, 6))
+        if key not in self._reduced:
+            spec = self.specs[cell][arch]
+            view = remove_reductions(self.modules[cell][arch], (spec.in_channels, *spec.in_size), factor)
+            if view is None:
+                log.warning("%s module %d cannot drop a reduction of %g (resolution.py): the boundary after it "
+                            "resamples instead", self.arch_names[arch], cell + 1, factor)
+            self._reduced[key] = view
+        return self._reduced[key]
 
     def output_spec(self, genotype) -> ModuleSpec:
         """The spec of the last module, whose output feeds the classifier."""

@@ -85,7 +85,7 @@ def build_knowledge_base(
 def instantiate(arch: Architecture, spec: WeightsSpec, progress: bool = True) -> tuple[nn.Module, str]:
     """The architecture's network with the weights `spec` asks for, and where they came from."""
     if is_random(spec):
-        return arch.build(), "random init"
+        return arch.build(), RANDOM_SOURCE
     if is_checkpoint_path(spec) or (isinstance(spec, str) and Path(spec).expanduser().is_file()):
         state, source = load_checkpoint(spec), str(spec)
     elif isinstance(spec, str):
@@ -136,6 +136,15 @@ def measure_specs(arch_name: str, cells: Sequence[nn.Module], image_size: int) -
         ))
         x = y
     return specs
+
+
+RANDOM_SOURCE = "random init"  # the source of an architecture built without trained weights
+
+
+def untrained_architectures(archs: Sequence[str], weights) -> list[str]:
+    """The architectures that `weights` (one spec or {arch: spec}) leaves at random init."""
+    names = [str(a) for a in archs]
+    return [name for name, spec in _weights_per_arch(weights, names).items() if is_random(spec)]
 
 
 def _weights_per_arch(weights, names: list[str]) -> dict[str, WeightsSpec]:

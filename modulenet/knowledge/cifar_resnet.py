@@ -16,14 +16,19 @@ CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 
 
 class OptionAShortcut(nn.Module):
-    """Identity shortcut across a stage change: subsample by 2, zero-pad the new channels."""
+    """Identity shortcut across a stage change: subsample by `stride` (2), zero-pad the new channels."""
 
-    def __init__(self, in_planes: int, planes: int):
+    def __init__(self, in_planes: int, planes: int, stride: int = 2):
         super().__init__()
+        self.in_planes, self.planes, self.stride = in_planes, planes, stride
         self.pad = (planes - in_planes) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad, self.pad))
+
+    def without_reduction(self) -> "OptionAShortcut":
+        """The same shortcut at stride 1 (the resolution rule, resolution.py)."""
+        return OptionAShortcut(self.in_planes, self.planes, stride=1)
 
 
 class BasicBlock(nn.Module):

@@ -74,6 +74,12 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def torchvision_weights(arch_name: str, weights: str = "DEFAULT", progress: bool = True) -> dict[str, torch.Tensor]:
     """Torchvision's pretrained weights for `arch_name`, downloaded once into the torch hub cache
     ($TORCH_HOME/hub/checkpoints) and read with weights_only=True; a cached file is used as is."""
+    return download_state_dict(torchvision_weights_url(arch_name, weights), progress=progress)
+
+
+def torchvision_weights_url(arch_name: str, weights: str = "DEFAULT") -> str:
+    """The download address of torchvision's weights `weights` (e.g. IMAGENET1K_V1, the paper's
+    torchvision v0.3.0 weights; DEFAULT, the newest) for `arch_name`."""
     from torchvision.models import get_model_weights
 
     try:
@@ -85,7 +91,7 @@ def torchvision_weights(arch_name: str, weights: str = "DEFAULT", progress: bool
     except KeyError:
         valid = ["DEFAULT"] + [w.name for w in enum]
         raise WeightsError(f"unknown weights {weights!r} for {arch_name}; valid names are {valid}") from None
-    return download_state_dict(entry.url, progress=progress)
+    return entry.url
 
 
 def download_state_dict(url: str, progress: bool = True) -> dict[str, torch.Tensor]:
