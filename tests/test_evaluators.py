@@ -106,11 +106,4 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
         evaluator.close()
 
 
-def test_ray_evaluator_equals_local(kb, data, plain):
-    ray = pytest.importorskip("ray")
-    evaluator = make_evaluator("ray", kb, data, 4, settings(), num_workers=2, progress=False)
-    try:
-        assert_same(evaluator(GENERATION[:3]), plain[:3])
-    finally:
-        evaluator.close()
-        ray.shutdown()
+# `evaluator=ray` against `local`: tests/test_reliability.py runs the same search with both.
