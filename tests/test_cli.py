@@ -68,7 +68,7 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
 
     build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False).save(tmp_path / "other_kb")
     proc = run_cli("modulenet-search", [*TINY, f"resume={run}", "search.generations=4", "logger=none",
-                                        f"knowledge_base.path={tmp_path / 'other_kb'}",
+                                        f"knowledge_base.path={tmp_path / 'other_kb'}", "knowledge_base.allow_random=true",
                                         f"hydra.run.dir={tmp_path / 'refused'}"], tmp_path, cache_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot resume {run}: its evaluations were made "
