@@ -77,12 +77,13 @@ class Trunk(nn.Sequential):
 
 def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype: Sequence[int],
              connection: str = "channel_pool", trainable: bool = False,
-             removed: Sequence[float] | None = None) -> Trunk:
+             removed: Sequence[float] | None = None, channel_links: dict[int, nn.Module] | None = None) -> Trunk:
     """Chain `modules` (module j from the genotype's architecture at cell j) with links.
 
     `specs` describe the modules as given: where the resolution rule removed a reduction from a
     module (`removed[j]` > 1, resolution.py), its spec's output reduction already says so and the
-    link adds no spatial adapter.
+    link adds no spatial adapter. `channel_links[j]`: the channel connection before module j
+    where one was made elsewhere (a fitted connection), frozen unless `trainable`.
 
     Frozen (default): modules are shared with the knowledge base, nothing in them is trainable
     and only a `conv1x1` connection has parameters. `trainable=True` (fine-tuning, Sec. IV)
@@ -92,7 +93,11 @@ def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype
     for j, (module, spec) in enumerate(zip(modules, specs)):
         if j > 0:
             prev = specs[j - 1]
-            link = ModuleLink(prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection)
+            channel = (channel_links or {}).get(j)
+            if channel is not None:
+                channel.requires_grad_(trainable)
+            link = ModuleLink(prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection,
+                              channel=channel)
             if len(link) > 0:
                 layers[f"link{j + 1}"] = link
         if trainable:

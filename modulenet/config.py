@@ -48,6 +48,7 @@ class ConnectionConf:
     # Sec. III-B: reduce (the paper's: the preceding module drops its last reduction, or pools more;
     # never upsampled) | resample (ours before: pool or upsample between modules) - resolution.py
     resolution: str = "reduce"
+    fit_images: int = 2000  # aligned | least_squares: training images the connections are fitted on
 
 
 @dataclass

@@ -176,10 +176,13 @@ class ModuleLink(nn.Sequential):
     """Everything between module j-1 and module j: a spatial adapter, then a channel connection."""
 
     def __init__(self, in_channels: int, out_channels: int, from_reduction: float, to_reduction: float,
-                 connection: str = "channel_pool"):
+                 connection: str = "channel_pool", channel: nn.Module | None = None):
+        """`channel`: a channel connection made elsewhere (a fitted one), used instead of `connection`'s."""
         layers = []
         if not math.isclose(from_reduction, to_reduction):
             layers.append(SpatialAdapter(from_reduction, to_reduction))
-        if in_channels != out_channels or connection in EVERY_BOUNDARY:
+        if channel is not None:
+            layers.append(channel)
+        elif in_channels != out_channels or connection in EVERY_BOUNDARY:
             layers.append(build_connection(connection, in_channels, out_channels))
         super().__init__(*layers)

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modulenet.connections import CONNECTIONS, TRAINABLE
+from modulenet.fitted_connections import FITTED
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
 from modulenet.evaluators import EVALUATORS, make_evaluator
@@ -96,6 +97,31 @@ def check_quickstart_overrides(kb_cfg) -> None:
                              " or add knowledge_base.quickstart=false")
 
 
+def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: str, progress: bool) -> None:
+    """`connection=aligned | least_squares`: fitted on the first `connection.fit_images` images of the
+    search's training split, once, then cached beside the knowledge bases (keyed by their weights,
+    the data and the resolution rule)."""
+    name, resolution = connection_cfg.name, connection_cfg.get("resolution", "resample")
+    if name not in FITTED or resolution in kb.fitted:
+        return
+    count = connection_cfg.fit_images
+    if count < 1:
+        raise ModuleNetError(f"connection.fit_images={count} must be a positive integer")
+    images = datamodule.search_tensors()[0][:count]
+    recipe = {"weights": kb.weight_hashes(), "data": datamodule_signature(datamodule),
+              "dataset": type(datamodule).__name__, "images": len(images), "resolution": resolution}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cached = Path(cache_dir).expanduser() / f"fitted-connections-{key}.pt"
+    if cached.is_file():
+        log.info("fitted connections: loading %s", cached)
+        kb.load_fitted(cached, len(images))
+        return
+    log.info("fitting the %s connections on %d training images (cached at %s)", name, len(images), cached)
+    kb.fit_connections(images, resolution=resolution, progress=progress)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    kb.save_fitted(cached)
+
+
 def refuse_untrained(untrained: list[str], kb_cfg) -> None:
     """A search over modules with no trained weights finds nothing of the knowledge the method is
     about: refused unless asked for (`knowledge_base.allow_random=true`, as tests do)."""
@@ -136,8 +162,9 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None) -> float:
     _check_positive(cfg)
     check_trainer(cfg.trainer)
-    if cfg.connection.name not in CONNECTIONS:
-        raise ModuleNetError(f"connection.name={cfg.connection.name!r}: valid connections are {sorted(CONNECTIONS)}")
+    if cfg.connection.name not in (*CONNECTIONS, *FITTED):
+        raise ModuleNetError(f"connection.name={cfg.connection.name!r}: valid connections are "
+                             f"{sorted((*CONNECTIONS, *FITTED))}")
     if cfg.connection.resolution not in RESOLUTIONS:
         raise ModuleNetError(f"connection.resolution={cfg.connection.resolution!r}: valid values are "
                              f"{list(RESOLUTIONS)}")
@@ -154,6 +181,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     kb = make_knowledge_base(kb_cfg, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     refuse_untrained([name for name, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], kb_cfg)
     log.info("\n%s", kb.summary())
+    fit_connections(kb, cfg.connection, datamodule, kb_cfg.cache_dir, cfg.progress)
     settings = EvaluationSettings(
         epochs=cfg.search.epochs, batch_size=cfg.evaluator.batch_size, hidden=list(cfg.evaluator.hidden),
         pool=cfg.evaluator.pool, dropout=cfg.evaluator.dropout, lr=cfg.evaluator.lr,
@@ -167,6 +195,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     )
     context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
                "sources": kb.sources}
+    if cfg.connection.name in FITTED:  # fitted on this many training images
+        context["fit_images"] = kb.fitted_images
     # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
     depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
     ev = cfg.evaluator
@@ -290,6 +320,7 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
     datamodule = make_datamodule(dataset_cfg)
     if kb is None:
         kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, progress, search_cfg.seed)
+        fit_connections(kb, search_cfg.connection, datamodule, search_cfg.knowledge_base.cache_dir, progress)
     settings = FinetuneSettings(
         top_k=ft.top_k, include_originals=ft.include_originals, candidates=ft.candidates,
         max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,

@@ -150,7 +150,8 @@ def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_m
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
         (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are 32-true, 32, 16-mixed"),
         (["trainer.accelerator=tpu"], "trainer.accelerator='tpu': valid values are cpu, gpu, cuda, mps, auto"),
-        (["connection.name=foo"], "connection.name='foo': valid connections are ['channel_pool', 'conv1x1', 'conv1x1_where_needed']"),
+        (["connection.name=foo"], "connection.name='foo': valid connections are ['aligned', 'channel_pool', 'conv1x1', 'conv1x1_where_needed', "
+                                  "'least_squares']"),
         (["knowledge_base.archs=[resnet_cifar20]"], "knowledge_base.archs=['resnet_cifar20'] cannot take effect: "
                                                     "the knowledge base is the quickstart's"),
         (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),

@@ -22,6 +22,7 @@ from modulenet.assembly import ModuleSpec, Trunk, assemble
 from modulenet.errors import KnowledgeBaseError, ModuleNetError, WeightsError
 from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
 from modulenet.knowledge.zoo import Architecture, architecture_from_config
+from modulenet.fitted_connections import FITTED, fitted_link, fitted_from_state, fitted_state
 from modulenet.resolution import RESOLUTIONS, remove_reductions
 from modulenet.rundir import write_atomic
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_FILE = "knowledge_base.json"
+CONNECTIONS_FILE = "connections.pt"  # fitted connections (fit_connections), when there are any
 
 
 class KnowledgeBase:
@@ -43,6 +45,9 @@ class KnowledgeBase:
         self.sources = list(sources)
         self._weight_hashes: dict[str, str] | None = None
         self._reduced: dict[tuple[int, int, float], nn.Module | None] = {}  # resolution-rule views, made once
+        # resolution -> {(position j, preceding arch, next arch): {"aligned": ..., "least_squares": ...}}
+        self.fitted: dict[str, dict[tuple[int, int, int], dict[str, dict[str, torch.Tensor]]]] = {}
+        self.fitted_images = 0
         for module in self.iter_modules():
             module.requires_grad_(False)
             module.eval()
@@ -94,17 +99,39 @@ class KnowledgeBase:
         if resolution not in RESOLUTIONS:
             raise ModuleNetError(f"connection.resolution={resolution!r}: valid values are {list(RESOLUTIONS)}")
         code = self.parse_genotype(genotype)
-        modules = [self.modules[j][i] for j, i in enumerate(code)]
-        specs = [self.specs[j][i] for j, i in enumerate(code)]
-        removed = [1.0] * len(code)
-        for j in range(len(code) - 1) if resolution == "reduce" else ():
-            factor = specs[j].out_reduction / specs[j + 1].in_reduction
-            if factor > 1 + 1e-9 and (view := self._reduced_view(j, code[j], factor)) is not None:
-                modules[j], removed[j] = view, factor
-                specs[j] = dataclasses.replace(
-                    specs[j], out_reduction=specs[j + 1].in_reduction,
-                    out_size=tuple(round(s * factor) for s in specs[j].out_size))
-        return assemble(modules, specs, code, connection=connection, trainable=trainable, removed=removed)
+        placed = [self.preceding(j, code[j], code[j + 1], resolution) for j in range(len(code) - 1)]
+        placed.append((self.modules[-1][code[-1]], self.specs[-1][code[-1]], 1.0))
+        modules, specs, removed = (list(column) for column in zip(*placed))
+        links = None
+        if connection in FITTED:
+            links = {j: fitted_link(self, connection, resolution, j, code[j - 1], code[j])
+                     for j in range(1, len(code)) if code[j - 1] != code[j]}
+        return assemble(modules, specs, code, connection=connection, trainable=trainable, removed=removed,
+                        channel_links=links)
+
+    def preceding(self, cell: int, arch: int, next_arch: int | None,
+                  resolution: str = "reduce") -> tuple[nn.Module, ModuleSpec, float]:
+        """Module (cell, arch) as it runs before module (cell + 1, next_arch): with the resolution
+        rule applied, its spec as it now is, and the reduction factor it lost (1: unchanged)."""
+        module, spec = self.modules[cell][arch], self.specs[cell][arch]
+        if next_arch is None or resolution != "reduce":
+            return module, spec, 1.0
+        factor = spec.out_reduction / self.specs[cell + 1][next_arch].in_reduction
+        if factor <= 1 + 1e-9 or (view := self._reduced_view(cell, arch, factor)) is None:
+            return module, spec, 1.0
+        return view, dataclasses.replace(spec, out_reduction=spec.out_reduction / factor,
+                                         out_size=tuple(round(s * factor) for s in spec.out_size)), factor
+
+    def fit_connections(self, images: torch.Tensor, resolution: str = "reduce", batch_size: int = 256,
+                        device: torch.device | str = "cpu", progress: bool = True) -> "KnowledgeBase":
+        """Fit what the `aligned` and `least_squares` connections need at every boundary (preceding
+        architecture, next architecture, position) from `images` (training images only, no
+        gradient, no module changed); kept with the knowledge base and saved with it."""
+        from modulenet.fitted_connections import fit_boundaries
+
+        self.fitted[resolution] = fit_boundaries(self, images, resolution, batch_size, torch.device(device), progress)
+        self.fitted_images = int(len(images))
+        return self
 
     def _reduced_view(self, cell: int, arch: int, factor: float) -> nn.Module | None:
         """Module (cell, arch) with `factor` of its reduction removed, made once; None (with a
@@ -179,7 +206,10 @@ class KnowledgeBase:
             "architectures": [a.to_config() for a in self.architectures],
             "sources": self.sources,
             "specs": [[dataclasses.asdict(s) for s in row] for row in self.specs],
+            "fitted_images": self.fitted_images,
         }
+        if self.fitted:
+            self.save_fitted(directory / CONNECTIONS_FILE)
         write_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=2))
         return directory
 
@@ -243,7 +273,24 @@ class KnowledgeBase:
             [ModuleSpec(**{**s, "in_size": tuple(s["in_size"]), "out_size": tuple(s["out_size"])}) for s in row]
             for row in metadata["specs"]
         ]
-        return cls(architectures, modules, specs, metadata["image_size"], metadata["sources"])
+        kb = cls(architectures, modules, specs, metadata["image_size"], metadata["sources"])
+        if metadata.get("fitted_images") and (directory / CONNECTIONS_FILE).is_file():
+            kb.load_fitted(directory / CONNECTIONS_FILE, int(metadata["fitted_images"]))
+        return kb
+
+    def save_fitted(self, path: str | os.PathLike) -> None:
+        """The fitted connections alone, as a plain tensor file."""
+        _atomic_torch_save(fitted_state(self), Path(path))
+
+    def load_fitted(self, path: str | os.PathLike, images: int) -> None:
+        """Fitted connections saved by `save_fitted` for this knowledge base (read with weights_only=True)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})") \
+                from None
+        self.fitted.update(fitted_from_state(self, state))
+        self.fitted_images = int(images)
 
 
 def load_knowledge_base(directory: str | os.PathLike, trust_code: bool = False) -> KnowledgeBase:

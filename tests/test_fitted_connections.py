@@ -1,0 +1,126 @@
+"""Connections fitted from data (aligned, least_squares): exact on original genotypes, the
+identity between an architecture and itself, saved and loaded with the knowledge base."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CIFAR_NPZ, cifar_checkpoint
+from modulenet.errors import KnowledgeBaseError
+from modulenet.fitted_connections import (
+    AlignedConnection,
+    LeastSquaresConnection,
+    _Statistics,
+    solve_aligned,
+    solve_least_squares,
+)
+from modulenet.knowledge import build_knowledge_base, load_knowledge_base
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Two real pretrained CIFAR-10 ResNets and 256 real training images (../shared)."""
+    weights = {f"resnet_cifar{d}": str(cifar_checkpoint(d)) for d in (20, 32)}
+    if not CIFAR_NPZ.is_file():
+        pytest.skip("shared CIFAR-10 arrays not found")
+    kb = build_knowledge_base(list(weights), weights=weights, progress=False)
+    data = np.load(CIFAR_NPZ)
+    x = torch.from_numpy(data["x_train"][:320]).permute(0, 3, 1, 2).float().div(255)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    kb.fit_connections(x[:256], progress=False)
+    return kb, x[256:]
+
+
+@pytest.mark.parametrize("connection", ["aligned", "least_squares"])
+def test_fitted_connections_leave_every_original_genotype_exactly_unchanged(real, connection):
+    kb, x = real
+    for i in range(kb.num_archs):
+        with torch.no_grad():
+            assert torch.equal(kb.assemble([i] * 3, connection=connection)(x), kb.assemble([i] * 3)(x))
+    mixed = kb.assemble([0, 1, 0], connection=connection)
+    links = [m for m in mixed.modules() if isinstance(m, (AlignedConnection, LeastSquaresConnection))]
+    assert len(links) == 2  # one at each boundary between different architectures
+
+
+def test_a_least_squares_stitch_between_an_architecture_and_itself_is_the_identity(real):
+    kb, x = real
+    with torch.no_grad():
+        features = kb.modules[0][0](x)  # ResNet-20 module 1 output, 16 channels
+    stats = _Statistics(16, 16, 16)
+    stats.add(features, features, features)
+    fit = solve_least_squares(stats)
+    assert torch.allclose(fit["weight"], torch.eye(16), atol=1e-3) and fit["bias"].abs().max() < 1e-3
+    aligned = solve_aligned(stats)
+    assert torch.equal(aligned["perm"], torch.arange(16))
+    assert torch.allclose(aligned["scale"], torch.ones(16), atol=1e-4) and aligned["shift"].abs().max() < 1e-4
+
+
+def test_the_assignment_recovers_a_shuffled_and_rescaled_network():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 8, 5, 5, generator=g)
+    perm = torch.randperm(8, generator=g)
+    scale, shift = torch.rand(8, generator=g) + 0.5, torch.randn(8, generator=g)
+    b = a[:, perm] * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+    stats = _Statistics(8, 8, 8)
+    stats.add(a, a, b)
+    fit = solve_aligned(stats)
+    assert torch.equal(fit["perm"], perm)
+    assert torch.allclose(fit["scale"], scale, atol=1e-4) and torch.allclose(fit["shift"], shift, atol=1e-4)
+    link = AlignedConnection(8, 8, fit["perm"], fit["scale"], fit["shift"])
+    assert torch.allclose(link(a), b, atol=1e-4) and not list(link.parameters())  # buffers only
+
+
+def test_a_fitted_knowledge_base_saves_and_loads_the_same_trunks(real, tmp_path):
+    kb, x = real
+    kb.save(tmp_path / "kb")
+    assert json.loads((tmp_path / "kb" / "knowledge_base.json").read_text())["fitted_images"] == 256
+    loaded = load_knowledge_base(tmp_path / "kb")
+    for connection in ("aligned", "least_squares"):
+        with torch.no_grad():
+            assert torch.equal(loaded.assemble([1, 0, 1], connection=connection)(x),
+                               kb.assemble([1, 0, 1], connection=connection)(x))
+
+
+def test_least_squares_is_frozen_in_the_search_and_trainable_in_fine_tuning(real):
+    kb, _ = real
+    frozen = kb.assemble([0, 1, 1], connection="least_squares")
+    assert not any(p.requires_grad for p in frozen.parameters())
+    trainable = kb.assemble([0, 1, 1], connection="least_squares", trainable=True)
+    (link,) = [m for m in trainable.modules() if isinstance(m, LeastSquaresConnection)]
+    assert all(p.requires_grad for p in link.parameters())
+
+
+def test_an_unfitted_knowledge_base_is_a_one_line_error():
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    with pytest.raises(KnowledgeBaseError, match=r"connection='aligned' needs connections fitted from data .*"
+                                                 r"call kb.fit_connections\(images") as info:
+        kb.assemble([0, 1, 0], connection="aligned")
+    assert "\n" not in str(info.value)
+    assert kb.assemble([1, 1, 1], connection="aligned") is not None  # no boundary between different networks
+
+
+@pytest.mark.parametrize("connection", ["aligned", "least_squares"])
+def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, monkeypatch, tmp_path, caplog):
+    import logging
+
+    from modulenet.jobs import search_job
+    from test_config import compose_search
+    from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
+
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    overrides = ["knowledge_base=craft", *TINY_DATA, *TINY_SEARCH, *SMALL_CRAFT, f"connection={connection}",
+                 "connection.fit_images=64",
+                 "search.generations=1"]
+    with caplog.at_level(logging.INFO, logger="modulenet.jobs"):
+        search_job(compose_search(overrides), tmp_path / "a")
+        assert "fitting the" in caplog.text and "on 64 training images" in caplog.text
+        (cached,) = (tmp_path / "cache").glob("fitted-connections-*.pt")
+        caplog.clear()
+        search_job(compose_search(overrides), tmp_path / "b")  # the same base and data: from the cache
+        assert f"fitted connections: loading {cached}" in caplog.text
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["population"] and all(row["status"] == "ok" for row in results["population"])
