@@ -138,7 +138,8 @@ class AblationConf:
 
     connections: bool = False
     max_architectures: int = 40
-    connection: str = "conv1x1"  # the trainable connection compared with the search's (or conv1x1_where_needed)
+    # the connections compared with the search's: the paper's 1x1 convolutions and the fitted ones
+    compare: list[str] = field(default_factory=lambda: ["conv1x1", "aligned", "least_squares"])
 
 
 @dataclass

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.connections import CONNECTIONS, TRAINABLE
+from modulenet.connections import CONNECTIONS
 from modulenet.fitted_connections import FITTED
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
@@ -168,8 +168,10 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     if cfg.connection.resolution not in RESOLUTIONS:
         raise ModuleNetError(f"connection.resolution={cfg.connection.resolution!r}: valid values are "
                              f"{list(RESOLUTIONS)}")
-    if cfg.ablation.connections and cfg.ablation.connection not in TRAINABLE:
-        raise ModuleNetError(f"ablation.connection={cfg.ablation.connection!r}: valid values are {sorted(TRAINABLE)}")
+    for name in cfg.ablation.compare if cfg.ablation.connections else ():
+        if name not in (*CONNECTIONS, *FITTED):
+            raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are "
+                                 f"{sorted((*CONNECTIONS, *FITTED))}")
     if cfg.evaluator.name not in EVALUATORS:
         raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
     kb_cfg = cfg.knowledge_base
@@ -233,9 +235,13 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
         from modulenet.ablation import connection_ablation
 
+        compare = [name for name in cfg.ablation.compare if name != cfg.connection.name]
+        for name in compare:
+            fit_connections(kb, OmegaConf.merge(cfg.connection, {"name": name}), datamodule, cfg.knowledge_base.cache_dir,
+                            cfg.progress)
         connection_ablation(kb, datamodule.search_tensors(), datamodule.num_classes, settings, search_dir,
                             max_architectures=cfg.ablation.max_architectures, progress=cfg.progress,
-                            connection=cfg.ablation.connection)
+                            compare=compare)
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
         finetune_stage(cfg.finetune, cfg, search_dir, search_dir / "finetune", cfg.logger, cfg.trainer, group,
                        cfg.seed, cfg.progress, kb=kb)

@@ -595,17 +595,19 @@ def plot_score_vs_error(rows: Sequence[dict], rho: float, tau: float, title: str
     fig.savefig(path, dpi=100)
 
 
-def plot_connections(rows: Sequence[dict], key_a: str, key_b: str, label_a: str, label_b: str, rho: float,
-                     tau: float, title: str, path: Path) -> None:
-    """Fig. 10: validation accuracy with both connections, architectures sorted by the parameter-free one."""
+def plot_connections(rows: Sequence[dict], key_a: str, others: Sequence[tuple[str, str, float, float]], label_a: str,
+                     title: str, path: Path) -> None:
+    """Fig. 10: validation accuracy with each connection, architectures sorted by the search's.
+    `others`: (key, label, Spearman, Kendall) of each compared connection."""
     rows = sorted(rows, key=lambda r: -r[key_a])
     xs = np.arange(1, len(rows) + 1)
     fig = _figure(max(6.0, 0.3 * len(rows) + 3), 4.2)
     ax = fig.subplots()
     ax.plot(xs, [100 * r[key_a] for r in rows], marker="o", label=label_a)
-    ax.plot(xs, [100 * r[key_b] for r in rows], marker="s", label=label_b)
+    for (key, label, rho, tau), marker in zip(others, "s^vDP*"):
+        ax.plot(xs, [100 * r[key] for r in rows], marker=marker, label=f"{label} (ρ = {_corr(rho)}, τ = {_corr(tau)})")
     ax.set(xlabel=f"architectures, sorted by {label_a} (descending)", ylabel="validation accuracy (%)")
-    ax.set_title(f"{title}\nSpearman ρ = {_corr(rho)}, Kendall τ = {_corr(tau)} (n = {len(rows)})", fontsize=9)
+    ax.set_title(f"{title} (n = {len(rows)})", fontsize=9)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     fig.savefig(path, dpi=100)
@@ -772,30 +774,30 @@ def fig8_points(ft: FinetuneRun) -> list[dict]:
 
 def connections_section(run: SearchRun, out: Path, figures: list[Path]) -> list[str]:
     data = run.ablation or {}
-    a, b = data.get("connection_a", "channel_pool"), data.get("connection_b", "conv1x1")
-    key_a, key_b = f"val_acc_{a}", f"val_acc_{b}"
-    rows = [r for r in data.get("rows", []) if math.isfinite(_float(r.get(key_a))) and math.isfinite(_float(r.get(key_b)))]
+    a = data.get("connection_a", "channel_pool")
+    compared = list(data.get("compared") or [data.get("connection_b", "conv1x1")])
+    keys = [f"val_acc_{a}", *(f"val_acc_{b}" for b in compared)]
+    rows = [r for r in data.get("rows", []) if all(math.isfinite(_float(r.get(k))) for k in keys)]
     lines = [f"### {run.label}", ""]
     if len(rows) < 2:
         return lines + [f"`{run.path / 'ablation_connections.json'}` has {len(rows)} usable rows; Fig. 10 needs 2.", ""]
-    xa, xb = [float(r[key_a]) for r in rows], [float(r[key_b]) for r in rows]
-    rho, tau = spearman(xa, xb), kendall(xa, xb)
+    xa = [float(r[keys[0]]) for r in rows]
+    others = []
+    for b, key in zip(compared, keys[1:]):
+        xb = [float(r[key]) for r in rows]
+        others.append((key, f"val acc {b}", spearman(xa, xb), kendall(xa, xb)))
     path = out / f"fig10_{_file_stem(run.label)}.png"
-    label_a, label_b = f"val acc w/o params ({a})", f"val acc w/ params ({b})"
-    plot_connections(rows, key_a, key_b, label_a, label_b, rho, tau, f"Parameter-free vs {b} connections: {run.label}",
-                     path)
+    plot_connections(rows, keys[0], others, f"val acc {a} (the search's)", f"Connections compared: {run.label}", path)
     figures.append(path)
-    stored = ""
-    if "spearman" in data or "kendall" in data:
-        stored = (f" (the file's own values: Spearman {_corr(_float(data.get('spearman')))}, "
-                  f"Kendall {_corr(_float(data.get('kendall')))})")
-    lines += [f"{len(rows)} architectures; rank correlation of validation accuracy with {a} and with {b}: "
-              f"Spearman ρ = {_corr(rho)}, Kendall τ = {_corr(tau)}{stored}. The paper (Fig. 10) shows the two "
-              "agree on the best and worst architectures.", "", f"![Fig. 10 {run.label}]({path.name})", ""]
-    top = sorted(rows, key=lambda r: -float(r[key_a]))
-    lines += _table(["Genotype", f"val acc {a} (%)", f"val acc {b} (%)", "Score"],
-                    [[r.get("genotype_str") or format_genotype(r.get("genotype", [])), _pct(r[key_a], 2),
-                      _pct(r[key_b], 2), _num(r.get("score"))] for r in top])
+    summary = "; ".join(f"with {b}: Spearman ρ = {_corr(rho)}, Kendall τ = {_corr(tau)}"
+                        for b, (_, _, rho, tau) in zip(compared, others))
+    lines += [f"{len(rows)} architectures; rank correlation of validation accuracy with {a} and {summary}. The "
+              "paper (Fig. 10) shows parameter-free and 1x1 connections agree on the best and worst architectures.",
+              "", f"![Fig. 10 {run.label}]({path.name})", ""]
+    top = sorted(rows, key=lambda r: -float(r[keys[0]]))
+    lines += _table(["Genotype", *(f"val acc {name} (%)" for name in (a, *compared)), "Score"],
+                    [[r.get("genotype_str") or format_genotype(r.get("genotype", [])),
+                      *(_pct(r[k], 2) for k in keys), _num(r.get("score"))] for r in top])
     return lines + [""]
 
 

@@ -114,7 +114,9 @@ def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tm
     if experiment == "ablation_connections":
         ablation = json.loads((run / "ablation_connections.json").read_text())
         assert 2 <= len(ablation["rows"]) <= 3
-        assert all(0.0 <= r["val_acc_conv1x1"] <= 1.0 for r in ablation["rows"])
+        assert ablation["compared"] == ["conv1x1", "aligned", "least_squares"]  # Fig. 10 side by side
+        assert all(0.0 <= r[f"val_acc_{c}"] <= 1.0 for r in ablation["rows"] for c in ["channel_pool", *ablation["compared"]])
+        assert set(ablation["correlations"]) == set(ablation["compared"])
     if experiment == "paper_cifar100_craft":
         cached = list((tmp_path / "cache").glob("finetuned-kb-*/"))
         assert len(cached) == 1  # the fine-tuned knowledge base, reused by the fine-tuning stage
