@@ -34,6 +34,10 @@ class KnowledgeBaseConf:
     allow_random: bool = False  # search modules with no trained weights (tests, trying the pipeline out)
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
     quickstart_epochs: int = 3
+    # > 0: train `archs` from scratch on the dataset for this many epochs first (cached), as the
+    # quickstart does; the same-data study's knowledge base
+    train_epochs: int = 0
+    train_lr: float = 0.05
     # Sec. IV-B1: fine-tune each source network on the target dataset before decomposing (0: off)
     source_finetune_epochs: int = 0
     source_finetune_lr: float = 0.01
@@ -129,6 +133,7 @@ class FinetuneConf:
     cutout: int = 16
     augment: bool = True
     batch_size: int = 128
+    seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
 
 
 @dataclass

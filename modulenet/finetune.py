@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -53,6 +54,7 @@ class FinetuneSettings:
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)  # fine-tune each candidate once per seed (default: [seed])
 
 
 @dataclass
@@ -144,23 +146,25 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
     if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
         previous = json.loads(json_path.read_text())
         if previous.get("settings") == asdict(settings):
-            done = {r["label"]: FinetuneResult(**{k: v for k, v in r.items() if k != "score"})
+            done = {(r["label"], r["seed"]): FinetuneResult(**{k: v for k, v in r.items() if k != "score"})
                     for r in previous["results"] if "val_error" in r}
     validated_on = "test" if getattr(datamodule, "val_from", "train") == "test" else "val"
     scores = read_search_scores(search_run) if search_run is not None else {}
     scores.update({tuple(r["genotype"]): r["score"] for r in results.get("population", [])})
     finished: list[FinetuneResult] = []
-    for label, code in select_candidates(results, kb, settings, scores):
-        if label in done and tuple(done[label].genotype) == tuple(code):
-            finished.append(done[label])
+    runs = [(label, code, seed) for label, code in select_candidates(results, kb, settings, scores)
+            for seed in settings.seeds or [settings.seed]]
+    for label, code, seed in runs:
+        if (label, seed) in done and tuple(done[label, seed].genotype) == tuple(code):
+            finished.append(done[label, seed])
             continue
-        log.info("fine-tuning %s: %s (%s)", label, format_genotype(code), "+".join(kb.describe(code)))
+        log.info("fine-tuning %s: %s (%s), seed %d", label, format_genotype(code), "+".join(kb.describe(code)), seed)
         start = time.perf_counter()
-        errors = finetune_architecture(kb, code, datamodule, settings, progress)
+        errors = finetune_architecture(kb, code, datamodule, replace(settings, seed=seed), progress)
         result = FinetuneResult(label, list(code), "+".join(kb.describe(code)), errors["test_error"],
                                 scores.get(code), settings.epochs, time.perf_counter() - start,
                                 val_error=errors["val_error"], test_error_top5=errors["test_error_top5"],
-                                seed=settings.seed, validated_on=validated_on)
+                                seed=seed, validated_on=validated_on)
         finished.append(result)
         log.info("  validation error %.2f %%, test error %.2f %%", 100 * result.val_error, 100 * result.test_error)
         if tracker is not None:
@@ -172,16 +176,22 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
     return finished
 
 
-def select(results: list[FinetuneResult]) -> FinetuneResult | None:
-    """Mark the searched candidate with the lowest validation error (ties: the better search score)
-    as `selected`: the best final architecture, chosen without the test split."""
-    searched = [r for r in results if r.label.startswith("ModuleNet")]
+def select(results: list[FinetuneResult]) -> str | None:
+    """Mark the searched candidate with the lowest validation error, averaged over its seeds (ties:
+    the better search score), as `selected` (every seed's row): the best final architecture, chosen
+    without the test split. Returns its label."""
+    by_label: dict[str, list[FinetuneResult]] = {}
     for r in results:
         r.selected = False
-    if not searched:
+        if r.label.startswith("ModuleNet"):
+            by_label.setdefault(r.label, []).append(r)
+    if not by_label:
         return None
-    best = min(searched, key=lambda r: (r.val_error, math.inf if r.search_score is None else r.search_score))
-    best.selected = True
+    best = min(by_label, key=lambda label: (statistics.fmean(r.val_error for r in by_label[label]),
+                                            by_label[label][0].search_score if by_label[label][0].search_score
+                                            is not None else math.inf))
+    for r in by_label[best]:
+        r.selected = True
     return best
 
 
@@ -192,25 +202,39 @@ def _write_finetune_json(path: Path, settings: FinetuneSettings, search_run, fin
 
 
 def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) -> str:
-    """The paper's table form; the selected searched architecture (by validation error) is the ModuleNet row."""
+    """The paper's table form, one row per architecture (mean and standard deviation over its
+    seeds); the selected searched architecture (by validation error) is the ModuleNet row."""
     top5 = any(r.test_error_top5 is not None for r in results)
     header = "| Method | Architecture (cell 1 .. c) | Search score | Val Error (%) | Test Error (%) |" + \
         (" Top-5 Test Error (%) |" if top5 else "")
-    lines = [f"Fine-tuned {settings.epochs} epochs, all weights trainable, seed {settings.seed}. The searched "
+    seeds = settings.seeds or [settings.seed]
+    lines = [f"Fine-tuned {settings.epochs} epochs, all weights trainable, seed{'s' if len(seeds) > 1 else ''} "
+             f"{', '.join(map(str, seeds))}{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}. The searched "
              "architecture with the lowest validation error is selected (**bold**); test errors choose nothing.", "",
              header, "| --- " * (header.count("|") - 1) + "|"]
+    by_label: dict[str, list[FinetuneResult]] = {}
     for r in results:
-        label = f"**ModuleNet (selected: {r.label})**" if r.selected else r.label
+        by_label.setdefault(r.label, []).append(r)
+    for label, rows in by_label.items():
+        r = rows[0]
+        name = f"**ModuleNet (selected: {label})**" if r.selected else label
         if r.validated_on == "test":
-            label += " (no separate validation split: validated on the test set, as the paper's Table III)"
+            name += " (no separate validation split: validated on the test set, as the paper's Table III)"
         score = "" if r.search_score is None else f"{r.search_score:.3f}"
-        row = f"| {label} | {r.architecture} | {score} | {_pct(r.val_error)} | {_pct(r.test_error)} |"
-        lines.append(row + (f" {_pct(r.test_error_top5)} |" if top5 else ""))
+        row = (f"| {name} | {r.architecture} | {score} | {_pct([x.val_error for x in rows])} | "
+               f"{_pct([x.test_error for x in rows])} |")
+        lines.append(row + (f" {_pct([x.test_error_top5 for x in rows])} |" if top5 else ""))
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+def _pct(values: list[float | None]) -> str:
+    """A percentage, or mean ± sd where there are several."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def read_search_results(search_run: Path) -> dict:

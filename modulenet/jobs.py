@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -58,6 +59,14 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
     if not kb_cfg.archs:
         raise ModuleNetError("knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
                              "or set knowledge_base.path to a saved knowledge base")
+    if kb_cfg.train_epochs > 0:  # trained from scratch on the dataset, as the quickstart's are
+        if kb_cfg.weights is not None or kb_cfg.source_finetune_epochs > 0:
+            raise ModuleNetError("knowledge_base.train_epochs > 0 trains the architectures from scratch: "
+                                 "knowledge_base.weights and source_finetune_epochs cannot take effect with it")
+        if datamodule is None:
+            raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
+        return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, archs=list(kb_cfg.archs),
+                                         epochs=kb_cfg.train_epochs, lr=kb_cfg.train_lr, seed=seed, progress=progress)
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):
         weights = OmegaConf.to_container(weights, resolve=True)
@@ -175,7 +184,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     if cfg.evaluator.name not in EVALUATORS:
         raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
     kb_cfg = cfg.knowledge_base
-    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs:  # before any download or training
+    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:  # before any work
         weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
         refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -324,9 +333,10 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
     dataset_cfg = OmegaConf.merge(OmegaConf.to_container(search_cfg.dataset, resolve=True),
                                   {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size})
     datamodule = make_datamodule(dataset_cfg)
-    if kb is None:
-        kb = make_knowledge_base(search_cfg.knowledge_base, datamodule, progress, search_cfg.seed)
-        fit_connections(kb, search_cfg.connection, datamodule, search_cfg.knowledge_base.cache_dir, progress)
+    if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
+        source_data = make_datamodule(search_cfg.dataset)
+        kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
+        fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
     settings = FinetuneSettings(
         top_k=ft.top_k, include_originals=ft.include_originals, candidates=ft.candidates,
         max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
@@ -334,7 +344,7 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
         connection=search_cfg.connection.name,
         resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
         accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
-        float32_matmul_precision=trainer_cfg.float32_matmul_precision, seed=seed,
+        float32_matmul_precision=trainer_cfg.float32_matmul_precision, seed=seed, seeds=list(ft.seeds),
     )
     tracker = make_tracker(
         logger_cfg.name, out_dir, {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
@@ -351,7 +361,7 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
     log.info("\n%s", (out_dir / "finetune.md").read_text())
     # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
     chosen = [r for r in finished if r.selected] or finished
-    return min(r.val_error for r in chosen)
+    return statistics.fmean(r.val_error for r in chosen)
 
 
 def _check_positive(cfg: DictConfig) -> None:

@@ -26,7 +26,8 @@ QUICKSTART_ARCHS = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
 
 def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTART_ARCHS, epochs: int = 3,
                               lr: float = 0.05, seed: int = 0, progress: bool = True) -> KnowledgeBase:
-    """Load the cached quickstart knowledge base, or train its source networks and build it."""
+    """Load the cached knowledge base of `archs` trained from scratch on `datamodule` (the
+    quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it."""
     recipe = {"archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule)}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
@@ -57,5 +58,6 @@ def datamodule_signature(datamodule) -> dict:
     (the quickstart base, a knowledge base fine-tuned on the target) is keyed by it. The split
     (`val_size`, `val_from`) is part of it: networks that saw all 50K images must not serve a run
     that validates on 10K of them."""
-    keys = ("num_train", "num_val", "num_test", "image_size", "seed", "val_size", "val_from", "path")
+    keys = ("num_train", "num_val", "num_test", "image_size", "seed", "val_size", "val_from", "path", "augment",
+            "cutout")
     return {k: getattr(datamodule, k) for k in keys if hasattr(datamodule, k)}

@@ -64,7 +64,7 @@ def leaf_sizes(trunk: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]:
     return seen
 
 
-@pytest.mark.parametrize("image_size, cifar_stem", [(32, True), (224, False)])
+@pytest.mark.parametrize("image_size, cifar_stem", [(32, True), pytest.param(224, False, marks=pytest.mark.slow)])
 def test_the_resolution_rule_never_upsamples_and_leaves_the_knowledge_base_alone(image_size, cifar_stem):
     torch.manual_seed(0)
     kb = build_knowledge_base(["vgg13", "resnet34"], num_cells=5, cifar_stem=cifar_stem, image_size=image_size,

@@ -29,7 +29,7 @@ from modulenet.knowledge.darts_genotypes import GENOTYPES, DartsGenotype
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
 CIFAR_RESNETS = tuple(f"resnet_cifar{d}" for d in CIFAR_RESNET_DEPTHS)
-SMALL_CIFAR = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
+SMALL_CIFAR = ("resnet_cifar8", "vgg_cifar", "allconv_cifar", "mobilenet_cifar")
 DARTS_NETWORKS = tuple(GENOTYPES)
 
 # The public CIFAR-10 checkpoints (hub-style names: the hex part is the sha256 prefix).
@@ -138,15 +138,15 @@ class CifarResNetArchitecture(Architecture):
 
 
 class SmallCifarCNN(Architecture):
-    """`vgg_cifar` and `allconv_cifar` (small_cnns.py), c = 3: one cell per stage."""
+    """`vgg_cifar`, `allconv_cifar` and `mobilenet_cifar` (small_cnns.py), c = 3: one cell per stage."""
 
     family = "small_cifar"
     num_cells = 3
 
     def build(self) -> nn.Module:
-        from modulenet.knowledge.small_cnns import AllConvCifar, VGGCifar
+        from modulenet.knowledge.small_cnns import AllConvCifar, MobileNetCifar, VGGCifar
 
-        return VGGCifar() if self.name == "vgg_cifar" else AllConvCifar()
+        return {"vgg_cifar": VGGCifar, "allconv_cifar": AllConvCifar, "mobilenet_cifar": MobileNetCifar}[self.name]()
 
     def cells(self, model: nn.Module) -> list[nn.Module]:
         return list(model.features)
@@ -217,7 +217,7 @@ def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
         return TorchvisionResNet(name, cifar_stem=cifar_stem)
     if name in TORCHVISION_VGGS:
         return TorchvisionVGG(name)
-    if name in ("vgg_cifar", "allconv_cifar"):
+    if name in ("vgg_cifar", "allconv_cifar", "mobilenet_cifar"):
         return SmallCifarCNN(name)
     if name in DARTS_NETWORKS:
         return DartsArchitecture(name)
