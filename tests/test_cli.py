@@ -119,10 +119,11 @@ def test_user_mistake_at_the_command_line_is_one_line_without_traceback(tmp_path
     assert len(errors) == 1 and errors[0].startswith("error: unknown architecture 'resnet35'; valid names are [")
 
 
-def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_main, run: str = "run") -> str:
+def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_main, run: str = "run",
+              cache: Path | None = None) -> str:
     """Run a real entry point (`modulenet-search` by default) in this process; return its one error line."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MODULENET_CACHE", str(cache or tmp_path / "cache"))
     monkeypatch.setattr(sys, "argv", [main.__name__, "logger=none", "progress=false",
                                       f"hydra.run.dir={tmp_path / run}", *overrides])
     with pytest.raises(SystemExit) as exit_info:
@@ -165,10 +166,11 @@ def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_m
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     ],
 )
-def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected):
+def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected, cache_dir):
     overrides = [o.replace("ROOT", str(tmp_path)) for o in overrides]
     tiny = [o for o in TINY if not o.startswith("dataset.")] if any(o.startswith("dataset=") for o in overrides) else TINY
-    line = bad_input(tmp_path, monkeypatch, capsys, [*tiny, *overrides])
+    # the module's cache: a check made after the quickstart base is built reuses the one trained above
+    line = bad_input(tmp_path, monkeypatch, capsys, [*tiny, *overrides], cache=cache_dir)
     assert line.startswith("error: ") and expected in line, line
 
 
