@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from modulenet.errors import ModuleNetError
 from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
 from modulenet.rng import seeded
@@ -34,8 +35,12 @@ def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTAR
     if (path / METADATA_FILE).is_file():
         log.info("quickstart knowledge base: loading %s", path)
         return load_knowledge_base(path)
-    log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", list(archs), epochs, path)
     datamodule.setup("fit")
+    if getattr(datamodule, "num_classes", 10) > 10:
+        raise ModuleNetError(f"training {list(archs)} from scratch uses each network's own 10-class head, but the "
+                             f"dataset has {datamodule.num_classes} classes: give trained weights instead "
+                             "(knowledge_base.weights)")
+    log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", list(archs), epochs, path)
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:

@@ -405,3 +405,18 @@ def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert last.startswith(f"error: {run / 'results.json'} is not valid JSON ("), last
     assert "truncated or corrupt" in last
+
+
+def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
+    from modulenet.data import NpzDataModule
+    from modulenet.quickstart import quickstart_knowledge_base
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 255, (24, 8, 8, 3), dtype=np.uint8),
+             y_train=np.arange(24) % 12, x_test=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8),
+             y_test=np.arange(12) % 12)
+    with pytest.raises(ModuleNetError, match=r"uses each network's own 10-class head, but the dataset has 12 "
+                                             r"classes") as info:
+        quickstart_knowledge_base(NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, archs=["vgg_cifar"],
+                                  epochs=1)
+    assert "\n" not in str(info.value)
