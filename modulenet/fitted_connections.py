@@ -180,8 +180,12 @@ def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, d
         for start in tqdm(starts, desc="fitting connections", unit="batch", disable=not progress):
             batch = images[start:start + batch_size].to(device)
             own = list(_own_inputs(kb, batch))
+            outputs = {}  # boundaries that share a preceding module (and its adjustment) share its output
             for (j, p, q), (module, spatial, count, stats) in stages.items():
-                x = spatial(module(own[p][j - 1]))
+                key = (j, p, id(module), repr(spatial))
+                if key not in outputs:
+                    outputs[key] = spatial(module(own[p][j - 1]))
+                x = outputs[key]
                 y = own[q][j]
                 if x.shape[-2:] != y.shape[-2:]:
                     raise KnowledgeBaseError(f"cannot fit the boundary {kb.arch_names[p]} -> {kb.arch_names[q]} at "
