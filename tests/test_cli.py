@@ -253,6 +253,7 @@ def test_modulenet_search_with_no_arguments(tmp_path):
     assert best["err_val"] < 0.5  # ten classes: chance is 0.9
 
 
+@pytest.mark.slow  # make test-all; make test covers kill and resume in tests/test_reliability.py (library level)
 def test_killed_search_keeps_finished_evaluations_and_resumes(tmp_path, cache_dir):
     """kill -9 in the middle of a generation: the memo keeps what finished, `resume=` completes the run."""
     import signal
