@@ -141,6 +141,12 @@ def refuse_untrained(untrained: list[str], kb_cfg) -> None:
             "knowledge_base.allow_random=true to search random modules on purpose")
 
 
+def check_connection_name(what: str, name: str) -> None:
+    """A connection name the search can build: the parameter-free, trainable and fitted ones."""
+    if name not in (*CONNECTIONS, *FITTED):
+        raise ModuleNetError(f"{what}{name!r}: valid connections are {sorted((*CONNECTIONS, *FITTED))}")
+
+
 def check_trainer(trainer_cfg) -> None:
     """trainer.accelerator and trainer.precision, checked before any work."""
     check_accelerator(trainer_cfg.accelerator)
@@ -171,16 +177,12 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None) -> float:
     _check_positive(cfg)
     check_trainer(cfg.trainer)
-    if cfg.connection.name not in (*CONNECTIONS, *FITTED):
-        raise ModuleNetError(f"connection.name={cfg.connection.name!r}: valid connections are "
-                             f"{sorted((*CONNECTIONS, *FITTED))}")
+    check_connection_name("connection.name=", cfg.connection.name)
     if cfg.connection.resolution not in RESOLUTIONS:
         raise ModuleNetError(f"connection.resolution={cfg.connection.resolution!r}: valid values are "
                              f"{list(RESOLUTIONS)}")
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
-        if name not in (*CONNECTIONS, *FITTED):
-            raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are "
-                                 f"{sorted((*CONNECTIONS, *FITTED))}")
+        check_connection_name("ablation.compare has ", name)
     if cfg.evaluator.name not in EVALUATORS:
         raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
     kb_cfg = cfg.knowledge_base
