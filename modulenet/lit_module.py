@@ -71,6 +71,12 @@ class IndividualModule(pl.LightningModule):
         features = self.trunk(x) if self.trunk is not None else x
         return self.classifier(pool_features(features, self.pool))
 
+    def on_fit_start(self) -> None:
+        # Lightning (>= 2.2) trains modules in whatever mode they are in, and an assembled trunk
+        # starts in eval mode: without this, fine-tuning would train BatchNorm networks on frozen
+        # running statistics. A frozen trunk keeps its modules in eval mode (Trunk.train).
+        self.train()
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y)

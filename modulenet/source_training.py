@@ -25,6 +25,11 @@ class SourceNetworkModule(pl.LightningModule):
     def forward(self, x):
         return self.model(x)
 
+    def on_fit_start(self):
+        # a knowledge base's modules are stored in eval mode, and Lightning (>= 2.2) trains modules
+        # in the mode they are in: BatchNorm must learn its statistics here
+        self.train()
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         return F.cross_entropy(self(x), y)
