@@ -14,6 +14,8 @@ import os
 import netrc
 from pathlib import Path
 
+from modulenet.genotype import format_genotype
+
 SECRET_KEYS = ("WANDB_API_KEY",)
 
 
@@ -102,7 +104,7 @@ class WandbTracker:
         table = self.wandb.Table(columns=columns)
         for e in result.evaluations:
             names = "+".join(self.arch_names[i] for i in e.genotype) if self.arch_names else ""
-            table.add_data("".join(map(str, e.genotype)), names, e.score, e.err_val, e.l_rate, e.sim, e.params,
+            table.add_data(format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params,
                            e.flops, e.status)
         payload = {"evaluations": table}
         curves = self.run_dir / "search_curves.png"
@@ -111,7 +113,7 @@ class WandbTracker:
         self.run.log(payload)
         best = result.best
         self.run.summary.update({
-            "best/genotype": "".join(map(str, best.genotype)), "best/score": best.score,
+            "best/genotype": format_genotype(best.genotype), "best/score": best.score,
             "best/err_val": best.err_val, "best/l_rate": best.l_rate, "best/sim": best.sim,
             **({"best/architecture": "+".join(self.arch_names[i] for i in best.genotype)} if self.arch_names else {}),
         })

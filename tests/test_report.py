@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from modulenet.cli import report_main
-from modulenet.correlation import kendall, rankdata, spearman
+from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.errors import ModuleNetError
 from modulenet.records import Evaluation
 from modulenet.report import (PAPER_TABLES, calibrate, dataset_key, paper_table_for, read_evaluations_csv,
@@ -47,7 +47,9 @@ def test_spearman_and_kendall_match_hand_computed_values():
     # reversed order, monotone but not linear
     assert spearman([1, 2, 3, 4], [16, 9, 4, 1]) == pytest.approx(-1.0)
     assert kendall([1, 2, 3, 4], [16, 9, 4, 1]) == pytest.approx(-1.0)
-    assert rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    rows = [[1, 2, 3, 4], [16, 9, 4, 1], [1, 2, 2, 3], [5, 5, 5, 5]]
+    rho = spearman_rows(rows, [1, 3, 2, 4])  # the calibration grid's vectorised form agrees
+    assert rho[:3] == pytest.approx([spearman(r, [1, 3, 2, 4]) for r in rows[:3]]) and math.isnan(rho[3])
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1, 1, 1], [1, 2, 3]))
     with pytest.raises(ValueError):
         spearman([1, 2], [1, 2, 3])
