@@ -19,8 +19,8 @@ only admits numpy arrays), which is what `setup()` runs for every user.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,16 +36,29 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "QUICKSTART_CLASSES", "ArrayImages", "CIFAR10DataModule",
-    "CIFAR100DataModule", "Cutout", "ImageDataModule", "ImageFolderDataModule", "NpzDataModule",
-    "QuickstartDataModule", "TransformedDataset", "make_quickstart_images", "normalize_uint8",
-    "read_cifar_batches", "read_cifar_meta",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "QUICKSTART_CLASSES",
+    "ArrayImages",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "Cutout",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "NpzDataModule",
+    "QuickstartDataModule",
+    "TransformedDataset",
+    "make_quickstart_images",
+    "normalize_uint8",
+    "read_cifar_batches",
+    "read_cifar_meta",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # Transforms
 # --------------------------------------------------------------------------------------------
+
 
 class Cutout(nn.Module):
     """Cutout (DeVries & Taylor 2017): zero a `length` x `length` square at a random centre.
@@ -74,7 +87,7 @@ class Cutout(nn.Module):
         h, w = img.shape[-2:]
         y0, x0 = cy - self.length // 2, cx - self.length // 2
         out = img.clone()
-        out[..., max(y0, 0):min(y0 + self.length, h), max(x0, 0):min(x0 + self.length, w)] = 0
+        out[..., max(y0, 0) : min(y0 + self.length, h), max(x0, 0) : min(x0 + self.length, w)] = 0
         return out
 
     def extra_repr(self) -> str:
@@ -92,13 +105,14 @@ def normalize_uint8(images: Tensor, chunk: int = 4096) -> Tensor:
     std = torch.tensor(IMAGENET_STD).view(1, -1, 1, 1)
     out = torch.empty(images.shape, dtype=torch.float32)
     for start in range(0, len(images), chunk):  # chunks bound the temporary memory on 50K images
-        out[start:start + chunk] = _uint8_to_float(images[start:start + chunk]).sub_(mean).div_(std)
+        out[start : start + chunk] = _uint8_to_float(images[start : start + chunk]).sub_(mean).div_(std)
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # Datasets
 # --------------------------------------------------------------------------------------------
+
 
 class ArrayImages(Dataset):
     """In-memory uint8 images (N, C, H, W) and labels; items are (uint8 CxHxW tensor, int)."""
@@ -108,11 +122,11 @@ class ArrayImages(Dataset):
         self.labels = labels
 
     @classmethod
-    def from_nhwc(cls, x: np.ndarray, y: np.ndarray) -> "ArrayImages":
+    def from_nhwc(cls, x: np.ndarray, y: np.ndarray) -> ArrayImages:
         images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
         return cls(images, torch.as_tensor(np.asarray(y), dtype=torch.long))
 
-    def subset(self, indices: Tensor) -> "ArrayImages":
+    def subset(self, indices: Tensor) -> ArrayImages:
         return ArrayImages(self.images[indices], self.labels[indices])
 
     def __len__(self) -> int:
@@ -141,6 +155,7 @@ class TransformedDataset(Dataset):
 # The common DataModule
 # --------------------------------------------------------------------------------------------
 
+
 class ImageDataModule(pl.LightningDataModule):
     """Base of every dataset: transforms, fixed-seed search split, loaders, search tensors.
 
@@ -155,8 +170,15 @@ class ImageDataModule(pl.LightningDataModule):
     image_size: int
     class_names: list[str]
 
-    def __init__(self, batch_size: int = 128, num_workers: int = 0, seed: int = 0, cutout: int = 0,
-                 augment: bool = False, pin_memory: bool = False):
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+        cutout: int = 0,
+        augment: bool = False,
+        pin_memory: bool = False,
+    ):
         super().__init__()
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.num_workers = _check_int("num_workers", num_workers, 0)
@@ -176,8 +198,10 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _augmentation(self) -> list:
         """Per-image augmentation on the raw image (before normalisation, so padding is black)."""
-        return [transforms.RandomCrop(self.image_size, padding=max(1, self.image_size // 8)),
-                transforms.RandomHorizontalFlip()]
+        return [
+            transforms.RandomCrop(self.image_size, padding=max(1, self.image_size // 8)),
+            transforms.RandomHorizontalFlip(),
+        ]
 
     def _eval_geometry(self) -> list:
         """Deterministic resizing for evaluation; in-memory arrays are already at image_size."""
@@ -195,8 +219,9 @@ class ImageDataModule(pl.LightningDataModule):
         return transforms.Compose(steps)
 
     def eval_transform(self):
-        return transforms.Compose(self._eval_geometry()
-                                  + [self._to_float(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return transforms.Compose(
+            self._eval_geometry() + [self._to_float(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
 
     # ---- splits --------------------------------------------------------------------------
     def split_indices(self, n: int, val_size: int | float, what: str = "val_size") -> tuple[Tensor, Tensor]:
@@ -217,8 +242,14 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ---- loaders -------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self, shuffle: bool = True) -> DataLoader:
         self.setup()
@@ -270,8 +301,10 @@ def _resolve_val_size(val_size, n: int | None = None, what: str = "val_size") ->
         return None
     k = round(val_size * n) if fraction else int(val_size)
     if not 1 <= k <= n - 1:
-        raise DataError(f"dataset.{what}={val_size!r} leaves no training or no validation images: "
-                        f"the training pool has {n}, so use 1..{n - 1} or a fraction in (0, 1)")
+        raise DataError(
+            f"dataset.{what}={val_size!r} leaves no training or no validation images: "
+            f"the training pool has {n}, so use 1..{n - 1} or a fraction in (0, 1)"
+        )
     return k
 
 
@@ -284,15 +317,20 @@ def _one_line(err: BaseException) -> str:
 # CIFAR-10 / CIFAR-100
 # --------------------------------------------------------------------------------------------
 
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits only what a CIFAR batch holds (dicts, lists, numpy arrays): a pickle from a user's
     data folder must not be able to run code."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # how Python 3 writes bytes in protocol 2 (numpy's raw data)
     }
 
@@ -308,11 +346,14 @@ def _read_pickled_dict(path: Path) -> dict:
             # latin1: the original batches are Python 2 pickles (numpy needs latin1 for them)
             entry = _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
-        raise DataError(f"CIFAR batch file {path} not found: the folder needs the files of the original "
-                        f"python archive") from None
+        raise DataError(
+            f"CIFAR batch file {path} not found: the folder needs the files of the original python archive"
+        ) from None
     except Exception as err:
-        raise DataError(f"CIFAR batch file {path} is not a readable python batch ({_one_line(err)}): "
-                        f"delete it and download the dataset again") from None
+        raise DataError(
+            f"CIFAR batch file {path} is not a readable python batch ({_one_line(err)}): "
+            f"delete it and download the dataset again"
+        ) from None
     if not isinstance(entry, dict):
         raise DataError(f"CIFAR batch file {path} holds a {type(entry).__name__}, not the dict of a python batch")
     # Python 2 str keys decode to str, Python 3 bytes keys stay bytes: accept both.
@@ -328,13 +369,16 @@ def read_cifar_batches(folder: str | Path, names: Sequence[str]) -> tuple[np.nda
         entry = _read_pickled_dict(path)
         label_key = "labels" if "labels" in entry else "fine_labels"
         if "data" not in entry or label_key not in entry:
-            raise DataError(f"CIFAR batch file {path} lacks 'data' or 'labels'/'fine_labels' "
-                            f"(has {sorted(map(str, entry))})")
+            raise DataError(
+                f"CIFAR batch file {path} lacks 'data' or 'labels'/'fine_labels' (has {sorted(map(str, entry))})"
+            )
         data = np.asarray(entry["data"])
         labels = np.asarray(entry[label_key], dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-            raise DataError(f"CIFAR batch file {path} has data {data.dtype}{list(data.shape)} and {len(labels)} "
-                            f"labels: expected uint8 (N, 3072) with N labels")
+            raise DataError(
+                f"CIFAR batch file {path} has data {data.dtype}{list(data.shape)} and {len(labels)} "
+                f"labels: expected uint8 (N, 3072) with N labels"
+            )
         xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         ys.append(labels)
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
@@ -364,14 +408,23 @@ class CIFAR10DataModule(ImageDataModule):
     _torchvision = datasets.CIFAR10  # source of the url, the archive md5 and each file's md5
     _title = "CIFAR-10"
 
-    def __init__(self, root: str = "data/", download: bool = True, val_size: int | float = 10000,
-                 verify_integrity: bool = True, val_from: str = "train", **kwargs):
+    def __init__(
+        self,
+        root: str = "data/",
+        download: bool = True,
+        val_size: int | float = 10000,
+        verify_integrity: bool = True,
+        val_from: str = "train",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.root = str(root)
         self.download = bool(download)
         if val_from not in ("train", "test"):
-            raise DataError(f"dataset.val_from={val_from!r} must be 'train' (a val_size split of the training "
-                            f"set, Tables I-II) or 'test' (all 50K for training, the test split validates: Table III)")
+            raise DataError(
+                f"dataset.val_from={val_from!r} must be 'train' (a val_size split of the training "
+                f"set, Tables I-II) or 'test' (all 50K for training, the test split validates: Table III)"
+            )
         self.val_from = val_from
         if val_from == "train":
             _resolve_val_size(val_size)
@@ -396,9 +449,11 @@ class CIFAR10DataModule(ImageDataModule):
         try:
             download_and_extract_archive(tv.url, self.root, filename=tv.filename, md5=tv.tgz_md5)
         except Exception as err:  # no network, proxy, disk full, bad archive: all end here
-            raise DataError(f"could not download {self._title} to {self.root} ({_one_line(err)}): check the "
-                            f"network, or copy {tv.base_folder} under {self.root} from a machine with internet "
-                            f"and set dataset.download=false") from None
+            raise DataError(
+                f"could not download {self._title} to {self.root} ({_one_line(err)}): check the "
+                f"network, or copy {tv.base_folder} under {self.root} from a machine with internet "
+                f"and set dataset.download=false"
+            ) from None
 
     def _load_splits(self):
         tv = self._torchvision
@@ -408,14 +463,19 @@ class CIFAR10DataModule(ImageDataModule):
                 how = "call prepare_data() first to download it (download=true)"
             else:
                 how = "run once with dataset.download=true on a machine with internet"
-            where = (f"{self.root} (download={str(self.download).lower()})" if len(missing) == len(self._files())
-                     else f"{self.root}: {self.folder} lacks {', '.join(missing)}")
+            where = (
+                f"{self.root} (download={str(self.download).lower()})"
+                if len(missing) == len(self._files())
+                else f"{self.root}: {self.folder} lacks {', '.join(missing)}"
+            )
             raise DataError(f"{self._title} not found under {where}: {how}, or copy {tv.base_folder} there")
         if self.verify_integrity:
             bad = [name for name, md5 in self._files() if not check_integrity(str(self.folder / name), md5)]
             if bad:
-                raise DataError(f"{self._title} files in {self.folder} fail torchvision's md5 check "
-                                f"({', '.join(bad)}): delete {self.folder} and run with dataset.download=true")
+                raise DataError(
+                    f"{self._title} files in {self.folder} fail torchvision's md5 check "
+                    f"({', '.join(bad)}): delete {self.folder} and run with dataset.download=true"
+                )
         x, y = read_cifar_batches(self.folder, [name for name, _ in tv.train_list])
         x_test, y_test = read_cifar_batches(self.folder, [name for name, _ in tv.test_list])
         self.class_names = read_cifar_meta(self.folder, tv.meta["filename"], tv.meta["key"])
@@ -438,6 +498,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
 # --------------------------------------------------------------------------------------------
 # ImageNet-style folders
 # --------------------------------------------------------------------------------------------
+
 
 class ImageFolderDataModule(ImageDataModule):
     """`root/train` and `root/val` class folders, e.g. ImageNet (Sec. IV-B3, Table IV).
@@ -469,20 +530,26 @@ class ImageFolderDataModule(ImageDataModule):
         root = Path(self.root)
         for sub in ("train", "val"):  # both checked before the (slow, on ImageNet) scan of either
             if not (root / sub).is_dir():
-                raise DataError(f"image folder dataset root {root} has no {sub}/ folder: expected "
-                                f"{root}/train/<class>/<image> and {root}/val/<class>/<image>")
+                raise DataError(
+                    f"image folder dataset root {root} has no {sub}/ folder: expected "
+                    f"{root}/train/<class>/<image> and {root}/val/<class>/<image>"
+                )
         folders = {}
         for sub in ("train", "val"):
             try:
                 folders[sub] = datasets.ImageFolder(str(root / sub))
             except (FileNotFoundError, OSError) as err:
-                raise DataError(f"cannot use {root / sub} as an image folder ({_one_line(err)}): it needs one "
-                                f"sub-folder of images per class") from None
+                raise DataError(
+                    f"cannot use {root / sub} as an image folder ({_one_line(err)}): it needs one "
+                    f"sub-folder of images per class"
+                ) from None
         train, test = folders["train"], folders["val"]
         if train.classes != test.classes:
             only = sorted(set(train.classes) ^ set(test.classes))[:3]
-            raise DataError(f"{root}/train has {len(train.classes)} classes and {root}/val {len(test.classes)}, "
-                            f"not the same names (e.g. {only}): both need the same class folders")
+            raise DataError(
+                f"{root}/train has {len(train.classes)} classes and {root}/val {len(test.classes)}, "
+                f"not the same names (e.g. {only}): both need the same class folders"
+            )
         self.class_names = list(train.classes)
         self.num_classes = len(self.class_names)
         train_idx, val_idx = self.split_indices(len(train), self.val_size)
@@ -492,6 +559,7 @@ class ImageFolderDataModule(ImageDataModule):
 # --------------------------------------------------------------------------------------------
 # Arrays in an .npz file
 # --------------------------------------------------------------------------------------------
+
 
 class NpzDataModule(ImageDataModule):
     """Arrays `x_train, y_train, x_test, y_test` (uint8 NHWC, RGB; optional `classes`).
@@ -506,15 +574,18 @@ class NpzDataModule(ImageDataModule):
 
     REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
-    def __init__(self, path: str, val_size: int | float = 1000, val_from: str = "train",
-                 num_classes: int | None = None, **kwargs):
+    def __init__(
+        self, path: str, val_size: int | float = 1000, val_from: str = "train", num_classes: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         if num_classes is not None:
             _check_int("num_classes", num_classes, 1)
         self._given_num_classes = num_classes
         if val_from not in ("train", "test"):
-            raise DataError(f"dataset.val_from={val_from!r} must be 'train' (draw val_size from x_train) "
-                            f"or 'test' (validate on x_test)")
+            raise DataError(
+                f"dataset.val_from={val_from!r} must be 'train' (draw val_size from x_train) "
+                f"or 'test' (validate on x_test)"
+            )
         if val_from == "train":
             _resolve_val_size(val_size)  # type and sign now; the count against the data in setup
         self.path = str(path)
@@ -524,31 +595,42 @@ class NpzDataModule(ImageDataModule):
     def _load_splits(self):
         path = Path(self.path)
         if not path.is_file():
-            raise DataError(f"npz dataset {path} not found: set dataset.path to a .npz file with "
-                            f"{', '.join(self.REQUIRED)}")
+            raise DataError(
+                f"npz dataset {path} not found: set dataset.path to a .npz file with {', '.join(self.REQUIRED)}"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:  # no pickle: arrays only, never code
                 missing = [k for k in self.REQUIRED if k not in data.files]
                 if missing:
-                    raise DataError(f"npz dataset {path} lacks {', '.join(missing)} (has {', '.join(data.files)}): "
-                                    f"it needs {', '.join(self.REQUIRED)} (uint8 NHWC images, integer labels)")
+                    raise DataError(
+                        f"npz dataset {path} lacks {', '.join(missing)} (has {', '.join(data.files)}): "
+                        f"it needs {', '.join(self.REQUIRED)} (uint8 NHWC images, integer labels)"
+                    )
                 arrays = {k: data[k] for k in (*self.REQUIRED, "classes") if k in data.files}
         except DataError:
             raise
         except Exception as err:
-            raise DataError(f"cannot read npz dataset {path} ({_one_line(err)}): save it with numpy.savez "
-                            f"(string class names, no object arrays)") from None
+            raise DataError(
+                f"cannot read npz dataset {path} ({_one_line(err)}): save it with numpy.savez "
+                f"(string class names, no object arrays)"
+            ) from None
         for split in ("train", "test"):
             x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
             if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or x.shape[1] != x.shape[2]:
-                raise DataError(f"npz dataset {path}: x_{split} is {x.dtype}{list(x.shape)}, expected uint8 "
-                                f"(N, H, W, 3) square RGB images")
+                raise DataError(
+                    f"npz dataset {path}: x_{split} is {x.dtype}{list(x.shape)}, expected uint8 "
+                    f"(N, H, W, 3) square RGB images"
+                )
             if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-                raise DataError(f"npz dataset {path}: y_{split} is {y.dtype}{list(y.shape)}, expected {len(x)} "
-                                f"non-negative integer labels")
+                raise DataError(
+                    f"npz dataset {path}: y_{split} is {y.dtype}{list(y.shape)}, expected {len(x)} "
+                    f"non-negative integer labels"
+                )
         if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-            raise DataError(f"npz dataset {path}: x_train images are {list(arrays['x_train'].shape[1:])} but "
-                            f"x_test images {list(arrays['x_test'].shape[1:])}; they must match")
+            raise DataError(
+                f"npz dataset {path}: x_train images are {list(arrays['x_train'].shape[1:])} but "
+                f"x_test images {list(arrays['x_test'].shape[1:])}; they must match"
+            )
         self.class_names = self._class_names(path, arrays)
         self.num_classes = len(self.class_names)
         self.image_size = int(arrays["x_train"].shape[1])
@@ -566,8 +648,10 @@ class NpzDataModule(ImageDataModule):
         if "classes" in arrays:
             names = [str(c) for c in arrays["classes"].reshape(-1)]
             if given is not None and given != len(names):
-                raise DataError(f"npz dataset {path}: dataset.num_classes={given} but its classes array has "
-                                f"{len(names)} names; drop dataset.num_classes or make them agree")
+                raise DataError(
+                    f"npz dataset {path}: dataset.num_classes={given} but its classes array has "
+                    f"{len(names)} names; drop dataset.num_classes or make them agree"
+                )
             origin = f"the classes array has {len(names)} names"
         elif given is not None:
             names, origin = [str(i) for i in range(given)], "given as dataset.num_classes"
@@ -577,16 +661,23 @@ class NpzDataModule(ImageDataModule):
             absent = np.setdiff1d(np.arange(largest + 1), y)
             if largest < 0 or len(absent):
                 shown = ", ".join(str(int(a)) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
-                what = (f"labels {shown} ({len(absent)} of 0..{largest}) are absent from y_train" if largest >= 0
-                        else "y_train has no labels")
-                raise DataError(f"npz dataset {path}: cannot infer the number of classes: {what}; give "
-                                f"dataset.num_classes= or save a classes array in the npz")
+                what = (
+                    f"labels {shown} ({len(absent)} of 0..{largest}) are absent from y_train"
+                    if largest >= 0
+                    else "y_train has no labels"
+                )
+                raise DataError(
+                    f"npz dataset {path}: cannot infer the number of classes: {what}; give "
+                    f"dataset.num_classes= or save a classes array in the npz"
+                )
             names, origin = [str(i) for i in range(largest + 1)], "inferred from y_train"
         for split in ("y_train", "y_test"):
             y = arrays[split]
             if len(y) and int(y.max()) >= len(names):
-                raise DataError(f"npz dataset {path}: {split} has label {int(y.max())}, but num_classes is "
-                                f"{len(names)} ({origin}): labels must lie in [0, {len(names) - 1}]")
+                raise DataError(
+                    f"npz dataset {path}: {split} has label {int(y.max())}, but num_classes is "
+                    f"{len(names)} ({origin}): labels must lie in [0, {len(names) - 1}]"
+                )
         return names
 
 
@@ -594,8 +685,18 @@ class NpzDataModule(ImageDataModule):
 # The embedded quickstart dataset
 # --------------------------------------------------------------------------------------------
 
-QUICKSTART_CLASSES = ["disc", "ring", "square", "frame", "triangle", "cross",
-                      "horizontal_stripes", "vertical_stripes", "checkerboard", "diagonal_stripes"]
+QUICKSTART_CLASSES = [
+    "disc",
+    "ring",
+    "square",
+    "frame",
+    "triangle",
+    "cross",
+    "horizontal_stripes",
+    "vertical_stripes",
+    "checkerboard",
+    "diagonal_stripes",
+]
 
 
 def _soft(d: np.ndarray, px: np.ndarray) -> np.ndarray:
@@ -608,8 +709,9 @@ def _stripes(t: np.ndarray) -> np.ndarray:
     return np.clip(np.sin(2 * np.pi * t) * 2.0 + 0.5, 0.0, 1.0)
 
 
-def make_quickstart_images(n: int, image_size: int = 32,
-                           seed: int | Sequence[int] = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_quickstart_images(
+    n: int, image_size: int = 32, seed: int | Sequence[int] = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """`n` generated RGB images (uint8 NHWC) of the 10 `QUICKSTART_CLASSES`, balanced, deterministic.
 
     Each image is one pattern at a random position and scale, in a random colour on a random
@@ -642,10 +744,10 @@ def make_quickstart_images(n: int, image_size: int = 32,
         if len(i) == 0:
             continue
         uu, vv, p = np.broadcast_to(u[i], (len(i), s, s)), np.broadcast_to(v[i], (len(i), s, s)), px[i]
-        radius = np.sqrt(uu ** 2 + vv ** 2) if k in (0, 1) else None
+        radius = np.sqrt(uu**2 + vv**2) if k in (0, 1) else None
         box = np.maximum(abs(uu), abs(vv)) if k in (2, 3) or k >= 6 else None
         window = _soft(1 - box, p) if k >= 6 else None  # textures fill a square patch like the shapes
-        if k == 0:    # disc
+        if k == 0:  # disc
             a = _soft(1 - radius, p)
         elif k == 1:  # ring
             a = _soft(0.2 - abs(radius - 0.8), p)
@@ -663,9 +765,10 @@ def make_quickstart_images(n: int, image_size: int = 32,
         elif k == 7:  # vertical stripes
             a = window * _stripes(uu / period[i] + phase[i])
         elif k == 8:  # checkerboard
-            a = window * np.clip(np.sin(np.pi * uu / period[i] * 2) * np.sin(np.pi * vv / period[i] * 2) * 4 + 0.5,
-                                 0, 1)
-        else:         # diagonal stripes
+            a = window * np.clip(
+                np.sin(np.pi * uu / period[i] * 2) * np.sin(np.pi * vv / period[i] * 2) * 4 + 0.5, 0, 1
+            )
+        else:  # diagonal stripes
             a = window * _stripes((uu + flip[i] * vv) / (np.sqrt(2) * period[i]) + phase[i])
         alpha[i] = a
 
@@ -677,8 +780,10 @@ def make_quickstart_images(n: int, image_size: int = 32,
     direction = np.where(bg.mean(1) > 0.5, -1.0, 1.0).astype(f32)
     fg = np.clip(fg + np.where(abs(gap) < 0.25, direction * 0.25 - gap, 0)[:, None], 0, 1)
     angle = rng.uniform(0, 2 * np.pi, n).astype(f32)
-    ramp = ((np.cos(angle)[:, None, None] * (coords[None, None, :] / s - 0.5)
-             + np.sin(angle)[:, None, None] * (coords[None, :, None] / s - 0.5)))[..., None]
+    ramp = (
+        np.cos(angle)[:, None, None] * (coords[None, None, :] / s - 0.5)
+        + np.sin(angle)[:, None, None] * (coords[None, :, None] / s - 0.5)
+    )[..., None]
     tilt = rng.uniform(-0.3, 0.3, (n, 1, 1, 3)).astype(f32)
     # In-place arithmetic on the (n, s, s, 3) array: this part dominates the generation time.
     image = bg[:, None, None, :] + tilt * ramp
@@ -700,8 +805,15 @@ class QuickstartDataModule(ImageDataModule):
 
     num_classes = len(QUICKSTART_CLASSES)
 
-    def __init__(self, num_train: int = 4000, num_val: int = 1000, num_test: int = 1000, image_size: int = 32,
-                 seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        num_train: int = 4000,
+        num_val: int = 1000,
+        num_test: int = 1000,
+        image_size: int = 32,
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(seed=seed, **kwargs)
         self.num_train = _check_int("num_train", num_train, 10)
         self.num_val = _check_int("num_val", num_val, 10)

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from modulenet.connections import TRAINABLE
 from modulenet.batched_evaluation import StackedIndividualsModule, batch_loader, group_by_width, prefix_shared_features
+from modulenet.connections import TRAINABLE
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
@@ -126,8 +126,20 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # Lightning's precision names (lightning_fabric's _PRECISION_INPUT), spelled out to keep a one-line error.
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -135,8 +147,9 @@ def check_accelerator(accelerator: str) -> None:
     if accelerator not in ACCELERATORS:
         raise ModuleNetError(f"trainer.accelerator={accelerator!r}: valid values are {', '.join(ACCELERATORS)}")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ModuleNetError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: "
-                             "use trainer.accelerator=cpu (or auto)")
+        raise ModuleNetError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: use trainer.accelerator=cpu (or auto)"
+        )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ModuleNetError("trainer.accelerator=mps but this machine has no Apple GPU: use trainer.accelerator=cpu")
 
@@ -162,7 +175,9 @@ def use_float32_matmul_precision(device: torch.device, value: str) -> None:
     cuDNN's convolutions too (torch leaves it on there by default): measured on an H200, TF32
     trunks made the cached-feature way drift from the plain way by 3 of 1017 validation images."""
     if value not in MATMUL_PRECISIONS:
-        raise ModuleNetError(f"trainer.float32_matmul_precision={value!r}: expected one of {', '.join(MATMUL_PRECISIONS)}")
+        raise ModuleNetError(
+            f"trainer.float32_matmul_precision={value!r}: expected one of {', '.join(MATMUL_PRECISIONS)}"
+        )
     if device.type == "cuda":
         torch.set_float32_matmul_precision(value)
         torch.backends.cudnn.allow_tf32 = value != "highest"
@@ -171,7 +186,7 @@ def use_float32_matmul_precision(device: torch.device, value: str) -> None:
 @torch.no_grad()
 def trunk_features(trunk: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """The frozen trunk's output for every image, computed once (kept on `device`)."""
-    chunks = [trunk(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    chunks = [trunk(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)
 
 
@@ -194,9 +209,16 @@ class Evaluator:
     `Evaluation` each, from the memo where one exists.
     """
 
-    def __init__(self, kb: KnowledgeBase, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-                 num_classes: int, settings: EvaluationSettings, memo_path: str | os.PathLike | None = None,
-                 context: dict | None = None, progress: bool = True):
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        num_classes: int,
+        settings: EvaluationSettings,
+        memo_path: str | os.PathLike | None = None,
+        context: dict | None = None,
+        progress: bool = True,
+    ):
         self.kb = kb
         self.x_train, self.y_train, self.x_val, self.y_val = data
         self.num_classes = num_classes
@@ -207,8 +229,12 @@ class Evaluator:
         if self.device.type == "cuda":  # faster host-to-device copies of image batches
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
         if settings.precision.startswith("bf16") and not has_fast_bf16(self.device):
-            log.warning("precision=%s: this %s has no bf16 matrix units (bf16 products run far slower than "
-                        "float32 here), so individuals are evaluated in 32-true", settings.precision, self.device.type)
+            log.warning(
+                "precision=%s: this %s has no bf16 matrix units (bf16 products run far slower than "
+                "float32 here), so individuals are evaluated in 32-true",
+                settings.precision,
+                self.device.type,
+            )
             self.settings = settings = replace(settings, precision="32-true")
         self.memo = EvaluationMemo(memo_path, settings.fingerprint(context)) if memo_path else None
 
@@ -262,7 +288,7 @@ class Evaluator:
         if self.memo is not None and (done := self.memo.get(code)) is not None:
             return done
         batch_size, feature_batch_size, error = self.settings.batch_size, self.settings.feature_batch_size, ""
-        for attempt in range(2):
+        for _attempt in range(2):
             try:
                 evaluation = self._train(code, batch_size, feature_batch_size)
                 break
@@ -273,8 +299,15 @@ class Evaluator:
                     torch.cuda.empty_cache()
                 batch_size, feature_batch_size = max(1, batch_size // 2), max(1, feature_batch_size // 2)
         else:
-            evaluation = Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0,
-                                    sim=similarity(code), status="failed", error=error)
+            evaluation = Evaluation(
+                genotype=code,
+                score=WORST_SCORE,
+                err_val=1.0,
+                l_rate=0.0,
+                sim=similarity(code),
+                status="failed",
+                error=error,
+            )
         if self.memo is not None:
             self.memo.put(evaluation)
         return evaluation
@@ -286,7 +319,9 @@ class Evaluator:
         and took a third of each stacked step (measured: 1.0 s vs 0.13 s for 8 4096-4096 heads).
         Same update up to float rounding; the plain way keeps torch's default."""
         s = self.settings
-        return lambda params: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None)
+        return lambda params: torch.optim.Adam(
+            params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None
+        )
 
     def _trunk(self, code: Genotype):
         """The frozen trunk of `code` with this evaluation's connection and resolution rule."""
@@ -311,8 +346,11 @@ class Evaluator:
         try:
             results = self._train_group(group)
         except (RuntimeError, MemoryError) as err:
-            log.warning("group %s failed together (%s); evaluating one by one",
-                        " ".join(format_genotype(c) for c in group), str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            log.warning(
+                "group %s failed together (%s); evaluating one by one",
+                " ".join(format_genotype(c) for c in group),
+                str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+            )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return [self.evaluate(code) for code in group]
@@ -335,20 +373,32 @@ class Evaluator:
         trunk_bf16 = feature_dtype == torch.bfloat16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=trunk_bf16):
             if s.share_prefixes:
-                train, _ = prefix_shared_features(trunks, self.x_train, s.feature_batch_size, self.device, s.pool,
-                                                  channels_last, feature_dtype)
-                val, _ = prefix_shared_features(trunks, self.x_val, s.feature_batch_size, self.device, s.pool,
-                                                channels_last, feature_dtype)
+                train, _ = prefix_shared_features(
+                    trunks, self.x_train, s.feature_batch_size, self.device, s.pool, channels_last, feature_dtype
+                )
+                val, _ = prefix_shared_features(
+                    trunks, self.x_val, s.feature_batch_size, self.device, s.pool, channels_last, feature_dtype
+                )
             else:
-                train, val = ({code: pool_features(trunk_features(trunks[code], x, s.feature_batch_size, self.device),
-                                                   s.pool).to(feature_dtype) for code in group}
-                              for x in (self.x_train, self.x_val))
+                train, val = (
+                    {
+                        code: pool_features(
+                            trunk_features(trunks[code], x, s.feature_batch_size, self.device), s.pool
+                        ).to(feature_dtype)
+                        for code in group
+                    }
+                    for x in (self.x_train, self.x_val)
+                )
         x_train = torch.stack([train.pop(code) for code in group])
         x_val = torch.stack([val.pop(code) for code in group])
         with seeded(s.seed, self.device), quiet_lightning():
             template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
             model = StackedIndividualsModule(
-                x_train, self.y_train.to(self.device), x_val, self.y_val.to(self.device), template,
+                x_train,
+                self.y_train.to(self.device),
+                x_val,
+                self.y_val.to(self.device),
+                template,
                 optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
             )
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
@@ -361,12 +411,19 @@ class Evaluator:
             l_rate = loss_rate(model.epoch_losses[g])
             sim = similarity(code)
             trunk = trunks[code]
-            results.append(Evaluation(
-                genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
-                l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses[g]),
-                params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
-                flops=count_flops(trunk, self.x_train.shape[1:]), seconds=seconds,
-            ))
+            results.append(
+                Evaluation(
+                    genotype=code,
+                    score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
+                    err_val=err_val,
+                    l_rate=l_rate,
+                    sim=sim,
+                    epoch_losses=list(model.epoch_losses[g]),
+                    params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
+                    flops=count_flops(trunk, self.x_train.shape[1:]),
+                    seconds=seconds,
+                )
+            )
         return results
 
     def _train(self, code: Genotype, batch_size: int, feature_batch_size: int) -> Evaluation:
@@ -383,12 +440,21 @@ class Evaluator:
             x_train, x_val, model_trunk = self.x_train, self.x_val, trunk
         with seeded(s.seed, self.device), quiet_lightning():
             model = IndividualModule(
-                model_trunk, in_features, self.num_classes, s.hidden, s.pool, s.dropout,
+                model_trunk,
+                in_features,
+                self.num_classes,
+                s.hidden,
+                s.pool,
+                s.dropout,
                 optimizer=self._adam(fused=False),
             )
             shuffle = torch.Generator().manual_seed(s.seed)
-            train_loader = DataLoader(TensorDataset(x_train, self.y_train.to(x_train.device)), batch_size=batch_size,
-                                      shuffle=True, generator=shuffle)
+            train_loader = DataLoader(
+                TensorDataset(x_train, self.y_train.to(x_train.device)),
+                batch_size=batch_size,
+                shuffle=True,
+                generator=shuffle,
+            )
             val_loader = DataLoader(TensorDataset(x_val, self.y_val.to(x_val.device)), batch_size=batch_size)
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
             trainer.fit(model, train_loader)
@@ -398,9 +464,15 @@ class Evaluator:
         sim = similarity(code)
         params = sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in model.classifier.parameters())
         return Evaluation(
-            genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
-            l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses), params=int(params),
-            flops=count_flops(trunk, self.x_train.shape[1:]), seconds=time.perf_counter() - start,
+            genotype=code,
+            score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
+            err_val=err_val,
+            l_rate=l_rate,
+            sim=sim,
+            epoch_losses=list(model.epoch_losses),
+            params=int(params),
+            flops=count_flops(trunk, self.x_train.shape[1:]),
+            seconds=time.perf_counter() - start,
         )
 
 
@@ -413,8 +485,14 @@ def quiet_lightning():
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     with warnings.catch_warnings():
-        for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*in eval mode.*",
-                        ".*LeafSpec.*", ".*no `val_dataloader`.*", ".*litlogger.*"):
+        for pattern in (
+            ".*does not have many workers.*",
+            ".*number of training batches.*",
+            ".*in eval mode.*",
+            ".*LeafSpec.*",
+            ".*no `val_dataloader`.*",
+            ".*litlogger.*",
+        ):
             warnings.filterwarnings("ignore", pattern)
         try:
             yield
@@ -427,7 +505,14 @@ def make_trainer(epochs: int, accelerator: str = "cpu", precision: str = "32-tru
     """A quiet Lightning trainer for one individual: no logger of its own (the search's W&B run
     is the only run), no checkpoints, no progress bar (the search shows one)."""
     return pl.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False,
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
     )

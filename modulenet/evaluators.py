@@ -22,10 +22,10 @@ import socket
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as tmp
-from multiprocessing.connection import wait
 from tqdm.auto import tqdm
 
 from modulenet.errors import ModuleNetError
@@ -41,8 +41,9 @@ EVALUATORS = ("local", "gpus", "ray")
 
 def worker_died(code: Genotype, error: str) -> Evaluation:
     """The record of an individual whose worker died twice: failed, worst score."""
-    return Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code),
-                      status="failed", error=error)
+    return Evaluation(
+        genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code), status="failed", error=error
+    )
 
 
 def _worker_settings(settings: EvaluationSettings, device: int | None) -> EvaluationSettings:
@@ -53,8 +54,9 @@ def _worker_settings(settings: EvaluationSettings, device: int | None) -> Evalua
 # --------------------------------------------------------------------------- gpus: worker processes
 
 
-def _worker_main(conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None,
-                 threads: int) -> None:
+def _worker_main(
+    conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None, threads: int
+) -> None:
     """A worker process: owns one device, evaluates the genotypes it is sent until told to stop."""
     if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
@@ -100,8 +102,11 @@ class WorkerPoolEvaluator(Evaluator):
         ctx = tmp.get_context("spawn")  # CUDA cannot be forked
         parent, child = ctx.Pipe()
         data = (self.x_train, self.y_train, self.x_val, self.y_val)
-        process = ctx.Process(target=_worker_main, daemon=True,
-                              args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads))
+        process = ctx.Process(
+            target=_worker_main,
+            daemon=True,
+            args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads),
+        )
         process.start()
         child.close()
         return _Worker(process, parent, device)
@@ -127,8 +132,13 @@ class WorkerPoolEvaluator(Evaluator):
                 except (EOFError, OSError):  # the worker died with the task
                     code = worker.task
                     worker.process.join(timeout=5)
-                    log.warning("worker %d (pid %s) died evaluating %s (exit code %s); starting another",
-                                i, worker.process.pid, format_genotype(code), worker.process.exitcode)
+                    log.warning(
+                        "worker %d (pid %s) died evaluating %s (exit code %s); starting another",
+                        i,
+                        worker.process.pid,
+                        format_genotype(code),
+                        worker.process.exitcode,
+                    )
                     self.workers[i] = self._start(worker.device)
                     deaths[code] = deaths.get(code, 0) + 1
                     if deaths[code] == 1:
@@ -165,8 +175,9 @@ class _RayWorker:
 
     def __init__(self, kb, data, num_classes: int, settings: EvaluationSettings, gpu: bool):
         torch.set_num_threads(1)
-        self.evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, 0 if gpu else None),
-                                   progress=False)
+        self.evaluator = Evaluator(
+            kb, data, num_classes, _worker_settings(settings, 0 if gpu else None), progress=False
+        )
 
     def pid(self) -> int:
         return os.getpid()
@@ -181,8 +192,9 @@ class RayEvaluator(Evaluator):
     cluster at `address` (None: a local Ray). Ray restarts a dead actor once and retries its
     task once; after that the individual is recorded as failed."""
 
-    def __init__(self, *args, address: str | None = None, num_workers: int | None = None,
-                 gpus_per_worker: float = 0, **kwargs):
+    def __init__(
+        self, *args, address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         try:
             import ray
@@ -198,8 +210,9 @@ class RayEvaluator(Evaluator):
         kb_ref = ray.put(self.kb)
         data_ref = ray.put((self.x_train, self.y_train, self.x_val, self.y_val))
         self._refs = (kb_ref, data_ref)  # actor restarts need them alive
-        self.actors = [actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0)
-                       for _ in range(count)]
+        self.actors = [
+            actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0) for _ in range(count)
+        ]
 
     def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
         ray = self.ray
@@ -228,8 +241,10 @@ class RayEvaluator(Evaluator):
         self.actors = []
 
 
-_RAY_HINT = ("check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
-             "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus")
+_RAY_HINT = (
+    "check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
+    "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus"
+)
 
 
 def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
@@ -243,8 +258,12 @@ def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
         if reason:
             raise ModuleNetError(f"evaluator.address={address!r}: no Ray cluster answers there ({reason}); {_RAY_HINT}")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({} if address else {"num_cpus": num_workers or os.cpu_count()}),
+        )
     except Exception as err:  # ConnectionError, RuntimeError, ValueError, TimeoutError, Ray's own types
         try:
             ray.shutdown()  # whatever the failed init left behind
@@ -252,10 +271,13 @@ def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
             pass
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         if address:
-            raise ModuleNetError(f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); "
-                                 f"{_RAY_HINT}") from None
-        raise ModuleNetError(f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
-                             f"running cluster or use evaluator=gpus") from None
+            raise ModuleNetError(
+                f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); {_RAY_HINT}"
+            ) from None
+        raise ModuleNetError(
+            f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
+            f"running cluster or use evaluator=gpus"
+        ) from None
 
 
 def _unreachable(address: str) -> str | None:
@@ -281,8 +303,15 @@ def _unreachable(address: str) -> str | None:
     return None
 
 
-def make_evaluator(name: str, *args, devices: list[int] | None = None, num_workers: int | None = None,
-                   address: str | None = None, gpus_per_worker: float = 0, **kwargs) -> Evaluator:
+def make_evaluator(
+    name: str,
+    *args,
+    devices: list[int] | None = None,
+    num_workers: int | None = None,
+    address: str | None = None,
+    gpus_per_worker: float = 0,
+    **kwargs,
+) -> Evaluator:
     """The evaluator called `name` (`local`, `gpus` or `ray`)."""
     if name == "local":
         return Evaluator(*args, **kwargs)

@@ -97,9 +97,7 @@ def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
     else:
         raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are {_valid(names, n)}")
     if not 0 <= index < n:
-        raise GenotypeError(
-            f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)"
-        )
+        raise GenotypeError(f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)")
     return index
 
 

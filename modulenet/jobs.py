@@ -9,15 +9,15 @@ import statistics
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modulenet.connections import CONNECTIONS
-from modulenet.fitted_connections import FITTED
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
 from modulenet.evaluators import EVALUATORS, make_evaluator
+from modulenet.fitted_connections import FITTED
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
@@ -39,14 +39,17 @@ def make_datamodule(dataset_cfg):
         cause = err.__cause__ or err
         if isinstance(cause, ModuleNetError):
             raise cause from None
-        raise ModuleNetError(f"cannot build dataset {dataset_cfg.get('_target_')}: {str(cause).splitlines()[0]}") from None
+        raise ModuleNetError(
+            f"cannot build dataset {dataset_cfg.get('_target_')}: {str(cause).splitlines()[0]}"
+        ) from None
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
 
 
-def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: int = 0,
-                        accelerator: str = "cpu") -> KnowledgeBase:
+def make_knowledge_base(
+    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
+) -> KnowledgeBase:
     """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
     if kb_cfg.path:
         return load_knowledge_base(kb_cfg.path, trust_code=kb_cfg.trust_code)
@@ -54,41 +57,62 @@ def make_knowledge_base(kb_cfg, datamodule=None, progress: bool = True, seed: in
         check_quickstart_overrides(kb_cfg)
         if datamodule is None:
             raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
-        return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, epochs=kb_cfg.quickstart_epochs, seed=seed,
-                                         progress=progress)
+        return quickstart_knowledge_base(
+            datamodule, kb_cfg.cache_dir, epochs=kb_cfg.quickstart_epochs, seed=seed, progress=progress
+        )
     if not kb_cfg.archs:
-        raise ModuleNetError("knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
-                             "or set knowledge_base.path to a saved knowledge base")
+        raise ModuleNetError(
+            "knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
+            "or set knowledge_base.path to a saved knowledge base"
+        )
     if kb_cfg.train_epochs > 0:  # trained from scratch on the dataset, as the quickstart's are
         if kb_cfg.weights is not None or kb_cfg.source_finetune_epochs > 0:
-            raise ModuleNetError("knowledge_base.train_epochs > 0 trains the architectures from scratch: "
-                                 "knowledge_base.weights and source_finetune_epochs cannot take effect with it")
+            raise ModuleNetError(
+                "knowledge_base.train_epochs > 0 trains the architectures from scratch: "
+                "knowledge_base.weights and source_finetune_epochs cannot take effect with it"
+            )
         if datamodule is None:
             raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
-        return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, archs=list(kb_cfg.archs),
-                                         epochs=kb_cfg.train_epochs, lr=kb_cfg.train_lr, seed=seed, progress=progress)
+        return quickstart_knowledge_base(
+            datamodule,
+            kb_cfg.cache_dir,
+            archs=list(kb_cfg.archs),
+            epochs=kb_cfg.train_epochs,
+            lr=kb_cfg.train_lr,
+            seed=seed,
+            progress=progress,
+        )
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):
         weights = OmegaConf.to_container(weights, resolve=True)
     if kb_cfg.source_finetune_epochs > 0:
         if datamodule is None:
-            raise ModuleNetError("knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
-                                 "dataset: give one (e.g. dataset=cifar10)")
+            raise ModuleNetError(
+                "knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
+                "dataset: give one (e.g. dataset=cifar10)"
+            )
         cached = finetuned_cache_dir(kb_cfg, datamodule, seed)  # once, then reused by sweeps and fine-tuning
         if (cached / METADATA_FILE).is_file():
             log.info("knowledge base fine-tuned on the target: loading %s", cached)
             return load_knowledge_base(cached, trust_code=kb_cfg.trust_code)
-    kb = build_knowledge_base(list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size,
-                              progress=progress)
+    kb = build_knowledge_base(
+        list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size, progress=progress
+    )
     if kb_cfg.source_finetune_epochs > 0:
         from modulenet.source_training import finetune_sources
 
-        log.info("fine-tuning the %d source networks on the target dataset for %d epochs",
-                 kb.num_archs, kb_cfg.source_finetune_epochs)
-        accuracies = finetune_sources(kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr,
-                                      accelerator, progress)
-        log.info("source networks' validation accuracy after fine-tuning: %s",
-                 ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
+        log.info(
+            "fine-tuning the %d source networks on the target dataset for %d epochs",
+            kb.num_archs,
+            kb_cfg.source_finetune_epochs,
+        )
+        accuracies = finetune_sources(
+            kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr, accelerator, progress
+        )
+        log.info(
+            "source networks' validation accuracy after fine-tuning: %s",
+            ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()),
+        )
         kb.save(cached)
     return kb
 
@@ -101,9 +125,11 @@ def check_quickstart_overrides(kb_cfg) -> None:
     if ignored:
         key, value = next(iter(ignored.items()))
         value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-        raise ModuleNetError(f"knowledge_base.{key}={value} cannot take effect: the knowledge base is the quickstart's "
-                             "(knowledge_base.quickstart=true); choose a knowledge_base group (e.g. knowledge_base=craft)"
-                             " or add knowledge_base.quickstart=false")
+        raise ModuleNetError(
+            f"knowledge_base.{key}={value} cannot take effect: the knowledge base is the quickstart's "
+            "(knowledge_base.quickstart=true); choose a knowledge_base group (e.g. knowledge_base=craft)"
+            " or add knowledge_base.quickstart=false"
+        )
 
 
 def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: str, progress: bool) -> None:
@@ -117,8 +143,13 @@ def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: st
     if count < 1:
         raise ModuleNetError(f"connection.fit_images={count} must be a positive integer")
     images = datamodule.search_tensors()[0][:count]
-    recipe = {"weights": kb.weight_hashes(), "data": datamodule_signature(datamodule),
-              "dataset": type(datamodule).__name__, "images": len(images), "resolution": resolution}
+    recipe = {
+        "weights": kb.weight_hashes(),
+        "data": datamodule_signature(datamodule),
+        "dataset": type(datamodule).__name__,
+        "images": len(images),
+        "resolution": resolution,
+    }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cached = Path(cache_dir).expanduser() / f"fitted-connections-{key}.pt"
     if cached.is_file():
@@ -138,7 +169,8 @@ def refuse_untrained(untrained: list[str], kb_cfg) -> None:
         raise ModuleNetError(
             f"knowledge base architectures {untrained} have no trained weights (random init): give each a checkpoint "
             f"(knowledge_base.weights={{{untrained[0]}: FILE}}) or pretrained weights (e.g. IMAGENET1K_V1), or set "
-            "knowledge_base.allow_random=true to search random modules on purpose")
+            "knowledge_base.allow_random=true to search random modules on purpose"
+        )
 
 
 def check_connection_name(what: str, name: str) -> None:
@@ -157,8 +189,12 @@ def check_trainer(trainer_cfg) -> None:
 def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
     """Where a knowledge base fine-tuned on the target is cached: keyed by everything that decides
     what its source networks saw (the knowledge base's recipe, the dataset and its search split)."""
-    recipe = {"kb": OmegaConf.to_container(kb_cfg, resolve=True), "data": datamodule_signature(datamodule),
-              "dataset": type(datamodule).__name__, "seed": seed}
+    recipe = {
+        "kb": OmegaConf.to_container(kb_cfg, resolve=True),
+        "data": datamodule_signature(datamodule),
+        "dataset": type(datamodule).__name__,
+        "seed": seed,
+    }
     for key in ("cache_dir", "trust_code", "allow_random"):  # where it lives and what loading may do
         recipe["kb"].pop(key, None)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -179,8 +215,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     check_trainer(cfg.trainer)
     check_connection_name("connection.name=", cfg.connection.name)
     if cfg.connection.resolution not in RESOLUTIONS:
-        raise ModuleNetError(f"connection.resolution={cfg.connection.resolution!r}: valid values are "
-                             f"{list(RESOLUTIONS)}")
+        raise ModuleNetError(
+            f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
+        )
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
         check_connection_name("ablation.compare has ", name)
     if cfg.evaluator.name not in EVALUATORS:
@@ -196,66 +233,142 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     log.info("\n%s", kb.summary())
     fit_connections(kb, cfg.connection, datamodule, kb_cfg.cache_dir, cfg.progress)
     settings = EvaluationSettings(
-        epochs=cfg.search.epochs, batch_size=cfg.evaluator.batch_size, hidden=list(cfg.evaluator.hidden),
-        pool=cfg.evaluator.pool, dropout=cfg.evaluator.dropout, lr=cfg.evaluator.lr,
-        weight_decay=cfg.evaluator.weight_decay, connection=cfg.connection.name,
-        resolution=cfg.connection.resolution, alpha=cfg.search.alpha,
-        beta=cfg.search.beta, seed=cfg.seed, cache_features=cfg.evaluator.cache_features,
-        feature_batch_size=cfg.evaluator.feature_batch_size, accelerator=cfg.trainer.accelerator,
-        precision=cfg.trainer.precision, float32_matmul_precision=cfg.trainer.float32_matmul_precision,
+        epochs=cfg.search.epochs,
+        batch_size=cfg.evaluator.batch_size,
+        hidden=list(cfg.evaluator.hidden),
+        pool=cfg.evaluator.pool,
+        dropout=cfg.evaluator.dropout,
+        lr=cfg.evaluator.lr,
+        weight_decay=cfg.evaluator.weight_decay,
+        connection=cfg.connection.name,
+        resolution=cfg.connection.resolution,
+        alpha=cfg.search.alpha,
+        beta=cfg.search.beta,
+        seed=cfg.seed,
+        cache_features=cfg.evaluator.cache_features,
+        feature_batch_size=cfg.evaluator.feature_batch_size,
+        accelerator=cfg.trainer.accelerator,
+        precision=cfg.trainer.precision,
+        float32_matmul_precision=cfg.trainer.float32_matmul_precision,
         share_prefixes=cfg.evaluator.share_prefixes,
-        stack_individuals=cfg.evaluator.stack_individuals, feature_memory_gb=cfg.evaluator.feature_memory_gb,
+        stack_individuals=cfg.evaluator.stack_individuals,
+        feature_memory_gb=cfg.evaluator.feature_memory_gb,
     )
-    context = {"dataset": OmegaConf.to_container(cfg.dataset, resolve=True), "archs": kb.arch_names,
-               "sources": kb.sources}
+    context = {
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "archs": kb.arch_names,
+        "sources": kb.sources,
+    }
     if cfg.connection.name in FITTED:  # fitted on this many training images
         context["fit_images"] = kb.fitted_images
     # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
     depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
     ev = cfg.evaluator
     evaluator = make_evaluator(
-        ev.name, kb, datamodule.search_tensors(), datamodule.num_classes, settings,
-        memo_path=search_dir / "evaluations.jsonl", context=context, progress=cfg.progress,
-        devices=list(ev.devices) if ev.devices is not None else None, num_workers=ev.num_workers,
-        address=ev.address, gpus_per_worker=ev.gpus_per_worker)
+        ev.name,
+        kb,
+        datamodule.search_tensors(),
+        datamodule.num_classes,
+        settings,
+        memo_path=search_dir / "evaluations.jsonl",
+        context=context,
+        progress=cfg.progress,
+        devices=list(ev.devices) if ev.devices is not None else None,
+        num_workers=ev.num_workers,
+        address=ev.address,
+        gpus_per_worker=ev.gpus_per_worker,
+    )
     search_config = SearchConfig(
-        generations=cfg.search.generations, population_size=cfg.search.population_size,
-        crossover_prob=cfg.search.crossover_prob, mutation_prob=cfg.search.mutation_prob,
-        mutation_indpb=cfg.search.mutation_indpb, objectives=list(cfg.search.objectives), seed=cfg.seed,
+        generations=cfg.search.generations,
+        population_size=cfg.search.population_size,
+        crossover_prob=cfg.search.crossover_prob,
+        mutation_prob=cfg.search.mutation_prob,
+        mutation_indpb=cfg.search.mutation_indpb,
+        objectives=list(cfg.search.objectives),
+        seed=cfg.seed,
         initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes],
     )
     tracker = make_tracker(
-        cfg.logger.name, search_dir, OmegaConf.to_container(cfg, resolve=True),
-        **({} if cfg.logger.name != "wandb" else dict(
-            project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or group,
-            job_type="search", name=f"{cfg.name}-{run_dir.name}", tags=list(cfg.logger.tags), mode=cfg.logger.mode,
-            arch_names=kb.arch_names)),
+        cfg.logger.name,
+        search_dir,
+        OmegaConf.to_container(cfg, resolve=True),
+        **(
+            {}
+            if cfg.logger.name != "wandb"
+            else dict(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                group=cfg.logger.group or group,
+                job_type="search",
+                name=f"{cfg.name}-{run_dir.name}",
+                tags=list(cfg.logger.tags),
+                mode=cfg.logger.mode,
+                arch_names=kb.arch_names,
+            )
+        ),
     )
     try:
-        result = run_search(kb.num_archs, kb.num_cells, evaluator, search_config, search_dir,
-                            arch_names=kb.arch_names, callbacks=[tracker] if tracker else [],
-                            resume=bool(cfg.resume), progress=cfg.progress, depends_on=depends_on)
+        result = run_search(
+            kb.num_archs,
+            kb.num_cells,
+            evaluator,
+            search_config,
+            search_dir,
+            arch_names=kb.arch_names,
+            callbacks=[tracker] if tracker else [],
+            resume=bool(cfg.resume),
+            progress=cfg.progress,
+            depends_on=depends_on,
+        )
     finally:
         evaluator.close()
         if tracker is not None:
             tracker.finish()
     best = result.best
-    log.info("best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
-             format_genotype(best.genotype), "+".join(kb.arch_names[i] for i in best.genotype),
-             best.score, best.err_val, best.l_rate, best.sim)
+    log.info(
+        "best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
+        format_genotype(best.genotype),
+        "+".join(kb.arch_names[i] for i in best.genotype),
+        best.score,
+        best.err_val,
+        best.l_rate,
+        best.sim,
+    )
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
         from modulenet.ablation import connection_ablation
 
         compare = [name for name in cfg.ablation.compare if name != cfg.connection.name]
         for name in compare:
-            fit_connections(kb, OmegaConf.merge(cfg.connection, {"name": name}), datamodule, cfg.knowledge_base.cache_dir,
-                            cfg.progress)
-        connection_ablation(kb, datamodule.search_tensors(), datamodule.num_classes, settings, search_dir,
-                            max_architectures=cfg.ablation.max_architectures, progress=cfg.progress,
-                            compare=compare)
+            fit_connections(
+                kb,
+                OmegaConf.merge(cfg.connection, {"name": name}),
+                datamodule,
+                cfg.knowledge_base.cache_dir,
+                cfg.progress,
+            )
+        connection_ablation(
+            kb,
+            datamodule.search_tensors(),
+            datamodule.num_classes,
+            settings,
+            search_dir,
+            max_architectures=cfg.ablation.max_architectures,
+            progress=cfg.progress,
+            compare=compare,
+        )
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
-        finetune_stage(cfg.finetune, cfg, search_dir, search_dir / "finetune", cfg.logger, cfg.trainer, group,
-                       cfg.seed, cfg.progress, kb=kb)
+        finetune_stage(
+            cfg.finetune,
+            cfg,
+            search_dir,
+            search_dir / "finetune",
+            cfg.logger,
+            cfg.trainer,
+            group,
+            cfg.seed,
+            cfg.progress,
+            kb=kb,
+        )
     return float(best.score)
 
 
@@ -265,8 +378,9 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     if cfg.knowledge_base.quickstart and not cfg.knowledge_base.path:
         check_quickstart_overrides(cfg.knowledge_base)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    needs_data = (cfg.knowledge_base.quickstart or cfg.knowledge_base.source_finetune_epochs > 0) \
-        and cfg.dataset is not None
+    needs_data = (
+        cfg.knowledge_base.quickstart or cfg.knowledge_base.source_finetune_epochs > 0
+    ) and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
     kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
@@ -285,7 +399,9 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     read_search_results(search_run)  # a clear error before anything is built
     config_path = search_run / "config_resolved.yaml"
     if not config_path.is_file():
-        raise ModuleNetError(f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base")
+        raise ModuleNetError(
+            f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base"
+        )
     try:
         search_cfg = OmegaConf.load(config_path)
         if not isinstance(search_cfg, DictConfig) or "dataset" not in search_cfg or "knowledge_base" not in search_cfg:
@@ -295,8 +411,9 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     # The run directory is data: only this command line may trust code, never the saved config.
     search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
     check_targets(search_cfg, config_path, trusted=cfg.trust_code)
-    return finetune_stage(cfg.finetune, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer,
-                          group, cfg.seed, cfg.progress)
+    return finetune_stage(
+        cfg.finetune, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer, group, cfg.seed, cfg.progress
+    )
 
 
 def check_targets(cfg, source, trusted: bool = False, prefix: str = "modulenet.") -> None:
@@ -311,16 +428,28 @@ def check_targets(cfg, source, trusted: bool = False, prefix: str = "modulenet."
         if isinstance(node, dict):
             target = node.get("_target_")
             if target is not None and not str(target).startswith(prefix):
-                raise ModuleNetError(f"{source} names _target_ {target!r}, which is not modulenet's own: a saved config "
-                                     "is data, so only modulenet.* classes are built from it (trust_code=true if you "
-                                     "trust this run)")
+                raise ModuleNetError(
+                    f"{source} names _target_ {target!r}, which is not modulenet's own: a saved config "
+                    "is data, so only modulenet.* classes are built from it (trust_code=true if you "
+                    "trust this run)"
+                )
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
 
 
-def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, logger_cfg, trainer_cfg,
-                   group: str | None, seed: int, progress: bool, kb: KnowledgeBase | None = None) -> float:
+def finetune_stage(
+    ft,
+    search_cfg: DictConfig,
+    search_run: Path,
+    out_dir: Path,
+    logger_cfg,
+    trainer_cfg,
+    group: str | None,
+    seed: int,
+    progress: bool,
+    kb: KnowledgeBase | None = None,
+) -> float:
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports."""
     from modulenet.finetune import CANDIDATES, FinetuneSettings, read_search_results, run_finetune
@@ -332,28 +461,52 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
             raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
     if ft.candidates not in CANDIDATES:
         raise ModuleNetError(f"finetune.candidates={ft.candidates!r}; valid values are {list(CANDIDATES)}")
-    dataset_cfg = OmegaConf.merge(OmegaConf.to_container(search_cfg.dataset, resolve=True),
-                                  {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size})
+    dataset_cfg = OmegaConf.merge(
+        OmegaConf.to_container(search_cfg.dataset, resolve=True),
+        {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size},
+    )
     datamodule = make_datamodule(dataset_cfg)
     if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
         source_data = make_datamodule(search_cfg.dataset)
         kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
         fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
     settings = FinetuneSettings(
-        top_k=ft.top_k, include_originals=ft.include_originals, candidates=ft.candidates,
-        max_candidates=ft.max_candidates, epochs=ft.epochs, lr=ft.lr, momentum=ft.momentum,
-        weight_decay=ft.weight_decay, hidden=list(search_cfg.evaluator.hidden), pool=search_cfg.evaluator.pool,
+        top_k=ft.top_k,
+        include_originals=ft.include_originals,
+        candidates=ft.candidates,
+        max_candidates=ft.max_candidates,
+        epochs=ft.epochs,
+        lr=ft.lr,
+        momentum=ft.momentum,
+        weight_decay=ft.weight_decay,
+        hidden=list(search_cfg.evaluator.hidden),
+        pool=search_cfg.evaluator.pool,
         connection=search_cfg.connection.name,
         resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
-        accelerator=trainer_cfg.accelerator, precision=trainer_cfg.precision,
-        float32_matmul_precision=trainer_cfg.float32_matmul_precision, seed=seed, seeds=list(ft.seeds),
+        accelerator=trainer_cfg.accelerator,
+        precision=trainer_cfg.precision,
+        float32_matmul_precision=trainer_cfg.float32_matmul_precision,
+        seed=seed,
+        seeds=list(ft.seeds),
     )
     tracker = make_tracker(
-        logger_cfg.name, out_dir, {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
-        **({} if logger_cfg.name != "wandb" else dict(
-            project=logger_cfg.project, entity=logger_cfg.entity, group=logger_cfg.group or group,
-            job_type="finetune", name=f"finetune-{search_run.name}", tags=list(logger_cfg.tags),
-            mode=logger_cfg.mode, arch_names=kb.arch_names)),
+        logger_cfg.name,
+        out_dir,
+        {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
+        **(
+            {}
+            if logger_cfg.name != "wandb"
+            else dict(
+                project=logger_cfg.project,
+                entity=logger_cfg.entity,
+                group=logger_cfg.group or group,
+                job_type="finetune",
+                name=f"finetune-{search_run.name}",
+                tags=list(logger_cfg.tags),
+                mode=logger_cfg.mode,
+                arch_names=kb.arch_names,
+            )
+        ),
     )
     try:
         finished = run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run=search_run)
@@ -368,8 +521,10 @@ def finetune_stage(ft, search_cfg: DictConfig, search_run: Path, out_dir: Path, 
 
 def _check_positive(cfg: DictConfig) -> None:
     checks = {
-        "search.generations": cfg.search.generations, "search.population_size": cfg.search.population_size,
-        "search.epochs": cfg.search.epochs, "evaluator.batch_size": cfg.evaluator.batch_size,
+        "search.generations": cfg.search.generations,
+        "search.population_size": cfg.search.population_size,
+        "search.epochs": cfg.search.epochs,
+        "evaluator.batch_size": cfg.evaluator.batch_size,
         "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
         "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
     }

@@ -78,37 +78,60 @@ CRAFT_KB = ("resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "
 
 PAPER_TABLES: dict[str, PaperTable] = {
     "I": PaperTable(
-        "I", "Table I: CIFAR-100, craft knowledge base (3 ResNets, 4 VGGs), fine-tuned with cutout 16",
-        "cifar100", ("Test Error",),
-        (PaperRow("Best for ResNets + cutout", (22.97,), "best_original", ("resnet",)),
-         PaperRow("Best for VGGs + cutout", (28.27,), "best_original", ("vgg",)),
-         PaperRow("ModuleNet (Ours) + cutout", (15.87,), "best_searched")),
-        CRAFT_KB),
+        "I",
+        "Table I: CIFAR-100, craft knowledge base (3 ResNets, 4 VGGs), fine-tuned with cutout 16",
+        "cifar100",
+        ("Test Error",),
+        (
+            PaperRow("Best for ResNets + cutout", (22.97,), "best_original", ("resnet",)),
+            PaperRow("Best for VGGs + cutout", (28.27,), "best_original", ("vgg",)),
+            PaperRow("ModuleNet (Ours) + cutout", (15.87,), "best_searched"),
+        ),
+        CRAFT_KB,
+    ),
     "II": PaperTable(
-        "II", "Table II: CIFAR-10, craft knowledge base (3 ResNets, 4 VGGs)", "cifar10", ("Test Error",),
-        (PaperRow("Best for ResNets", (6.43,), "best_original", ("resnet",), note="obtained directly from He et al."),
-         PaperRow("Best for VGGs", (6.27,), "best_original", ("vgg",)),
-         PaperRow("ModuleNet (Ours)", (5.81,), "best_searched", cutout=False),
-         PaperRow("ModuleNet (Ours) + cutout", (4.64,), "best_searched", cutout=True)),
-        CRAFT_KB),
+        "II",
+        "Table II: CIFAR-10, craft knowledge base (3 ResNets, 4 VGGs)",
+        "cifar10",
+        ("Test Error",),
+        (
+            PaperRow(
+                "Best for ResNets", (6.43,), "best_original", ("resnet",), note="obtained directly from He et al."
+            ),
+            PaperRow("Best for VGGs", (6.27,), "best_original", ("vgg",)),
+            PaperRow("ModuleNet (Ours)", (5.81,), "best_searched", cutout=False),
+            PaperRow("ModuleNet (Ours) + cutout", (4.64,), "best_searched", cutout=True),
+        ),
+        CRAFT_KB,
+    ),
     "III": PaperTable(
-        "III", "Table III: CIFAR-10, knowledge base of NAS-searched modules (DARTS family), cutout",
-        "cifar10", ("Test Error",),
-        (PaperRow("DARTSv2 + cutout", (2.86,), "original", ("dartsv2", "darts")),
-         PaperRow("PDARTS + cutout", (2.91,), "original", ("pdarts",)),
-         PaperRow("PC-DARTS-cifar + cutout", (2.87,), "original", ("pcdartscifar",)),
-         PaperRow("PC-DARTS-image + cutout", (2.8,), "original", ("pcdartsimage",)),
-         PaperRow("ModuleNet (Ours) + cutout", (2.77,), "best_searched")),
-        ("darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image")),
+        "III",
+        "Table III: CIFAR-10, knowledge base of NAS-searched modules (DARTS family), cutout",
+        "cifar10",
+        ("Test Error",),
+        (
+            PaperRow("DARTSv2 + cutout", (2.86,), "original", ("dartsv2", "darts")),
+            PaperRow("PDARTS + cutout", (2.91,), "original", ("pdarts",)),
+            PaperRow("PC-DARTS-cifar + cutout", (2.87,), "original", ("pcdartscifar",)),
+            PaperRow("PC-DARTS-image + cutout", (2.8,), "original", ("pcdartsimage",)),
+            PaperRow("ModuleNet (Ours) + cutout", (2.77,), "best_searched"),
+        ),
+        ("darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"),
+    ),
     "IV": PaperTable(
-        "IV", "Table IV: ImageNet, cell 1 of VGG13bn in front of a ResNet", "imagenet",
+        "IV",
+        "Table IV: ImageNet, cell 1 of VGG13bn in front of a ResNet",
+        "imagenet",
         ("Test Error top1", "Test Error top5"),
-        (PaperRow("VGG13bn", (28.45, 9.63), "original", ("vgg13bn",)),
-         PaperRow("ResNet-50", (23.85, 7.13), "original", ("resnet50",)),
-         PaperRow("VGG13bn+ResNet-50", (22.744, 6.396), "hybrid", ("vgg13bn", "resnet50")),
-         PaperRow("ResNet-101", (22.63, 6.44), "original", ("resnet101",)),
-         PaperRow("VGG13bn+ResNet-101", (21.308, 5.802), "hybrid", ("vgg13bn", "resnet101"))),
-        ("vgg13_bn", "resnet50", "resnet101")),
+        (
+            PaperRow("VGG13bn", (28.45, 9.63), "original", ("vgg13bn",)),
+            PaperRow("ResNet-50", (23.85, 7.13), "original", ("resnet50",)),
+            PaperRow("VGG13bn+ResNet-50", (22.744, 6.396), "hybrid", ("vgg13bn", "resnet50")),
+            PaperRow("ResNet-101", (22.63, 6.44), "original", ("resnet101",)),
+            PaperRow("VGG13bn+ResNet-101", (21.308, 5.802), "hybrid", ("vgg13bn", "resnet101")),
+        ),
+        ("vgg13_bn", "resnet50", "resnet101"),
+    ),
 }
 
 
@@ -135,7 +158,9 @@ def dataset_key(dataset_cfg) -> str | None:
     if not isinstance(dataset_cfg, dict):
         return None
     target = str(dataset_cfg.get("_target_", ""))
-    text = (target + " " + str(dataset_cfg.get("path", "") or "") + " " + str(dataset_cfg.get("root", "") or "")).lower()
+    text = (
+        target + " " + str(dataset_cfg.get("path", "") or "") + " " + str(dataset_cfg.get("root", "") or "")
+    ).lower()
     cls = target.rsplit(".", 1)[-1].lower()
     if "cifar100" in cls:
         return "cifar100"
@@ -266,8 +291,14 @@ class SearchRun:
             return []
         out = []
         for population in raw:
-            out.append([parse_genotype(g, self.num_archs, self.num_cells) if not isinstance(g, (list, tuple))
-                        else tuple(int(i) for i in g) for g in population])
+            out.append(
+                [
+                    parse_genotype(g, self.num_archs, self.num_cells)
+                    if not isinstance(g, (list, tuple))
+                    else tuple(int(i) for i in g)
+                    for g in population
+                ]
+            )
         return out
 
     def evaluation_by_genotype(self) -> dict[tuple[int, ...], dict]:
@@ -341,11 +372,14 @@ def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
         if _is_run_dir(path):
             out.append(path)
             continue
-        jobs = sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and _is_run_dir(p)),
-                      key=lambda p: int(p.name))
+        jobs = sorted(
+            (p for p in path.iterdir() if p.is_dir() and p.name.isdigit() and _is_run_dir(p)), key=lambda p: int(p.name)
+        )
         if not jobs:
-            raise ModuleNetError(f"{raw} is not a run: it has no results.json (search), finetune.json (fine-tune) "
-                                 "or numbered run subdirectories (a multirun sweep)")
+            raise ModuleNetError(
+                f"{raw} is not a run: it has no results.json (search), finetune.json (fine-tune) "
+                "or numbered run subdirectories (a multirun sweep)"
+            )
         out.extend(jobs)
     unique = list(dict.fromkeys(p.resolve() for p in out))
     return [Path(p) for p in unique]
@@ -356,8 +390,9 @@ def read_search_run(path: Path) -> SearchRun:
     for key in ("best", "history"):
         if key not in results:
             raise ModuleNetError(f"{path / 'results.json'} is not a search's results: it has no {key!r}")
-    run = SearchRun(path, results, read_evaluations_csv(path / "evaluations.csv", results.get("num_cells")),
-                    _read_config(path))
+    run = SearchRun(
+        path, results, read_evaluations_csv(path / "evaluations.csv", results.get("num_cells")), _read_config(path)
+    )
     if (path / "ablation_connections.json").is_file():
         run.ablation = _read_json(path / "ablation_connections.json")
     if (path / "wandb_run.json").is_file():
@@ -378,8 +413,9 @@ def read_finetune_run(path: Path) -> FinetuneRun:
     if not config and (path.parent / "results.json").is_file():  # <search run>/finetune/: the search's config
         config = {"finetune": _read_config(path.parent).get("finetune") or {}}
     search_run = data.get("search_run") or config.get("search_run")
-    run = FinetuneRun(path, dict(data.get("settings") or {}), list(data["results"]), config,
-                      Path(search_run) if search_run else None)
+    run = FinetuneRun(
+        path, dict(data.get("settings") or {}), list(data["results"]), config, Path(search_run) if search_run else None
+    )
     if (path / "wandb_run.json").is_file():
         run.wandb = _read_json(path / "wandb_run.json")
     run.label = _run_label(path, config.get("name"))
@@ -394,8 +430,16 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
             runs.search.append(read_search_run(path))
         elif (path / "ablation_connections.json").is_file():
             ablation = _read_json(path / "ablation_connections.json")
-            runs.ablation_only.append(SearchRun(path, {"best": {}, "history": []}, [], _read_config(path),
-                                                ablation=ablation, label=_run_label(path, None)))
+            runs.ablation_only.append(
+                SearchRun(
+                    path,
+                    {"best": {}, "history": []},
+                    [],
+                    _read_config(path),
+                    ablation=ablation,
+                    label=_run_label(path, None),
+                )
+            )
         if (path / "finetune.json").is_file():
             runs.finetune.append(read_finetune_run(path))
         if (path / "finetune" / "finetune.json").is_file():  # modulenet-search finetune.after_search=true
@@ -420,8 +464,11 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
                 ft.search = linked
                 break
         else:
-            log.warning("%s: its search run %s was not found; its dataset and search terms are unknown",
-                        ft.path, ft.search_run_path)
+            log.warning(
+                "%s: its search run %s was not found; its dataset and search terms are unknown",
+                ft.path,
+                ft.search_run_path,
+            )
     _unique_labels([*runs.search, *runs.ablation_only])
     _unique_labels(runs.finetune)
     return runs
@@ -509,14 +556,28 @@ def plot_score_curves(runs: Sequence[SearchRun], path: Path) -> None:
     for run, colour in zip(runs, _colours(len(runs))):
         generations = [row["generation"] for row in run.history]
         label = f"{run.label} (α={_g(run.alpha)}, β={_g(run.beta)})"
-        population.plot(generations, _series(row.get("mean") for row in run.history), color=colour, marker=".",
-                        label=f"{label} mean")
-        population.plot(generations, _series(row.get("min") for row in run.history), color=colour, linestyle=":",
-                        label=f"{label} min")
-        best.plot(generations, _series(row.get("best_score") for row in run.history), color=colour, marker=".",
-                  label=label)
-    population.set(xlabel="generation", ylabel="score (Eq. 4, lower is better)",
-                   title="Population score: mean (solid), min (dotted)")
+        population.plot(
+            generations,
+            _series(row.get("mean") for row in run.history),
+            color=colour,
+            marker=".",
+            label=f"{label} mean",
+        )
+        population.plot(
+            generations,
+            _series(row.get("min") for row in run.history),
+            color=colour,
+            linestyle=":",
+            label=f"{label} min",
+        )
+        best.plot(
+            generations, _series(row.get("best_score") for row in run.history), color=colour, marker=".", label=label
+        )
+    population.set(
+        xlabel="generation",
+        ylabel="score (Eq. 4, lower is better)",
+        title="Population score: mean (solid), min (dotted)",
+    )
     best.set(xlabel="generation", ylabel="best score so far", title="Best score so far")
     best.legend(fontsize="small")
     for axis in (population.xaxis, best.xaxis):
@@ -530,10 +591,18 @@ def plot_new_survival(runs: Sequence[SearchRun], path: Path) -> None:
     ax = fig.subplots()
     for run, colour in zip(runs, _colours(len(runs))):
         points = run.new_survival()
-        ax.plot([g for g, _ in points], [s for _, s in points], marker="o", color=colour,
-                label=f"{run.label} (α={_g(run.alpha)}, β={_g(run.beta)})")
-    ax.set(xlabel="generation i", ylabel="genotypes of pop_i not in pop_{i-1}",
-           title="New survival between generations (Fig. 9)")
+        ax.plot(
+            [g for g, _ in points],
+            [s for _, s in points],
+            marker="o",
+            color=colour,
+            label=f"{run.label} (α={_g(run.alpha)}, β={_g(run.beta)})",
+        )
+    ax.set(
+        xlabel="generation i",
+        ylabel="genotypes of pop_i not in pop_{i-1}",
+        title="New survival between generations (Fig. 9)",
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize="small")
@@ -556,11 +625,18 @@ def plot_architecture(code: Sequence[int], arch_names: Sequence[str], title: str
         ax.add_patch(Rectangle((x, 0.0), width, 1.0, facecolor=colour, edgecolor="black", linewidth=1.2))
         luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
         name = arch_names[i] if 0 <= i < len(arch_names) else str(i)
-        ax.text(x + width / 2, 0.5, f"cell {j + 1}\n{name}", ha="center", va="center", fontsize=8,
-                color="white" if luminance < 0.5 else "black", wrap=True)
+        ax.text(
+            x + width / 2,
+            0.5,
+            f"cell {j + 1}\n{name}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if luminance < 0.5 else "black",
+            wrap=True,
+        )
         if j < c - 1:
-            ax.add_patch(FancyArrowPatch((x + width, 0.5), (x + width + gap, 0.5), arrowstyle="-|>",
-                                         mutation_scale=10))
+            ax.add_patch(FancyArrowPatch((x + width, 0.5), (x + width + gap, 0.5), arrowstyle="-|>", mutation_scale=10))
         x += width + gap
     ax.add_patch(FancyArrowPatch((x - gap, 0.5), (x, 0.5), arrowstyle="-|>", mutation_scale=10))
     ax.text(x + 0.05, 0.5, "classifier", ha="left", va="center")
@@ -595,8 +671,14 @@ def plot_score_vs_error(rows: Sequence[dict], rho: float, tau: float, title: str
     fig.savefig(path, dpi=100)
 
 
-def plot_connections(rows: Sequence[dict], key_a: str, others: Sequence[tuple[str, str, float, float]], label_a: str,
-                     title: str, path: Path) -> None:
+def plot_connections(
+    rows: Sequence[dict],
+    key_a: str,
+    others: Sequence[tuple[str, str, float, float]],
+    label_a: str,
+    title: str,
+    path: Path,
+) -> None:
     """Fig. 10: validation accuracy with each connection, architectures sorted by the search's.
     `others`: (key, label, Spearman, Kendall) of each compared connection."""
     rows = sorted(rows, key=lambda r: -r[key_a])
@@ -613,12 +695,21 @@ def plot_connections(rows: Sequence[dict], key_a: str, others: Sequence[tuple[st
     fig.savefig(path, dpi=100)
 
 
-def plot_heatmap(alphas: Sequence[float], betas: Sequence[float], values: np.ndarray, label: str, title: str,
-                 path: Path, annotate: bool = True, marks: Sequence[tuple[float, float, str]] = (),
-                 cmap: str = "viridis_r") -> None:
+def plot_heatmap(
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    values: np.ndarray,
+    label: str,
+    title: str,
+    path: Path,
+    annotate: bool = True,
+    marks: Sequence[tuple[float, float, str]] = (),
+    cmap: str = "viridis_r",
+) -> None:
     """values[i, j] at (alphas[i], betas[j]); nan cells stay blank. `marks`: (alpha, beta, text) points."""
-    fig = _figure(max(4.5, 0.9 * len(betas) + 2.5) if annotate else 6.5,
-                  max(3.5, 0.7 * len(alphas) + 1.8) if annotate else 5.2)
+    fig = _figure(
+        max(4.5, 0.9 * len(betas) + 2.5) if annotate else 6.5, max(3.5, 0.7 * len(alphas) + 1.8) if annotate else 5.2
+    )
     ax = fig.subplots()
     masked = np.ma.masked_invalid(np.asarray(values, dtype=float))
     if annotate:
@@ -628,16 +719,35 @@ def plot_heatmap(alphas: Sequence[float], betas: Sequence[float], values: np.nda
         for i in range(len(alphas)):
             for j in range(len(betas)):
                 if not np.ma.is_masked(masked[i, j]):
-                    ax.text(j, i, f"{masked[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white",
-                            bbox=dict(facecolor="black", alpha=0.35, linewidth=0, pad=1))
+                    ax.text(
+                        j,
+                        i,
+                        f"{masked[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white",
+                        bbox=dict(facecolor="black", alpha=0.35, linewidth=0, pad=1),
+                    )
     else:
         half_a = (alphas[1] - alphas[0]) / 2 if len(alphas) > 1 else 0.5
         half_b = (betas[1] - betas[0]) / 2 if len(betas) > 1 else 0.5
-        image = ax.imshow(masked, cmap=cmap, origin="lower", aspect="auto",
-                          extent=(betas[0] - half_b, betas[-1] + half_b, alphas[0] - half_a, alphas[-1] + half_a))
+        image = ax.imshow(
+            masked,
+            cmap=cmap,
+            origin="lower",
+            aspect="auto",
+            extent=(betas[0] - half_b, betas[-1] + half_b, alphas[0] - half_a, alphas[-1] + half_a),
+        )
         for alpha, beta, text in marks:
-            ax.plot([beta], [alpha], marker="x" if text.startswith("best") else "o", color="red",
-                    markerfacecolor="none", markersize=9)
+            ax.plot(
+                [beta],
+                [alpha],
+                marker="x" if text.startswith("best") else "o",
+                color="red",
+                markerfacecolor="none",
+                markersize=9,
+            )
             ax.annotate(text, (beta, alpha), xytext=(5, 5), textcoords="offset points", color="red", fontsize=8)
     ax.set(xlabel="β (weight of sim)", ylabel="α (weight of l_rate)", title=title)
     fig.colorbar(image, ax=ax, label=label)
@@ -648,8 +758,21 @@ def plot_heatmap(alphas: Sequence[float], betas: Sequence[float], values: np.nda
 
 
 def runs_summary(runs: Sequence[SearchRun]) -> list[str]:
-    header = ["Run", "Directory", "Dataset", "n", "c", "abs(Omega)", "α", "β", "gen × p_size", "Best genotype",
-              "Best architecture", "Best score", "Best err_val (%)"]
+    header = [
+        "Run",
+        "Directory",
+        "Dataset",
+        "n",
+        "c",
+        "abs(Omega)",
+        "α",
+        "β",
+        "gen × p_size",
+        "Best genotype",
+        "Best architecture",
+        "Best score",
+        "Best err_val (%)",
+    ]
     rows = []
     for run in runs:
         best = run.best
@@ -657,11 +780,23 @@ def runs_summary(runs: Sequence[SearchRun]) -> list[str]:
         p = config.get("population_size", run.search_cfg.get("population_size", "?"))
         n, c = run.num_archs, run.num_cells
         omega = run.results.get("search_space_size") or (search_space_size(n, c) if n else "?")
-        rows.append([
-            run.label + (" (linked)" if run.linked_only else ""), str(run.path), run.dataset or "?", n or "?", c,
-            omega, _g(run.alpha), _g(run.beta), f"{len(run.history)} × {p}",
-            best.get("genotype_str") or format_genotype(best["genotype"]),
-            _architecture(best["genotype"], run.arch_names), _num(best.get("score")), _pct(best.get("err_val"))])
+        rows.append(
+            [
+                run.label + (" (linked)" if run.linked_only else ""),
+                str(run.path),
+                run.dataset or "?",
+                n or "?",
+                c,
+                omega,
+                _g(run.alpha),
+                _g(run.beta),
+                f"{len(run.history)} × {p}",
+                best.get("genotype_str") or format_genotype(best["genotype"]),
+                _architecture(best["genotype"], run.arch_names),
+                _num(best.get("score")),
+                _pct(best.get("err_val")),
+            ]
+        )
     return _table(header, rows)
 
 
@@ -689,8 +824,9 @@ def _match_paper_rows(table: PaperTable, ft: FinetuneRun) -> dict[int, list[Pape
     for paper in table.rows:
         chosen: list[int] = []
         if paper.kind == "best_original":
-            pool = [k for k, r in enumerate(results) if not is_searched(r)
-                    and _norm(r["label"]).startswith(paper.names)]
+            pool = [
+                k for k, r in enumerate(results) if not is_searched(r) and _norm(r["label"]).startswith(paper.names)
+            ]
             chosen = best([k for k in pool if not results[k].get("selected")])
         elif paper.kind == "original":
             chosen = [k for k, r in enumerate(results) if not is_searched(r) and _norm(r["label"]) in paper.names][:1]
@@ -699,8 +835,11 @@ def _match_paper_rows(table: PaperTable, ft: FinetuneRun) -> dict[int, list[Pape
                 chosen = best([k for k, r in enumerate(results) if is_searched(r)])
         elif paper.kind == "hybrid":
             first, rest = paper.names
-            chosen = [k for k, r in enumerate(results)
-                      if (lambda ns: len(ns) > 1 and ns[0] == first and all(x == rest for x in ns[1:]))(names_of(r))][:1]
+            chosen = [
+                k
+                for k, r in enumerate(results)
+                if (lambda ns: len(ns) > 1 and ns[0] == first and all(x == rest for x in ns[1:]))(names_of(r))
+            ][:1]
         for k in chosen:
             matches.setdefault(k, []).append(paper)
     return matches
@@ -709,47 +848,78 @@ def _match_paper_rows(table: PaperTable, ft: FinetuneRun) -> dict[int, list[Pape
 def finetune_section(ft: FinetuneRun) -> list[str]:
     """A table in the form of the paper's Tables I-IV: each measured row, and the paper's row beside it."""
     table = paper_table_for(ft.dataset, ft.arch_names)
-    settings = [f"{ft.epochs} epochs" if ft.epochs is not None else "epochs unknown",
-                f"cutout {ft.cutout}" if ft.cutout is not None else "cutout unknown"]
-    source = f"search run `{ft.search.path}`" if ft.search else (
-        f"search run `{ft.search_run_path}` (not found)" if ft.search_run_path else "search run unknown")
-    lines = [f"### Fine-tune run {ft.label}", "",
-             f"`{ft.path}`: {source}, dataset {ft.dataset or 'unknown'}, {', '.join(settings)}, all weights trainable.",
-             ""]
+    settings = [
+        f"{ft.epochs} epochs" if ft.epochs is not None else "epochs unknown",
+        f"cutout {ft.cutout}" if ft.cutout is not None else "cutout unknown",
+    ]
+    source = (
+        f"search run `{ft.search.path}`"
+        if ft.search
+        else (f"search run `{ft.search_run_path}` (not found)" if ft.search_run_path else "search run unknown")
+    )
+    lines = [
+        f"### Fine-tune run {ft.label}",
+        "",
+        f"`{ft.path}`: {source}, dataset {ft.dataset or 'unknown'}, {', '.join(settings)}, all weights trainable.",
+        "",
+    ]
     if table is None:
-        lines += [f"No table of the paper matches this run (dataset {ft.dataset or 'unknown'}; the paper reports "
-                  "CIFAR-100, CIFAR-10 and ImageNet): measured numbers only.", ""]
-        lines += _table(["Method", "Architecture", "Search score", "Test error measured (%)"],
-                        [[r["label"], r.get("architecture", ""), _num(r.get("search_score")), _pct(r["test_error"])]
-                         for r in ft.results])
+        lines += [
+            f"No table of the paper matches this run (dataset {ft.dataset or 'unknown'}; the paper reports "
+            "CIFAR-100, CIFAR-10 and ImageNet): measured numbers only.",
+            "",
+        ]
+        lines += _table(
+            ["Method", "Architecture", "Search score", "Test error measured (%)"],
+            [
+                [r["label"], r.get("architecture", ""), _num(r.get("search_score")), _pct(r["test_error"])]
+                for r in ft.results
+            ],
+        )
         return lines + [""]
     matches = _match_paper_rows(table, ft)
     two = len(table.columns) > 1
-    header = ["Method", "Architecture", "Search score",
-              "Test error measured (%)" + (" top1 / top5" if two else ""), "Paper row",
-              "Paper test error (%)" + (" top1 / top5" if two else "")]
+    header = [
+        "Method",
+        "Architecture",
+        "Search score",
+        "Test error measured (%)" + (" top1 / top5" if two else ""),
+        "Paper row",
+        "Paper test error (%)" + (" top1 / top5" if two else ""),
+    ]
     rows, used = [], set()
     for k, r in enumerate(ft.results):
         papers = matches.get(k, [])
         used.update(p.method for p in papers)
-        measured = _pct(r["test_error"]) + (f" / {_pct(r['test_error_top5'])}" if two and r.get("test_error_top5")
-                                            is not None else "")
-        rows.append([r["label"] + (" (selected by validation error)" if r.get("selected") else ""),
-                     r.get("architecture", ""), _num(r.get("search_score")), measured,
-                     "; ".join(p.method for p in papers) or "— (no paper row)",
-                     "; ".join(" / ".join(f"{e:g}" for e in p.errors) for p in papers) or "—"])
+        measured = _pct(r["test_error"]) + (
+            f" / {_pct(r['test_error_top5'])}" if two and r.get("test_error_top5") is not None else ""
+        )
+        rows.append(
+            [
+                r["label"] + (" (selected by validation error)" if r.get("selected") else ""),
+                r.get("architecture", ""),
+                _num(r.get("search_score")),
+                measured,
+                "; ".join(p.method for p in papers) or "— (no paper row)",
+                "; ".join(" / ".join(f"{e:g}" for e in p.errors) for p in papers) or "—",
+            ]
+        )
     for p in table.rows:
         if p.method not in used:
             rows.append(["(not measured)", "", "", "—", p.method, " / ".join(f"{e:g}" for e in p.errors)])
     lines += [f"Paper: {table.caption}.", ""] + _table(header, rows) + [""]
     notes = [f"{p.method}: {p.note}" for p in table.rows if p.note]
     if any(r.get("validated_on") == "test" for r in ft.results):
-        notes.append("this run has no separate validation split (dataset.val_from=test, as the paper's Table III): "
-                      "the selection by validation error used the test set")
+        notes.append(
+            "this run has no separate validation split (dataset.val_from=test, as the paper's Table III): "
+            "the selection by validation error used the test set"
+        )
     kb = set(_norm(a) for a in ft.arch_names)
     if table.knowledge_base and kb and kb != set(_norm(a) for a in table.knowledge_base):
-        notes.append(f"this run's knowledge base ({', '.join(ft.arch_names)}) differs from the paper's "
-                     f"({', '.join(table.knowledge_base)}): the paper's numbers are a reference, not a replication")
+        notes.append(
+            f"this run's knowledge base ({', '.join(ft.arch_names)}) differs from the paper's "
+            f"({', '.join(table.knowledge_base)}): the paper's numbers are a reference, not a replication"
+        )
     if notes:
         lines += ["Notes: " + "; ".join(notes) + ".", ""]
     return lines
@@ -766,9 +936,16 @@ def fig8_points(ft: FinetuneRun) -> list[dict]:
             score = evaluations[code]["score"]
         score, error = _float(score), _float(r["test_error"])
         if math.isfinite(score) and score < WORST_SCORE and math.isfinite(error):
-            points.append({"label": r["label"], "genotype": code, "score": score, "test_error": error,
-                           "architecture": r.get("architecture", ""),
-                           "short": f"{r['label']} ({format_genotype(code)})"})
+            points.append(
+                {
+                    "label": r["label"],
+                    "genotype": code,
+                    "score": score,
+                    "test_error": error,
+                    "architecture": r.get("architecture", ""),
+                    "short": f"{r['label']} ({format_genotype(code)})",
+                }
+            )
     return points
 
 
@@ -789,15 +966,29 @@ def connections_section(run: SearchRun, out: Path, figures: list[Path]) -> list[
     path = out / f"fig10_{_file_stem(run.label)}.png"
     plot_connections(rows, keys[0], others, f"val acc {a} (the search's)", f"Connections compared: {run.label}", path)
     figures.append(path)
-    summary = "; ".join(f"with {b}: Spearman ρ = {_corr(rho)}, Kendall τ = {_corr(tau)}"
-                        for b, (_, _, rho, tau) in zip(compared, others))
-    lines += [f"{len(rows)} architectures; rank correlation of validation accuracy with {a} and {summary}. The "
-              "paper (Fig. 10) shows parameter-free and 1x1 connections agree on the best and worst architectures.",
-              "", f"![Fig. 10 {run.label}]({path.name})", ""]
+    summary = "; ".join(
+        f"with {b}: Spearman ρ = {_corr(rho)}, Kendall τ = {_corr(tau)}"
+        for b, (_, _, rho, tau) in zip(compared, others)
+    )
+    lines += [
+        f"{len(rows)} architectures; rank correlation of validation accuracy with {a} and {summary}. The "
+        "paper (Fig. 10) shows parameter-free and 1x1 connections agree on the best and worst architectures.",
+        "",
+        f"![Fig. 10 {run.label}]({path.name})",
+        "",
+    ]
     top = sorted(rows, key=lambda r: -float(r[keys[0]]))
-    lines += _table(["Genotype", *(f"val acc {name} (%)" for name in (a, *compared)), "Score"],
-                    [[r.get("genotype_str") or format_genotype(r.get("genotype", [])),
-                      *(_pct(r[k], 2) for k in keys), _num(r.get("score"))] for r in top])
+    lines += _table(
+        ["Genotype", *(f"val acc {name} (%)" for name in (a, *compared)), "Score"],
+        [
+            [
+                r.get("genotype_str") or format_genotype(r.get("genotype", [])),
+                *(_pct(r[k], 2) for k in keys),
+                _num(r.get("score")),
+            ]
+            for r in top
+        ],
+    )
     return lines + [""]
 
 
@@ -806,16 +997,20 @@ def _best_finetuned(run: SearchRun, finetunes: Sequence[FinetuneRun]) -> float:
     return min(errors) if errors else math.nan
 
 
-def sweep_section(runs: Sequence[SearchRun], finetunes: Sequence[FinetuneRun], out: Path,
-                  figures: list[Path]) -> list[str]:
+def sweep_section(
+    runs: Sequence[SearchRun], finetunes: Sequence[FinetuneRun], out: Path, figures: list[Path]
+) -> list[str]:
     """Several search runs with different (alpha, beta): a table and a heat map of the best error per cell."""
     runs = [r for r in runs if r.alpha is not None and r.beta is not None and r.best]
     if len({(r.alpha, r.beta) for r in runs}) < 2:
         return []
     finetuned = {id(r): _best_finetuned(r, finetunes) for r in runs}
     use_ft = all(math.isfinite(finetuned[id(r)]) for r in runs)
-    metric = ("best fine-tuned test error of the searched architectures (%)" if use_ft
-              else "validation error err_val of the best-score genotype (%)")
+    metric = (
+        "best fine-tuned test error of the searched architectures (%)"
+        if use_ft
+        else "validation error err_val of the best-score genotype (%)"
+    )
     alphas = sorted({r.alpha for r in runs})
     betas = sorted({r.beta for r in runs})
     grid = np.full((len(alphas), len(betas)), np.nan)
@@ -829,19 +1024,44 @@ def sweep_section(runs: Sequence[SearchRun], finetunes: Sequence[FinetuneRun], o
     figures.append(path)
     rows = []
     for r in sorted(runs, key=lambda r: (r.alpha, r.beta, r.label)):
-        rows.append([r.label, _g(r.alpha), _g(r.beta), r.best.get("genotype_str") or format_genotype(r.best["genotype"]),
-                     _architecture(r.best["genotype"], r.arch_names), _num(r.best.get("score")),
-                     _pct(r.best.get("err_val")), _pct(finetuned[id(r)])])
+        rows.append(
+            [
+                r.label,
+                _g(r.alpha),
+                _g(r.beta),
+                r.best.get("genotype_str") or format_genotype(r.best["genotype"]),
+                _architecture(r.best["genotype"], r.arch_names),
+                _num(r.best.get("score")),
+                _pct(r.best.get("err_val")),
+                _pct(finetuned[id(r)]),
+            ]
+        )
     best_cell = np.unravel_index(np.nanargmin(grid), grid.shape)
-    lines = ["## α/β sweep", "",
-             f"{len(runs)} search runs over α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}, "
-             f"β ∈ {{{', '.join(f'{b:g}' for b in betas)}}}. Heat map: {metric}"
-             + (" (several runs in one cell: the lowest)" if len(runs) > len({(r.alpha, r.beta) for r in runs}) else "")
-             + f". Lowest at α = {alphas[best_cell[0]]:g}, β = {betas[best_cell[1]]:g}: {grid[best_cell]:.2f} %."
-             + ("" if use_ft else " (Not every run has a fine-tune run, so the map uses validation error.)"), "",
-             f"![α/β sweep]({path.name})", ""]
-    lines += _table(["Run", "α", "β", "Best genotype", "Best architecture", "Best score", "Best err_val (%)",
-                     "Best fine-tuned test error (%)"], rows)
+    lines = [
+        "## α/β sweep",
+        "",
+        f"{len(runs)} search runs over α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}, "
+        f"β ∈ {{{', '.join(f'{b:g}' for b in betas)}}}. Heat map: {metric}"
+        + (" (several runs in one cell: the lowest)" if len(runs) > len({(r.alpha, r.beta) for r in runs}) else "")
+        + f". Lowest at α = {alphas[best_cell[0]]:g}, β = {betas[best_cell[1]]:g}: {grid[best_cell]:.2f} %."
+        + ("" if use_ft else " (Not every run has a fine-tune run, so the map uses validation error.)"),
+        "",
+        f"![α/β sweep]({path.name})",
+        "",
+    ]
+    lines += _table(
+        [
+            "Run",
+            "α",
+            "β",
+            "Best genotype",
+            "Best architecture",
+            "Best score",
+            "Best err_val (%)",
+            "Best fine-tuned test error (%)",
+        ],
+        rows,
+    )
     return lines + [""]
 
 
@@ -875,11 +1095,25 @@ def calibration_points(finetunes: Sequence[FinetuneRun]) -> list[dict]:
             code = tuple(int(i) for i in r["genotype"])
             e = evaluations.get(code)
             error = _float(r["test_error"])
-            if e is None or not math.isfinite(error) or not all(math.isfinite(e[k]) for k in ("err_val", "l_rate", "sim")):
+            if (
+                e is None
+                or not math.isfinite(error)
+                or not all(math.isfinite(e[k]) for k in ("err_val", "l_rate", "sim"))
+            ):
                 continue
             key = (id(ft.search), code)
-            point = merged.setdefault(key, {"label": r["label"], "genotype": code, "err_val": e["err_val"],
-                                            "l_rate": e["l_rate"], "sim": e["sim"], "errors": [], "run": ft.search})
+            point = merged.setdefault(
+                key,
+                {
+                    "label": r["label"],
+                    "genotype": code,
+                    "err_val": e["err_val"],
+                    "l_rate": e["l_rate"],
+                    "sim": e["sim"],
+                    "errors": [],
+                    "run": ft.search,
+                },
+            )
             point["errors"].append(error)
     points = []
     for point in merged.values():
@@ -930,45 +1164,94 @@ def calibrate(points: Sequence[dict], maximum: float = 50.0, step: float = 1.0) 
         own.append((run.label, run.alpha, run.beta, spearman(scores_at(run.alpha, run.beta), test)))
     tied_a = [float(grid[ix[0]]) for ix in candidates]
     tied_b = [float(grid[ix[1]]) for ix in candidates]
-    return Calibration(list(points), grid, grid, rho, alpha, beta, best_rho, _float(taus.get((i, j))),
-                       len(candidates), (min(tied_a), max(tied_a)), (min(tied_b), max(tied_b)), own)
+    return Calibration(
+        list(points),
+        grid,
+        grid,
+        rho,
+        alpha,
+        beta,
+        best_rho,
+        _float(taus.get((i, j))),
+        len(candidates),
+        (min(tied_a), max(tied_a)),
+        (min(tied_b), max(tied_b)),
+        own,
+    )
 
 
-def calibration_section(finetunes: Sequence[FinetuneRun], maximum: float, step: float, out: Path,
-                        figures: list[Path]) -> tuple[list[str], Calibration | None]:
+def calibration_section(
+    finetunes: Sequence[FinetuneRun], maximum: float, step: float, out: Path, figures: list[Path]
+) -> tuple[list[str], Calibration | None]:
     points = calibration_points(finetunes)
-    lines = ["## Calibration of α, β (beyond the paper)", "",
-             "The paper sets α, β \"through experiments\" (25/25 for CIFAR-100, 10/30 for the NAS knowledge base). "
-             f"Here: a grid search over α, β ∈ {{0, {step:g}, ..., {maximum:g}}} for the highest Spearman ρ between "
-             "score = err_val − α·l_rate + β·sim (Eq. 4, from evaluations.csv) and the fine-tuned test error of the "
-             "same architectures (matched by genotype to the fine-tune run's search run). Ties: highest Kendall τ, "
-             "then the centre of the tied region.", ""]
+    lines = [
+        "## Calibration of α, β (beyond the paper)",
+        "",
+        'The paper sets α, β "through experiments" (25/25 for CIFAR-100, 10/30 for the NAS knowledge base). '
+        f"Here: a grid search over α, β ∈ {{0, {step:g}, ..., {maximum:g}}} for the highest Spearman ρ between "
+        "score = err_val − α·l_rate + β·sim (Eq. 4, from evaluations.csv) and the fine-tuned test error of the "
+        "same architectures (matched by genotype to the fine-tune run's search run). Ties: highest Kendall τ, "
+        "then the centre of the tied region.",
+        "",
+    ]
     if len(points) < MIN_CALIBRATION_POINTS:
-        return lines + [f"Calibration needs at least {MIN_CALIBRATION_POINTS} fine-tuned architectures whose search "
-                        f"terms are known; the given runs have {len(points)}. Fine-tune more of them "
-                        "(`modulenet-finetune finetune.top_k=...`) and run the report again.", ""], None
+        return lines + [
+            f"Calibration needs at least {MIN_CALIBRATION_POINTS} fine-tuned architectures whose search "
+            f"terms are known; the given runs have {len(points)}. Fine-tune more of them "
+            "(`modulenet-finetune finetune.top_k=...`) and run the report again.",
+            "",
+        ], None
     result = calibrate(points, maximum, step)
     marks = [(result.best_alpha, result.best_beta, "best")]
     marks += [(a, b, label) for label, a, b, _ in result.own if 0 <= a <= maximum and 0 <= b <= maximum]
     path = out / "calibration_rho.png"
-    plot_heatmap(list(result.alphas), list(result.betas), result.rho, "Spearman ρ(score, test error)",
-                 f"Calibration over {len(points)} architectures", path, annotate=False, marks=marks, cmap="viridis")
+    plot_heatmap(
+        list(result.alphas),
+        list(result.betas),
+        result.rho,
+        "Spearman ρ(score, test error)",
+        f"Calibration over {len(points)} architectures",
+        path,
+        annotate=False,
+        marks=marks,
+        cmap="viridis",
+    )
     figures.append(path)
-    lines += [f"**Best: α = {result.best_alpha:g}, β = {result.best_beta:g}, Spearman ρ = {_corr(result.best_rho)}, "
-              f"Kendall τ = {_corr(result.best_kendall)}** over {len(points)} architectures "
-              f"({result.ties} of {result.rho.size} grid points reach this ρ"
-              + (f", α ∈ [{result.tied_alpha[0]:g}, {result.tied_alpha[1]:g}], "
-                 f"β ∈ [{result.tied_beta[0]:g}, {result.tied_beta[1]:g}]" if result.ties > 1 else "") + ").", ""]
-    lines += _table(["Weights", "α", "β", "Spearman ρ"],
-                    [["calibrated", f"{result.best_alpha:g}", f"{result.best_beta:g}", _corr(result.best_rho)]]
-                    + [[f"run {label} (its own)", f"{a:g}", f"{b:g}", _corr(r)] for label, a, b, r in result.own])
+    lines += [
+        f"**Best: α = {result.best_alpha:g}, β = {result.best_beta:g}, Spearman ρ = {_corr(result.best_rho)}, "
+        f"Kendall τ = {_corr(result.best_kendall)}** over {len(points)} architectures "
+        f"({result.ties} of {result.rho.size} grid points reach this ρ"
+        + (
+            f", α ∈ [{result.tied_alpha[0]:g}, {result.tied_alpha[1]:g}], "
+            f"β ∈ [{result.tied_beta[0]:g}, {result.tied_beta[1]:g}]"
+            if result.ties > 1
+            else ""
+        )
+        + ").",
+        "",
+    ]
+    lines += _table(
+        ["Weights", "α", "β", "Spearman ρ"],
+        [["calibrated", f"{result.best_alpha:g}", f"{result.best_beta:g}", _corr(result.best_rho)]]
+        + [[f"run {label} (its own)", f"{a:g}", f"{b:g}", _corr(r)] for label, a, b, r in result.own],
+    )
     lines += ["", f"![calibration]({path.name})", "", "Architectures used:", ""]
-    lines += _table(["Run", "Label", "Genotype", "err_val (%)", "l_rate", "sim", "Test error (%)",
-                     "Score at calibrated α, β"],
-                    [[p["run"].label, p["label"], format_genotype(p["genotype"]), _pct(p["err_val"]),
-                      _num(p["l_rate"]), _num(p["sim"], 2), _pct(p["test_error"]),
-                      _num(search_score(p["err_val"], p["l_rate"], p["sim"], result.best_alpha, result.best_beta))]
-                     for p in result.points])
+    lines += _table(
+        ["Run", "Label", "Genotype", "err_val (%)", "l_rate", "sim", "Test error (%)", "Score at calibrated α, β"],
+        [
+            [
+                p["run"].label,
+                p["label"],
+                format_genotype(p["genotype"]),
+                _pct(p["err_val"]),
+                _num(p["l_rate"]),
+                _num(p["sim"], 2),
+                _pct(p["test_error"]),
+                _num(search_score(p["err_val"], p["l_rate"], p["sim"], result.best_alpha, result.best_beta)),
+            ]
+            for p in result.points
+        ],
+    )
     return lines + [""], result
 
 
@@ -983,22 +1266,34 @@ class Report:
     runs: Runs
 
 
-def write_report(run_paths: Sequence[str | Path], out_dir: str | Path, calibrate_weights: bool = False,
-                 title: str = "ModuleNet report", calibration_max: float = 50.0,
-                 calibration_step: float = 1.0) -> Report:
+def write_report(
+    run_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    calibrate_weights: bool = False,
+    title: str = "ModuleNet report",
+    calibration_max: float = 50.0,
+    calibration_step: float = 1.0,
+) -> Report:
     """Read the runs, write `report.md` and its figures into `out_dir`; returns what was written."""
     if not calibration_step > 0 or not calibration_max >= 0:
-        raise ModuleNetError(f"calibration_step={calibration_step} must be > 0 and calibration_max={calibration_max} >= 0")
+        raise ModuleNetError(
+            f"calibration_step={calibration_step} must be > 0 and calibration_max={calibration_max} >= 0"
+        )
     runs = load_runs(run_paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     search = runs.search
-    lines = [f"# {title}", "",
-             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `modulenet-report` from "
-             f"{len(search)} search run(s), {len(runs.finetune)} fine-tune run(s)"
-             + (f", {len(runs.ablation_only)} connection ablation(s)" if runs.ablation_only else "") + ".",
-             "Test errors and err_val in %, lower is better; scores are Eq. 4 (lower is better).", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `modulenet-report` from "
+        f"{len(search)} search run(s), {len(runs.finetune)} fine-tune run(s)"
+        + (f", {len(runs.ablation_only)} connection ablation(s)" if runs.ablation_only else "")
+        + ".",
+        "Test errors and err_val in %, lower is better; scores are Eq. 4 (lower is better).",
+        "",
+    ]
 
     if search:
         lines += ["## Search runs", ""] + runs_summary(search) + [""]
@@ -1006,10 +1301,19 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path, calibrate
         plot_score_curves(search, curves)
         plot_new_survival(search, survival)
         figures += [curves, survival]
-        lines += ["## Search curves", "", "Population score (min, mean) and best score so far per generation:", "",
-                  f"![score curves]({curves.name})", "",
-                  "New survival (Fig. 9): genotypes of generation i's population that were not in generation i−1's. "
-                  "The paper sees it fall as the population settles.", "", f"![new survival]({survival.name})", ""]
+        lines += [
+            "## Search curves",
+            "",
+            "Population score (min, mean) and best score so far per generation:",
+            "",
+            f"![score curves]({curves.name})",
+            "",
+            "New survival (Fig. 9): genotypes of generation i's population that were not in generation i−1's. "
+            "The paper sees it fall as the population settles.",
+            "",
+            f"![new survival]({survival.name})",
+            "",
+        ]
         survival_rows = []
         for run in search:
             points = run.new_survival()
@@ -1021,12 +1325,20 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path, calibrate
             best = run.best
             path = out / f"architecture_{_file_stem(run.label)}.png"
             architecture = _architecture(best["genotype"], run.arch_names)
-            plot_architecture(best["genotype"], run.arch_names,
-                              f"{run.label}: best genotype {format_genotype(best['genotype'])}, "
-                              f"score {_num(best.get('score'))}, err_val {_pct(best.get('err_val'))} %", path)
+            plot_architecture(
+                best["genotype"],
+                run.arch_names,
+                f"{run.label}: best genotype {format_genotype(best['genotype'])}, "
+                f"score {_num(best.get('score'))}, err_val {_pct(best.get('err_val'))} %",
+                path,
+            )
             figures.append(path)
-            lines += [f"**{run.label}**: {format_genotype(best['genotype'])} = {architecture}", "",
-                      f"![architecture {run.label}]({path.name})", ""]
+            lines += [
+                f"**{run.label}**: {format_genotype(best['genotype'])} = {architecture}",
+                "",
+                f"![architecture {run.label}]({path.name})",
+                "",
+            ]
 
     lines += ["## Fine-tuned test error (Tables I-IV)", ""]
     if runs.finetune:
@@ -1047,16 +1359,27 @@ def write_report(run_paths: Sequence[str | Path], out_dir: str | Path, calibrate
         path = out / f"fig8_{_file_stem(ft.label)}.png"
         plot_score_vs_error(points, rho, tau, f"Search score vs test error: {ft.label}", path)
         figures.append(path)
-        lines += [f"### {ft.label}", "",
-                  f"{len(points)} fine-tuned architectures with a search score: Spearman ρ = {_corr(rho)}, "
-                  f"Kendall τ = {_corr(tau)} (positive: a lower score goes with a lower test error, as in the paper).",
-                  "", f"![Fig. 8 {ft.label}]({path.name})", ""]
-        lines += _table(["Label", "Genotype", "Search score", "Test error (%)"],
-                        [[p["label"], format_genotype(p["genotype"]), _num(p["score"]), _pct(p["test_error"])]
-                         for p in sorted(points, key=lambda p: -p["score"])]) + [""]
+        lines += [
+            f"### {ft.label}",
+            "",
+            f"{len(points)} fine-tuned architectures with a search score: Spearman ρ = {_corr(rho)}, "
+            f"Kendall τ = {_corr(tau)} (positive: a lower score goes with a lower test error, as in the paper).",
+            "",
+            f"![Fig. 8 {ft.label}]({path.name})",
+            "",
+        ]
+        lines += _table(
+            ["Label", "Genotype", "Search score", "Test error (%)"],
+            [
+                [p["label"], format_genotype(p["genotype"]), _num(p["score"]), _pct(p["test_error"])]
+                for p in sorted(points, key=lambda p: -p["score"])
+            ],
+        ) + [""]
     if not fig8_any:
-        lines += ["Needs a fine-tune run with at least 2 architectures that have a search score "
-                  "(e.g. `finetune.top_k=10`).", ""]
+        lines += [
+            "Needs a fine-tune run with at least 2 architectures that have a search score (e.g. `finetune.top_k=10`).",
+            "",
+        ]
 
     lines += ["## Parameter-free vs 1×1 connections (Fig. 10)", ""]
     ablations = [r for r in [*search, *runs.ablation_only] if r.ablation]
@@ -1102,21 +1425,34 @@ def log_report_to_wandb(report: Report, logger_cfg, out_dir: Path) -> str | None
     try:
         import wandb
 
-        run = wandb.init(project=logger_cfg.get("project") or ref.get("project") or "modulenet",
-                         entity=logger_cfg.get("entity") or ref.get("entity"),
-                         group=logger_cfg.get("group") or ref.get("group"), job_type="report",
-                         tags=list(logger_cfg.get("tags") or []), dir=str(out_dir), mode=mode,
-                         config={"runs": [str(r.path) for r in report.runs.search + report.runs.finetune]},
-                         reinit="finish_previous",
-                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False))
+        run = wandb.init(
+            project=logger_cfg.get("project") or ref.get("project") or "modulenet",
+            entity=logger_cfg.get("entity") or ref.get("entity"),
+            group=logger_cfg.get("group") or ref.get("group"),
+            job_type="report",
+            tags=list(logger_cfg.get("tags") or []),
+            dir=str(out_dir),
+            mode=mode,
+            config={"runs": [str(r.path) for r in report.runs.search + report.runs.finetune]},
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False),
+        )
         run.log({f"report/{p.stem}": wandb.Image(str(p)) for p in report.figures})
         if report.calibration is not None:
             c = report.calibration
-            run.summary.update({"calibration/alpha": c.best_alpha, "calibration/beta": c.best_beta,
-                                "calibration/spearman": c.best_rho, "calibration/kendall": c.best_kendall})
+            run.summary.update(
+                {
+                    "calibration/alpha": c.best_alpha,
+                    "calibration/beta": c.best_beta,
+                    "calibration/spearman": c.best_rho,
+                    "calibration/kendall": c.best_kendall,
+                }
+            )
         run.finish()
     except Exception as err:  # the report is written; tracking is a bonus
-        log.warning("W&B logging of the report failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning(
+            "W&B logging of the report failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__
+        )
         return None
     return mode
 
@@ -1127,8 +1463,9 @@ def report_job(cfg, run_dir: Path) -> Path:
 
     out = Path(cfg.output) if cfg.get("output") else Path(run_dir)
     runs = [cfg.runs] if isinstance(cfg.runs, str) else list(cfg.runs)  # runs=DIR as well as runs=[DIR,...]
-    report = write_report(runs, out, bool(cfg.calibrate), cfg.title, float(cfg.calibration_max),
-                          float(cfg.calibration_step))
+    report = write_report(
+        runs, out, bool(cfg.calibrate), cfg.title, float(cfg.calibration_max), float(cfg.calibration_step)
+    )
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") is not None else None
     mode = log_report_to_wandb(report, logger_cfg, out)
     if mode:

@@ -44,8 +44,10 @@ def hold(run_dir: str | os.PathLike) -> Iterator[None]:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 f.close()
-                raise ModuleNetError(f"{run_dir} is in use by {holder}: one search per run directory "
-                                     f"(wait for it, or give another directory)") from None
+                raise ModuleNetError(
+                    f"{run_dir} is in use by {holder}: one search per run directory "
+                    f"(wait for it, or give another directory)"
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")

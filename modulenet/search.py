@@ -78,7 +78,9 @@ class SearchConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ModuleNetError(f"search.{name}={value!r} must be an integer")
         if self.generations < 1:
-            raise ModuleNetError(f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)")
+            raise ModuleNetError(
+                f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)"
+            )
         if self.population_size < 2:
             raise ModuleNetError(f"search.population_size={self.population_size} must be >= 2")
         for name in ("crossover_prob", "mutation_prob", "mutation_indpb"):
@@ -94,19 +96,20 @@ class SearchConfig:
         if len(set(objectives)) != len(objectives):
             raise ModuleNetError(f"search.objectives={objectives} names an objective twice")
         if len(self.initial_genotypes) > self.population_size:
-            raise ModuleNetError(f"search.initial_genotypes has {len(self.initial_genotypes)} genotypes, more than "
-                                 f"search.population_size={self.population_size}")
+            raise ModuleNetError(
+                f"search.initial_genotypes has {len(self.initial_genotypes)} genotypes, more than "
+                f"search.population_size={self.population_size}"
+            )
 
 
 class SearchCallback:
     """Hooks for trackers (W&B, CSV); every method is a no-op by default."""
 
-    def on_generation_end(self, generation: int, record: dict, population: list[tuple],
-                          evaluations: dict) -> None:
+    def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
         """After generation `generation` is selected and checkpointed. `record` is its history row,
         `population` its genotypes, `evaluations` genotype -> Evaluation so far (a copy)."""
 
-    def on_search_end(self, result: "SearchResult") -> None:
+    def on_search_end(self, result: SearchResult) -> None:
         """After the outputs are written."""
 
 
@@ -222,10 +225,18 @@ class _Run:
         return min(self.evaluations.values(), key=lambda e: e.score)
 
 
-def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype]], list[Evaluation]],
-               config: SearchConfig, run_dir: str | os.PathLike, arch_names: list[str] | None = None,
-               callbacks: Sequence[SearchCallback] = (), resume: bool = False, progress: bool = True,
-               depends_on: dict | None = None) -> SearchResult:
+def run_search(
+    num_archs: int,
+    num_cells: int,
+    evaluate: Callable[[list[Genotype]], list[Evaluation]],
+    config: SearchConfig,
+    run_dir: str | os.PathLike,
+    arch_names: list[str] | None = None,
+    callbacks: Sequence[SearchCallback] = (),
+    resume: bool = False,
+    progress: bool = True,
+    depends_on: dict | None = None,
+) -> SearchResult:
     """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over n^c genotypes.
 
     `evaluate` gets each generation's not-yet-evaluated genotypes (distinct) and returns one
@@ -245,12 +256,14 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
-        return _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
-                           depends_on)
+        return _run_search(
+            num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
+        )
 
 
-def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
-                depends_on) -> SearchResult:
+def _run_search(
+    num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
+) -> SearchResult:
     if resume:
         run = load_state(run_dir, config, num_archs, num_cells, depends_on)
     else:
@@ -262,8 +275,13 @@ def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, cal
     stats.register("mean", _ok_stat(np.mean))
     stats.register("max", _ok_stat(np.max))
 
-    bar = tqdm(total=config.generations, initial=min(run.generation, config.generations), desc="search",
-               unit="gen", disable=not progress)
+    bar = tqdm(
+        total=config.generations,
+        initial=min(run.generation, config.generations),
+        desc="search",
+        unit="gen",
+        disable=not progress,
+    )
     try:
         while run.generation < config.generations:
             previous = [tuple(ind) for ind in run.population]
@@ -291,23 +309,36 @@ def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, cal
             save_state(run_dir, run)
             write_results(run_dir, run, arch_names)
             write_evaluations_csv(run_dir, run, arch_names)
-            log.info("generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
-                     run.generation, config.generations, record["evaluated"], record["new_survival"], record["min"],
-                     record["mean"], record["max"], record["best_score"], format_genotype(record["best_genotype"]))
+            log.info(
+                "generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
+                run.generation,
+                config.generations,
+                record["evaluated"],
+                record["new_survival"],
+                record["min"],
+                record["mean"],
+                record["max"],
+                record["best_score"],
+                format_genotype(record["best_genotype"]),
+            )
             bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
             bar.update(1)
             for callback in callbacks:
-                callback.on_generation_end(run.generation, dict(record), [tuple(ind) for ind in run.population],
-                                           dict(run.evaluations))
+                callback.on_generation_end(
+                    run.generation, dict(record), [tuple(ind) for ind in run.population], dict(run.evaluations)
+                )
     finally:
         bar.close()
 
     write_results(run_dir, run, arch_names)
     write_evaluations_csv(run_dir, run, arch_names)
     plot_search_curves(run.history, run_dir / CURVES_FILE)
-    result = SearchResult(best=run.best(), history=run.history,
-                          population=[run.evaluations[tuple(ind)] for ind in run.population],
-                          evaluations=list(run.evaluations.values()))
+    result = SearchResult(
+        best=run.best(),
+        history=run.history,
+        population=[run.evaluations[tuple(ind)] for ind in run.population],
+        evaluations=list(run.evaluations.values()),
+    )
     for callback in callbacks:
         callback.on_search_end(result)
     return result
@@ -327,8 +358,10 @@ def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int)
             raise ModuleNetError(f"evaluate returned {len(results)} evaluations for {len(wanted)} genotypes")
         for code, evaluation in zip(wanted, results):
             if tuple(evaluation.genotype) != code:
-                raise ModuleNetError(f"evaluate returned genotype {format_genotype(evaluation.genotype)} "
-                                     f"where {format_genotype(code)} was asked for (answers must keep the order)")
+                raise ModuleNetError(
+                    f"evaluate returned genotype {format_genotype(evaluation.genotype)} "
+                    f"where {format_genotype(code)} was asked for (answers must keep the order)"
+                )
             run.evaluations[code] = evaluation
             run.first_generation[code] = generation
     for ind in individuals:
@@ -340,9 +373,11 @@ def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int)
 def _ok_stat(function: Callable) -> Callable:
     """A statistic over the successful individuals only: a failure's WORST_SCORE would swamp the
     mean and flatten the curves. WORST_SCORE when every individual failed."""
+
     def stat(values):
         ok = [v for v in values if v < WORST_SCORE]
         return float(function(ok)) if ok else WORST_SCORE
+
     return stat
 
 
@@ -350,9 +385,13 @@ def _record(run: _Run, stats: tools.Statistics, previous: list[tuple], evaluated
     best = run.best()
     population = [tuple(ind) for ind in run.population]
     run.logbook.record(
-        generation=run.generation, evaluated=evaluated, new_survival=new_survival(previous, population),
-        failed=sum(run.evaluations[g].status != "ok" for g in population), **stats.compile(run.population),
-        best_score=float(best.score), best_genotype=list(best.genotype),
+        generation=run.generation,
+        evaluated=evaluated,
+        new_survival=new_survival(previous, population),
+        failed=sum(run.evaluations[g].status != "ok" for g in population),
+        **stats.compile(run.population),
+        best_score=float(best.score),
+        best_genotype=list(best.genotype),
     )
     return dict(run.logbook[-1])
 
@@ -370,10 +409,17 @@ def save_state(run_dir: Path, run: _Run) -> None:
         "generation": run.generation,
         # Order and crowding distances matter: the next tournament samples by position and
         # compares the distances selNSGA2 assigned over pop + offspring, not recomputable from pop.
-        "population": [{"genotype": list(ind), "fitness": list(ind.fitness.values),
-                        "crowding_dist": _float_out(getattr(ind.fitness, "crowding_dist", 0.0))}
-                       for ind in run.population],
-        "evaluations": [{"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()],
+        "population": [
+            {
+                "genotype": list(ind),
+                "fitness": list(ind.fitness.values),
+                "crowding_dist": _float_out(getattr(ind.fitness, "crowding_dist", 0.0)),
+            }
+            for ind in run.population
+        ],
+        "evaluations": [
+            {"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()
+        ],
         "history": run.history,
         "populations": [[list(code) for code in pop] for pop in run.populations],
         "rng": {"search": rng_state_to_json(run.rng)},
@@ -382,8 +428,9 @@ def save_state(run_dir: Path, run: _Run) -> None:
     write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
 
 
-def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int,
-               depends_on: dict | None = None) -> _Run:
+def load_state(
+    run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None = None
+) -> _Run:
     """The checkpoint of `run_dir`, the search's generator restored. Settings that change the
     meaning of the stored population (n, c, p_size, objectives) and what the stored evaluations
     depend on (`depends_on`) must match; generations may grow."""
@@ -399,20 +446,30 @@ def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: i
         run = _run_from_state(state, config, num_archs, num_cells, depends_on, run_dir)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({_one_line(err)})"
-        raise ModuleNetError(f"cannot resume {run_dir}: its {STATE_FILE} {what}; it was not written by this "
-                             f"modulenet ({STATE_FORMAT}) or was edited") from None
+        raise ModuleNetError(
+            f"cannot resume {run_dir}: its {STATE_FILE} {what}; it was not written by this "
+            f"modulenet ({STATE_FORMAT}) or was edited"
+        ) from None
     if run.generation >= config.generations:
-        log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
-                 run_dir, run.generation, config.generations)
+        log.info(
+            "%s already reached generation %d (asked for %d): rewriting its outputs only",
+            run_dir,
+            run.generation,
+            config.generations,
+        )
     return run
 
 
-def _run_from_state(state: dict, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None,
-                    run_dir: Path) -> _Run:
+def _run_from_state(
+    state: dict, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None, run_dir: Path
+) -> _Run:
     stored = state["config"]
-    for key, now, then in (("num_archs", num_archs, state["num_archs"]), ("num_cells", num_cells, state["num_cells"]),
-                           ("population_size", config.population_size, stored["population_size"]),
-                           ("objectives", list(config.objectives), stored["objectives"])):
+    for key, now, then in (
+        ("num_archs", num_archs, state["num_archs"]),
+        ("num_cells", num_cells, state["num_cells"]),
+        ("population_size", config.population_size, stored["population_size"]),
+        ("objectives", list(config.objectives), stored["objectives"]),
+    ):
         if now != then:
             raise ModuleNetError(f"cannot resume {run_dir}: {key}={now} but the stored run has {key}={then}")
     _check_depends_on(run_dir, state.get("depends_on"), depends_on)
@@ -442,21 +499,27 @@ def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> N
     if now is None:
         return
     if stored is None:
-        log.warning("%s records no knowledge base or evaluation settings (written by an older modulenet): "
-                    "resuming without checking that its evaluations match this run", run_dir)
+        log.warning(
+            "%s records no knowledge base or evaluation settings (written by an older modulenet): "
+            "resuming without checking that its evaluations match this run",
+            run_dir,
+        )
         return
     now = json.loads(json.dumps(now, default=str))  # the stored form: lists, not tuples
     differing = [key for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
     if differing:
-        shown = "; ".join(f"{key}: {_short(now.get(key))} now, {_short(stored.get(key))} in the run"
-                          for key in differing[:3])
-        raise ModuleNetError(f"cannot resume {run_dir}: its evaluations were made with another {', '.join(differing)} "
-                             f"({shown}); start a new run or resume with the same settings")
+        shown = "; ".join(
+            f"{key}: {_short(now.get(key))} now, {_short(stored.get(key))} in the run" for key in differing[:3]
+        )
+        raise ModuleNetError(
+            f"cannot resume {run_dir}: its evaluations were made with another {', '.join(differing)} "
+            f"({shown}); start a new run or resume with the same settings"
+        )
 
 
 def _short(value, limit: int = 80) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _one_line(err: BaseException) -> str:
@@ -499,15 +562,41 @@ def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> Non
 
 def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
     """evaluations.csv: one row per evaluated individual, in evaluation order."""
-    columns = ["generation", "genotype", "architecture", "score", "err_val", "l_rate", "sim", "params", "flops",
-               "status", "seconds", "error"]
+    columns = [
+        "generation",
+        "genotype",
+        "architecture",
+        "score",
+        "err_val",
+        "l_rate",
+        "sim",
+        "params",
+        "flops",
+        "status",
+        "seconds",
+        "error",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     for code, e in run.evaluations.items():
         architecture = "+".join(arch_names[i] for i in code) if arch_names else ""
-        writer.writerow([run.first_generation[code], format_genotype(code), architecture, e.score, e.err_val,
-                         e.l_rate, e.sim, e.params, e.flops, e.status, e.seconds, e.error])
+        writer.writerow(
+            [
+                run.first_generation[code],
+                format_genotype(code),
+                architecture,
+                e.score,
+                e.err_val,
+                e.l_rate,
+                e.sim,
+                e.params,
+                e.flops,
+                e.status,
+                e.seconds,
+                e.error,
+            ]
+        )
     write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
 
 
@@ -532,8 +621,12 @@ def read_evaluations_csv(path: Path, num_cells: int | None = None) -> list[dict]
                 code = _parse_code(row["genotype"], num_cells)
             except (KeyError, ValueError, AttributeError, TypeError):
                 raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
-            parsed = {"genotype": code, "architecture": row.get("architecture", ""), "status": row.get("status", "ok"),
-                      "generation": int(_float_or_nan(row.get("generation"), 0))}
+            parsed = {
+                "genotype": code,
+                "architecture": row.get("architecture", ""),
+                "status": row.get("status", "ok"),
+                "generation": int(_float_or_nan(row.get("generation"), 0)),
+            }
             for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
                 parsed[key] = _float_or_nan(row.get(key))
             rows.append(parsed)
@@ -552,8 +645,11 @@ def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[t
     final one) that have a score, best first; beyond `limit`, evenly spaced ranks so the picks
     span good to bad (Figs. 8 and 10 draw architectures from the whole search path)."""
     populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
-    codes = dict.fromkeys(_parse_code(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
-                          for pop in populations for code in pop)
+    codes = dict.fromkeys(
+        _parse_code(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
+        for pop in populations
+        for code in pop
+    )
     ranked = sorted((code for code in codes if code in scores), key=lambda code: scores[code])
     if len(ranked) > limit:
         ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]

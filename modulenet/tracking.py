@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import netrc
+import os
 from pathlib import Path
 
 from modulenet.genotype import format_genotype
@@ -41,8 +41,11 @@ def resolve_wandb_mode(mode: str) -> str:
 def generation_metrics(record: dict) -> dict:
     return {
         "generation": record["generation"],
-        "score/min": record["min"], "score/mean": record["mean"], "score/max": record["max"],
-        "score/best_so_far": record.get("best_score"), "new_survival": record["new_survival"],
+        "score/min": record["min"],
+        "score/mean": record["mean"],
+        "score/max": record["max"],
+        "score/best_so_far": record.get("best_score"),
+        "new_survival": record["new_survival"],
         "evaluated": record.get("evaluated", 0),
     }
 
@@ -76,9 +79,19 @@ class WandbTracker:
     """`logger=wandb`: config, per-generation metrics, a table of evaluated individuals, the
     score and new-survival curves, and the best genotype in the summary."""
 
-    def __init__(self, run_dir: str | os.PathLike, config: dict, project: str = "modulenet", group: str | None = None,
-                 job_type: str = "search", name: str | None = None, tags: list[str] | None = None,
-                 entity: str | None = None, mode: str = "auto", arch_names: list[str] | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        config: dict,
+        project: str = "modulenet",
+        group: str | None = None,
+        job_type: str = "search",
+        name: str | None = None,
+        tags: list[str] | None = None,
+        entity: str | None = None,
+        mode: str = "auto",
+        arch_names: list[str] | None = None,
+    ):
         import wandb
 
         self.wandb = wandb
@@ -86,15 +99,34 @@ class WandbTracker:
         self.arch_names = arch_names
         self.mode = resolve_wandb_mode(mode)
         self.run = wandb.init(
-            project=project, entity=entity, group=group, job_type=job_type, name=name, tags=list(tags or []),
-            config=config, dir=str(self.run_dir), mode=self.mode, reinit="finish_previous",
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=list(tags or []),
+            config=config,
+            dir=str(self.run_dir),
+            mode=self.mode,
+            reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, save_code=False),
         )
         # where to find this run in W&B (no credentials in it)
-        (self.run_dir / "wandb_run.json").write_text(json.dumps({
-            "id": self.run.id, "project": project, "entity": entity, "group": group, "job_type": job_type,
-            "name": self.run.name, "mode": self.mode, "dir": str(Path(self.run.dir).parent),
-        }, indent=2))
+        (self.run_dir / "wandb_run.json").write_text(
+            json.dumps(
+                {
+                    "id": self.run.id,
+                    "project": project,
+                    "entity": entity,
+                    "group": group,
+                    "job_type": job_type,
+                    "name": self.run.name,
+                    "mode": self.mode,
+                    "dir": str(Path(self.run.dir).parent),
+                },
+                indent=2,
+            )
+        )
 
     def on_generation_end(self, generation, record, population, evaluations) -> None:
         self.run.log(generation_metrics(record), step=int(generation))
@@ -104,25 +136,42 @@ class WandbTracker:
         table = self.wandb.Table(columns=columns)
         for e in result.evaluations:
             names = "+".join(self.arch_names[i] for i in e.genotype) if self.arch_names else ""
-            table.add_data(format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params,
-                           e.flops, e.status)
+            table.add_data(
+                format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params, e.flops, e.status
+            )
         payload = {"evaluations": table}
         curves = self.run_dir / "search_curves.png"
         if curves.is_file():
             payload["search_curves"] = self.wandb.Image(str(curves))
         self.run.log(payload)
         best = result.best
-        self.run.summary.update({
-            "best/genotype": format_genotype(best.genotype), "best/score": best.score,
-            "best/err_val": best.err_val, "best/l_rate": best.l_rate, "best/sim": best.sim,
-            **({"best/architecture": "+".join(self.arch_names[i] for i in best.genotype)} if self.arch_names else {}),
-        })
+        self.run.summary.update(
+            {
+                "best/genotype": format_genotype(best.genotype),
+                "best/score": best.score,
+                "best/err_val": best.err_val,
+                "best/l_rate": best.l_rate,
+                "best/sim": best.sim,
+                **(
+                    {"best/architecture": "+".join(self.arch_names[i] for i in best.genotype)}
+                    if self.arch_names
+                    else {}
+                ),
+            }
+        )
 
     def log_finetune(self, result) -> None:
-        self.run.log({f"finetune/test_error/{result.label}": result.test_error,
-                      f"finetune/val_error/{result.label}": result.val_error})
-        self.run.summary[f"finetune/{result.label}"] = {"architecture": result.architecture,
-                                                        "val_error": result.val_error, "test_error": result.test_error}
+        self.run.log(
+            {
+                f"finetune/test_error/{result.label}": result.test_error,
+                f"finetune/val_error/{result.label}": result.val_error,
+            }
+        )
+        self.run.summary[f"finetune/{result.label}"] = {
+            "architecture": result.architecture,
+            "val_error": result.val_error,
+            "test_error": result.test_error,
+        }
 
     def finish(self) -> None:
         self.run.finish()
