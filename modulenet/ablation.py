@@ -17,16 +17,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from modulenet import rundir
 from modulenet.correlation import kendall, spearman
 from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
-from modulenet.rundir import write_atomic
-from modulenet.search import read_evaluations_csv, search_path
+from modulenet.rundir import read_evaluations, read_results, write_atomic
+from modulenet.search import search_path
 
 log = logging.getLogger(__name__)
-
-ABLATION_FILE = "ablation_connections.json"
 
 
 def connection_ablation(
@@ -45,10 +44,8 @@ def connection_ablation(
     need `kb.fit_connections` first), and each one's rank correlation with the search's. The
     evaluations are memoised in `ablation_evaluations.jsonl`, so a killed ablation resumes."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    evaluated = {
-        row["genotype"]: row for row in read_evaluations_csv(run_dir / "evaluations.csv") if row["status"] == "ok"
-    }
+    results = read_results(run_dir)
+    evaluated = {row["genotype"]: row for row in read_evaluations(run_dir) if row["status"] == "ok"}
     codes = search_path(results, {code: row["score"] for code, row in evaluated.items()}, max_architectures)
     base = f"val_acc_{settings.connection}"
     rows = {
@@ -101,5 +98,5 @@ def connection_ablation(
         "kendall": correlations[first]["kendall"],
         "correlations": correlations,
     }
-    write_atomic(run_dir / ABLATION_FILE, json.dumps(result, indent=2))
+    write_atomic(run_dir / rundir.ABLATION, json.dumps(result, indent=2))
     return result

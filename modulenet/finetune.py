@@ -18,14 +18,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from modulenet import rundir
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import accelerator_device, quiet_lightning, use_float32_matmul_precision
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
-from modulenet.rundir import hold, write_atomic
-from modulenet.search import read_evaluations_csv, search_path
+from modulenet.rundir import hold, read_scores, write_atomic
+from modulenet.search import search_path
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def run_finetune(
 
 
 def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run) -> list[FinetuneResult]:
-    json_path = out_dir / "finetune.json"
+    json_path = out_dir / rundir.FINETUNE
     done = {}
     if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
         previous = json.loads(json_path.read_text())
@@ -174,7 +175,7 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
                 if "val_error" in r
             }
     validated_on = "test" if getattr(datamodule, "val_from", "train") == "test" else "val"
-    scores = read_search_scores(search_run) if search_run is not None else {}
+    scores = read_scores(search_run) if search_run is not None else {}
     scores.update({tuple(r["genotype"]): r["score"] for r in results.get("population", [])})
     finished: list[FinetuneResult] = []
     runs = [
@@ -209,7 +210,7 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
         _write_finetune_json(json_path, settings, search_run, finished)
     select(finished)
     _write_finetune_json(json_path, settings, search_run, finished)
-    write_atomic(out_dir / "finetune.md", markdown_table(finished, settings))
+    write_atomic(out_dir / rundir.FINETUNE_TABLE, markdown_table(finished, settings))
     return finished
 
 
@@ -284,72 +285,3 @@ def _pct(values: list[float | None]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.2f}"
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
-
-
-def read_search_results(search_run: Path) -> dict:
-    """The search run's results.json, checked: a JSON object whose `population` is a list of rows
-    with a `genotype` (list of integers) and a numeric `score`. A file that is not is one line."""
-    path = Path(search_run) / "results.json"
-    if not path.is_file():
-        raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
-    rerun = f"resuming the search (modulenet-search resume={search_run}, same settings) rewrites it"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModuleNetError(f"cannot read {path} ({err}); {rerun}") from None
-    try:
-        results = json.loads(text)
-    except json.JSONDecodeError as err:
-        what = (
-            "is empty" if not text.strip() else f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
-        )
-        raise ModuleNetError(f"{path} {what}: truncated or corrupt; {rerun}") from None
-    if not isinstance(results, dict):
-        raise ModuleNetError(f"{path} holds a JSON {_json_type(results)}, not a search's results object; {rerun}")
-    population = results.get("population")
-    if not isinstance(population, list):
-        found = (
-            "has no 'population'"
-            if "population" not in results
-            else f"has a 'population' that is a JSON {_json_type(population)}"
-        )
-        raise ModuleNetError(f"{path} {found}: expected a list of rows with 'genotype' and 'score'; {rerun}")
-    for i, row in enumerate(population):
-        problem = _population_row_problem(row)
-        if problem:
-            raise ModuleNetError(
-                f"{path}: population[{i}] {problem}; expected {{'genotype': [integers], 'score': number, ...}}; {rerun}"
-            )
-    return results
-
-
-def _population_row_problem(row) -> str | None:
-    if not isinstance(row, dict):
-        return f"is a JSON {_json_type(row)}, not an object"
-    missing = [key for key in ("genotype", "score") if key not in row]
-    if missing:
-        return f"has no {' and no '.join(repr(k) for k in missing)}"
-    genotype, score = row["genotype"], row["score"]
-    if (
-        not isinstance(genotype, list)
-        or not genotype
-        or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in genotype)
-    ):
-        return f"has genotype {json.dumps(genotype)[:60]}, not a list of non-negative integers"
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        return f"has score {json.dumps(score)[:60]}, not a finite number"
-    return None
-
-
-def _json_type(value) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def read_search_scores(search_run: Path) -> dict[tuple, float]:
-    """Search score of every successfully evaluated genotype (the run's evaluations.csv)."""
-    return {
-        row["genotype"]: row["score"]
-        for row in read_evaluations_csv(Path(search_run) / "evaluations.csv")
-        if row["status"] == "ok"
-    }

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from modulenet import rundir
 from modulenet.connections import CONNECTIONS
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
@@ -24,7 +25,7 @@ from modulenet.knowledge.base import METADATA_FILE
 from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
-from modulenet.rundir import hold
+from modulenet.rundir import hold, read_results
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import make_tracker
 
@@ -204,7 +205,7 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
 def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
     """Algorithm 1 end to end: data, knowledge base, evaluator, NSGA-II; returns the best score."""
     search_dir = Path(cfg.resume) if cfg.resume else run_dir
-    if cfg.resume and not (search_dir / "search_state.json").is_file():
+    if cfg.resume and not (search_dir / rundir.STATE).is_file():
         raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
     with hold(search_dir):  # one search per run directory, for the whole job
         return _search_job(cfg, run_dir, search_dir, group)
@@ -270,7 +271,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         datamodule.search_tensors(),
         datamodule.num_classes,
         settings,
-        memo_path=search_dir / "evaluations.jsonl",
+        memo_path=search_dir / rundir.MEMO,
         context=context,
         progress=cfg.progress,
         devices=list(ev.devices) if ev.devices is not None else None,
@@ -392,12 +393,11 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
 def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
     """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the
     selected architecture's validation error."""
-    from modulenet.finetune import read_search_results
 
     check_trainer(cfg.trainer)
     search_run = Path(cfg.search_run)
-    read_search_results(search_run)  # a clear error before anything is built
-    config_path = search_run / "config_resolved.yaml"
+    read_results(search_run)  # a clear error before anything is built
+    config_path = search_run / rundir.CONFIG
     if not config_path.is_file():
         raise ModuleNetError(
             f"search_run={search_run} has no config_resolved.yaml to rebuild its data and knowledge base"
@@ -452,9 +452,9 @@ def finetune_stage(
 ) -> float:
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports."""
-    from modulenet.finetune import CANDIDATES, FinetuneSettings, read_search_results, run_finetune
+    from modulenet.finetune import CANDIDATES, FinetuneSettings, run_finetune
 
-    results = read_search_results(search_run)
+    results = read_results(search_run)
     pl.seed_everything(seed, workers=True, verbose=False)
     for key in ("top_k", "epochs", "batch_size", "max_candidates"):
         if ft[key] <= 0:
@@ -513,7 +513,7 @@ def finetune_stage(
     finally:
         if tracker is not None:
             tracker.finish()
-    log.info("\n%s", (out_dir / "finetune.md").read_text())
+    log.info("\n%s", (out_dir / rundir.FINETUNE_TABLE).read_text())
     # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
     chosen = [r for r in finished if r.selected] or finished
     return statistics.fmean(r.val_error for r in chosen)

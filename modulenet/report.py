@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from modulenet import rundir
 from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype, parse_genotype, search_space_size
 from modulenet.records import WORST_SCORE
+from modulenet.rundir import read_evaluations
 from modulenet.score import search_score
-from modulenet.search import read_evaluations_csv
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_config(run_dir: Path) -> dict:
-    path = run_dir / "config_resolved.yaml"
+    path = run_dir / rundir.CONFIG
     if not path.is_file():
         return {}
     from omegaconf import OmegaConf
@@ -357,7 +358,7 @@ class Runs:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("results.json", "finetune.json", "ablation_connections.json"))
+    return any((path / name).is_file() for name in (rundir.RESULTS, rundir.FINETUNE, rundir.ABLATION))
 
 
 def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -386,15 +387,13 @@ def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def read_search_run(path: Path) -> SearchRun:
-    results = _read_json(path / "results.json")
+    results = _read_json(path / rundir.RESULTS)
     for key in ("best", "history"):
         if key not in results:
             raise ModuleNetError(f"{path / 'results.json'} is not a search's results: it has no {key!r}")
-    run = SearchRun(
-        path, results, read_evaluations_csv(path / "evaluations.csv", results.get("num_cells")), _read_config(path)
-    )
-    if (path / "ablation_connections.json").is_file():
-        run.ablation = _read_json(path / "ablation_connections.json")
+    run = SearchRun(path, results, read_evaluations(path, results.get("num_cells")), _read_config(path))
+    if (path / rundir.ABLATION).is_file():
+        run.ablation = _read_json(path / rundir.ABLATION)
     if (path / "wandb_run.json").is_file():
         run.wandb = _read_json(path / "wandb_run.json")
     run.label = _run_label(path, run.config.get("name"))
@@ -402,7 +401,7 @@ def read_search_run(path: Path) -> SearchRun:
 
 
 def read_finetune_run(path: Path) -> FinetuneRun:
-    data = _read_json(path / "finetune.json")
+    data = _read_json(path / rundir.FINETUNE)
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ModuleNetError(f"{path / 'finetune.json'} is not a fine-tune's results: it has no 'results' list")
     for row in data["results"]:
@@ -410,7 +409,7 @@ def read_finetune_run(path: Path) -> FinetuneRun:
             if key not in row:
                 raise ModuleNetError(f"{path / 'finetune.json'} has a result without {key!r}: {row}")
     config = _read_config(path)
-    if not config and (path.parent / "results.json").is_file():  # <search run>/finetune/: the search's config
+    if not config and (path.parent / rundir.RESULTS).is_file():  # <search run>/finetune/: the search's config
         config = {"finetune": _read_config(path.parent).get("finetune") or {}}
     search_run = data.get("search_run") or config.get("search_run")
     run = FinetuneRun(
@@ -426,10 +425,10 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
     """Read every run; a fine-tune run's search run is read too when it was not given but exists."""
     runs = Runs()
     for path in expand_runs(paths):
-        if (path / "results.json").is_file():
+        if (path / rundir.RESULTS).is_file():
             runs.search.append(read_search_run(path))
-        elif (path / "ablation_connections.json").is_file():
-            ablation = _read_json(path / "ablation_connections.json")
+        elif (path / rundir.ABLATION).is_file():
+            ablation = _read_json(path / rundir.ABLATION)
             runs.ablation_only.append(
                 SearchRun(
                     path,
@@ -440,9 +439,9 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
                     label=_run_label(path, None),
                 )
             )
-        if (path / "finetune.json").is_file():
+        if (path / rundir.FINETUNE).is_file():
             runs.finetune.append(read_finetune_run(path))
-        if (path / "finetune" / "finetune.json").is_file():  # modulenet-search finetune.after_search=true
+        if (path / rundir.FINETUNE_DIR / rundir.FINETUNE).is_file():  # modulenet-search finetune.after_search=true
             runs.finetune.append(read_finetune_run(path / "finetune"))
     by_path = {run.path.resolve(): run for run in runs.search}
     for ft in runs.finetune:
@@ -456,7 +455,7 @@ def load_runs(paths: Sequence[str | Path]) -> Runs:
             if key in by_path:
                 ft.search = by_path[key]
                 break
-            if key is not None and (candidate / "results.json").is_file():
+            if key is not None and (candidate / rundir.RESULTS).is_file():
                 linked = read_search_run(candidate)
                 linked.linked_only = True
                 runs.search.append(linked)

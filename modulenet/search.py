@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import random
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +26,9 @@ import numpy as np
 from deap import base, creator, tools
 from tqdm.auto import tqdm
 
+from modulenet import rundir
 from modulenet.errors import ModuleNetError
-from modulenet.genotype import Genotype, format_genotype, search_space_size
+from modulenet.genotype import Genotype, format_genotype, read_genotype_text, search_space_size
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.rng import drawing_from, rng_from_json, rng_state_to_json
 from modulenet.rundir import hold, write_atomic
@@ -36,10 +36,6 @@ from modulenet.rundir import hold, write_atomic
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("score", "params", "flops")  # all minimised
-STATE_FILE = "search_state.json"
-RESULTS_FILE = "results.json"
-EVALUATIONS_FILE = "evaluations.csv"
-CURVES_FILE = "search_curves.png"
 STATE_FORMAT = "modulenet-search-state/1"
 
 # Created at import time, not inside run_search: pickled individuals sent to worker processes
@@ -332,7 +328,7 @@ def _run_search(
 
     write_results(run_dir, run, arch_names)
     write_evaluations_csv(run_dir, run, arch_names)
-    plot_search_curves(run.history, run_dir / CURVES_FILE)
+    plot_search_curves(run.history, run_dir / rundir.CURVES)
     result = SearchResult(
         best=run.best(),
         history=run.history,
@@ -425,7 +421,7 @@ def save_state(run_dir: Path, run: _Run) -> None:
         "rng": {"search": rng_state_to_json(run.rng)},
         "depends_on": run.depends_on,
     }
-    write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
+    write_atomic(run_dir / rundir.STATE, json.dumps(state, allow_nan=False))
 
 
 def load_state(
@@ -434,7 +430,7 @@ def load_state(
     """The checkpoint of `run_dir`, the search's generator restored. Settings that change the
     meaning of the stored population (n, c, p_size, objectives) and what the stored evaluations
     depend on (`depends_on`) must match; generations may grow."""
-    path = Path(run_dir) / STATE_FILE
+    path = Path(run_dir) / rundir.STATE
     try:
         state = json.loads(path.read_text())
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -447,7 +443,7 @@ def load_state(
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({_one_line(err)})"
         raise ModuleNetError(
-            f"cannot resume {run_dir}: its {STATE_FILE} {what}; it was not written by this "
+            f"cannot resume {run_dir}: its {rundir.STATE} {what}; it was not written by this "
             f"modulenet ({STATE_FORMAT}) or was edited"
         ) from None
     if run.generation >= config.generations:
@@ -557,7 +553,7 @@ def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> Non
         "arch_names": list(arch_names) if arch_names else None,
         "search_space_size": search_space_size(run.num_archs, run.num_cells),
     }
-    write_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, allow_nan=False))
+    write_atomic(Path(run_dir) / rundir.RESULTS, json.dumps(results, indent=2, allow_nan=False))
 
 
 def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
@@ -597,47 +593,7 @@ def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None
                 e.error,
             ]
         )
-    write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
-
-
-def _parse_code(text: str, num_cells: int | None) -> tuple[int, ...]:
-    """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
-    text = str(text).strip()
-    if "," in text or " " in text:
-        return tuple(int(i) for i in re.split(r"[,\s]+", text) if i)
-    if num_cells == 1:
-        return (int(text),)
-    return tuple(int(ch) for ch in text)
-
-
-def read_evaluations_csv(path: Path, num_cells: int | None = None) -> list[dict]:
-    """evaluations.csv back as rows with typed values (genotype a tuple; [] when the file is missing)."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                code = _parse_code(row["genotype"], num_cells)
-            except (KeyError, ValueError, AttributeError, TypeError):
-                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
-            parsed = {
-                "genotype": code,
-                "architecture": row.get("architecture", ""),
-                "status": row.get("status", "ok"),
-                "generation": int(_float_or_nan(row.get("generation"), 0)),
-            }
-            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
-                parsed[key] = _float_or_nan(row.get(key))
-            rows.append(parsed)
-    return rows
-
-
-def _float_or_nan(value, default: float = math.nan) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
+    write_atomic(Path(run_dir) / rundir.EVALUATIONS, buffer.getvalue())
 
 
 def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[tuple]:
@@ -646,7 +602,7 @@ def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[t
     span good to bad (Figs. 8 and 10 draw architectures from the whole search path)."""
     populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
     codes = dict.fromkeys(
-        _parse_code(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
+        read_genotype_text(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
         for pop in populations
         for code in pop
     )

@@ -14,6 +14,7 @@ import netrc
 import os
 from pathlib import Path
 
+from modulenet import rundir
 from modulenet.genotype import format_genotype
 
 SECRET_KEYS = ("WANDB_API_KEY",)
@@ -54,7 +55,7 @@ class CSVTracker:
     """`logger=csv`: per-generation metrics appended to `<run_dir>/generations.csv`."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / "generations.csv"
+        self.path = Path(run_dir) / rundir.GENERATIONS
 
     def on_generation_end(self, generation, record, population, evaluations) -> None:
         row = generation_metrics(record)
@@ -140,7 +141,7 @@ class WandbTracker:
                 format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params, e.flops, e.status
             )
         payload = {"evaluations": table}
-        curves = self.run_dir / "search_curves.png"
+        curves = self.run_dir / rundir.CURVES
         if curves.is_file():
             payload["search_curves"] = self.wandb.Image(str(curves))
         self.run.log(payload)

@@ -447,21 +447,21 @@ VALID_RESULTS = {
     ],
 )
 def test_corrupt_results_json_is_one_line_naming_file_and_problem(tmp_path, content, problem):
-    from modulenet.finetune import read_search_results
+    from modulenet.rundir import read_results
 
     (tmp_path / "results.json").write_text(content)
     with pytest.raises(ModuleNetError) as excinfo:
-        read_search_results(tmp_path)
+        read_results(tmp_path)
     one_line(excinfo, str(tmp_path / "results.json"), problem, f"modulenet-search resume={tmp_path}")
 
 
 def test_valid_results_json_reads_as_before(tmp_path):
-    from modulenet.finetune import read_search_results
+    from modulenet.rundir import read_results
 
     (tmp_path / "results.json").write_text(json.dumps(VALID_RESULTS, indent=2))
-    assert read_search_results(tmp_path) == VALID_RESULTS
+    assert read_results(tmp_path) == VALID_RESULTS
     with pytest.raises(ModuleNetError, match="is not a search run: it has no results.json"):
-        read_search_results(tmp_path / "nowhere")
+        read_results(tmp_path / "nowhere")
 
 
 def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_path):

@@ -22,7 +22,8 @@ from modulenet.cli import report_main
 from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.errors import ModuleNetError
 from modulenet.records import Evaluation
-from modulenet.report import PAPER_TABLES, calibrate, dataset_key, paper_table_for, read_evaluations_csv, write_report
+from modulenet.report import PAPER_TABLES, calibrate, dataset_key, paper_table_for, write_report
+from modulenet.rundir import read_evaluations
 from modulenet.score import search_score, similarity
 from modulenet.search import SearchConfig, run_search
 
@@ -144,7 +145,7 @@ def runs(tmp_path_factory):
     make_search(sweep / "0", 25.0, 25.0, seed=0)
     make_search(sweep / "1", 10.0, 30.0, seed=1)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    evaluations = read_evaluations_csv(sweep / "0" / "evaluations.csv", C)
+    evaluations = read_evaluations(sweep / "0", C)
     top = sorted(
         ((e["genotype"], e["score"]) for e in evaluations if len(set(e["genotype"])) > 1), key=lambda kv: kv[1]
     )[:3]  # the final population may have converged to one genotype
@@ -232,7 +233,7 @@ def test_report_fills_the_papers_tables_and_draws_every_figure(runs, tmp_path):
     assert "| ModuleNet #2 |" in text and "| 18.90 | — (no paper row) |" in text
 
     # Fig. 8: every fine-tuned architecture has a score (originals from evaluations.csv): rank correlation
-    evaluations = {e["genotype"]: e["score"] for e in read_evaluations_csv(runs.sweep / "0" / "evaluations.csv", C)}
+    evaluations = {e["genotype"]: e["score"] for e in read_evaluations(runs.sweep / "0", C)}
     rows = runs.searched + runs.originals
     scores = [r["search_score"] if r["search_score"] is not None else evaluations[tuple(r["genotype"])] for r in rows]
     errors = [r["test_error"] for r in rows]
@@ -423,7 +424,7 @@ def test_calibrate_true_in_the_report(runs, tmp_path):
     """Fine-tuned test error built monotone in the score at the run's own (10, 30): rho = 1 there and at the
     calibrated point; with fewer than 3 matched architectures the report says so instead."""
     search = runs.sweep / "1"
-    evaluations = read_evaluations_csv(search / "evaluations.csv", C)
+    evaluations = read_evaluations(search, C)
     rows = [row(f"ModuleNet #{k + 1}", e["genotype"], 0.05 + 0.01 * e["score"]) for k, e in enumerate(evaluations)]
     ft = tmp_path / "ft_all"
     write_finetune(ft, search, rows)
