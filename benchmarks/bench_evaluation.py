@@ -192,7 +192,7 @@ def main() -> None:
 
     import torch
 
-    from modulenet.evaluate import has_fast_bf16
+    from modulenet.runtime import has_fast_bf16
 
     torch.set_num_threads(args.threads)
     args.cpu_bf16 = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and has_fast_bf16(torch.device("cpu")))

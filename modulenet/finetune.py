@@ -15,17 +15,16 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from modulenet import rundir
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import accelerator_device, quiet_lightning, use_float32_matmul_precision
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
+from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
 from modulenet.search import search_path
 
 log = logging.getLogger(__name__)
@@ -123,17 +122,7 @@ def _finetune_architecture(
 
     model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
     with quiet_lightning():
-        trainer = pl.Trainer(
-            max_epochs=s.epochs,
-            accelerator=s.accelerator,
-            devices=1,
-            precision=s.precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            num_sanity_val_steps=0,
-        )
+        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress)
         trainer.fit(model, datamodule.train_dataloader())
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from modulenet import rundir
 from modulenet.connections import CONNECTIONS
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings, check_accelerator, check_precision, use_float32_matmul_precision
+from modulenet.evaluate import EvaluationSettings
 from modulenet.evaluators import EVALUATORS, make_evaluator
 from modulenet.fitted_connections import FITTED
 from modulenet.genotype import format_genotype
@@ -26,6 +26,7 @@ from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
 from modulenet.rundir import hold, read_results
+from modulenet.runtime import check_accelerator, check_precision, use_float32_matmul_precision
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import make_tracker
 
@@ -59,7 +60,12 @@ def make_knowledge_base(
         if datamodule is None:
             raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
         return quickstart_knowledge_base(
-            datamodule, kb_cfg.cache_dir, epochs=kb_cfg.quickstart_epochs, seed=seed, progress=progress
+            datamodule,
+            kb_cfg.cache_dir,
+            epochs=kb_cfg.quickstart_epochs,
+            seed=seed,
+            progress=progress,
+            accelerator=accelerator,
         )
     if not kb_cfg.archs:
         raise ModuleNetError(
@@ -82,6 +88,7 @@ def make_knowledge_base(
             lr=kb_cfg.train_lr,
             seed=seed,
             progress=progress,
+            accelerator=accelerator,
         )
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):

@@ -18,6 +18,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
 from modulenet.rng import seeded
+from modulenet.runtime import accelerator_device
 from modulenet.source_training import train_source_network
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def quickstart_knowledge_base(
     lr: float = 0.05,
     seed: int = 0,
     progress: bool = True,
+    accelerator: str = "cpu",
 ) -> KnowledgeBase:
     """Load the cached knowledge base of `archs` trained from scratch on `datamodule` (the
     quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it."""
@@ -53,10 +55,16 @@ def quickstart_knowledge_base(
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:
-        with seeded(seed):
+        with seeded(seed, accelerator_device(accelerator)):
             model = get_architecture(arch_name).build()
             accuracies[arch_name] = train_source_network(
-                model, datamodule.train_dataloader(), datamodule.val_dataloader(), epochs=epochs, lr=lr, progress=False
+                model,
+                datamodule.train_dataloader(),
+                datamodule.val_dataloader(),
+                epochs=epochs,
+                lr=lr,
+                accelerator=accelerator,
+                progress=False,
             )
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
         files[arch_name] = str(path / "sources" / f"{arch_name}.pt")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modulenet.evaluate import quiet_lightning
+from modulenet.runtime import make_trainer, quiet_lightning
 
 
 class SourceNetworkModule(pl.LightningModule):
@@ -83,16 +83,7 @@ def train_source_network(
     """Train `model` in place for `epochs`; returns validation accuracy (or nan without a loader)."""
     module = SourceNetworkModule(model, lr=lr, epochs=epochs)
     with quiet_lightning():
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            accelerator=accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            num_sanity_val_steps=0,
-        )
+        trainer = make_trainer(epochs, accelerator, progress=progress)
         trainer.fit(module, train_loader)
         recalibrate_batchnorm(model, train_loader)
         if val_loader is None:
