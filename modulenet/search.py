@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from modulenet.genotype import Genotype, format_genotype, read_genotype_text, se
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.rng import drawing_from, rng_from_json, rng_state_to_json
 from modulenet.rundir import hold, write_atomic
+from modulenet.score import new_survival
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ class SearchResult:
     history: list[dict]  # one row per generation (see `run_search`)
     population: list[Evaluation]  # the final population, pop_final of Algorithm 1
     evaluations: list[Evaluation]  # everything evaluated in the run, in evaluation order
-
-
-def new_survival(prev_pop: Iterable[Sequence[int]], pop: Iterable[Sequence[int]]) -> int:
-    """Sec. V-B, Fig. 9: distinct genotypes of pop_i that are not in pop_{i-1}.
-
-    Genotypes are compared as sets, so duplicates count once. For generation 1 there is no
-    pop_0: pass an empty previous population and every distinct genotype counts as new.
-    """
-    return len({tuple(g) for g in pop} - {tuple(g) for g in prev_pop})
 
 
 def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple[float, ...]:
