@@ -23,7 +23,7 @@ from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rundir import read_evaluations, read_results, write_atomic
-from modulenet.search import search_path
+from modulenet.search_outputs import search_path
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
 from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
-from modulenet.search import search_path
+from modulenet.search_outputs import search_path
 
 log = logging.getLogger(__name__)
 
