@@ -286,7 +286,7 @@ def test_npz_classes_array_wins_and_must_agree_with_num_classes(tmp_path):
 
 
 def test_npz_num_classes_through_the_dataset_config(tmp_path):
-    from modulenet.jobs import make_datamodule
+    from modulenet.builders import make_datamodule
 
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / "npz.yaml")
     assert "num_classes" in cfg and cfg.num_classes is None

@@ -162,7 +162,7 @@ def test_the_fine_tuned_knowledge_base_cache_depends_on_the_validation_split(tmp
     from omegaconf import OmegaConf
 
     from modulenet.data import NpzDataModule
-    from modulenet.jobs import finetuned_cache_dir
+    from modulenet.builders import finetuned_cache_dir
 
     rng = np.random.default_rng(0)
     np.savez(
