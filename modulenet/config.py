@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from modulenet.evaluate import ClassifierSettings
+
 
 def shared_dir() -> str:
     """`${shared_dir:}`: the project's shared data and weights, $MODULENET_SHARED or the checkout's ../shared."""
@@ -71,22 +73,12 @@ class SearchConf:
 
 
 @dataclass
-class EvaluatorConf:
-    name: str = "local"  # local | gpus (a worker process per GPU, or CPU workers) | ray (evaluators.py)
-    batch_size: int = 256
-    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
-    dropout: float = 0.0
-    lr: float = 1e-3  # Adam; optimiser, lr, batch size and weight decay are ours (the paper names none)
-    weight_decay: float = 0.0
-    cache_features: bool = True
-    feature_batch_size: int = 512
-    # Speed only, same results (batched_evaluation.py): module prefixes shared within a generation,
-    # classifiers of up to `stack_individuals` individuals trained as one batched model on resident
-    # features of at most `feature_memory_gb`.
-    share_prefixes: bool = True
-    stack_individuals: int = 8
-    feature_memory_gb: float = 4.0
+class EvaluatorConf(ClassifierSettings):
+    """The evaluator class (`_target_`: evaluator=local, gpus or ray, or your own) and its settings:
+    the classifier's (ClassifierSettings, one definition) and the dispatch arguments below, each
+    given to the class only where its constructor names it (evaluators.build_evaluator)."""
+
+    _target_: str = "modulenet.evaluate.Evaluator"
     # gpus / ray: workers (default: one per GPU, else half the CPU cores / Ray's CPUs)
     num_workers: int | None = None
     devices: list[int] | None = None  # gpus: which GPUs (default: every visible one)

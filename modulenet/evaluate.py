@@ -42,31 +42,41 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluationSettings:
-    """What decides an individual's result (and therefore keys the memo)."""
+class ClassifierSettings:
+    """The `evaluator` group's settings (conf/evaluator/): the classifier (Sec. IV: input-4096-4096-
+    classes) and how it is trained, the paper's shape with our optimiser (Adam, lr 1e-3, batch 256:
+    the paper names none); then options that change speed only, never results (batched_evaluation.py):
+    cached trunk features, module prefixes shared within a generation, classifiers of up to
+    `stack_individuals` individuals trained as one batched model on resident features of at most
+    `feature_memory_gb`."""
 
-    epochs: int = 20
     batch_size: int = 256
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"
+    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
     dropout: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 0.0
+    cache_features: bool = True
+    feature_batch_size: int = 512
+    share_prefixes: bool = True
+    stack_individuals: int = 8
+    feature_memory_gb: float = 4.0
+
+
+@dataclass
+class EvaluationSettings(ClassifierSettings):
+    """What decides an individual's result (and therefore keys the memo): the evaluator group's
+    settings plus the search's epochs and score weights, the connection and the trainer's."""
+
+    epochs: int = 20
     connection: str = "channel_pool"
     resolution: str = "reduce"  # the resolution rule between modules (resolution.py)
     alpha: float = 25.0
     beta: float = 25.0
     seed: int = 0
-    cache_features: bool = True
-    feature_batch_size: int = 512
     accelerator: str = "cpu"
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"  # on GPUs; "high" = TF32
-    # Speed only (batched_evaluation.py): classifiers trained together on cached features, the
-    # generation's module prefixes shared, and the bytes of features resident at once.
-    stack_individuals: int = 1
-    share_prefixes: bool = True
-    feature_memory_gb: float = 4.0
 
     SPEED_ONLY = ("cache_features", "feature_batch_size", "stack_individuals", "share_prefixes", "feature_memory_gb")
 

@@ -16,6 +16,7 @@ once; a second death records the individual as failed and the search goes on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -26,6 +27,7 @@ from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as tmp
+from hydra.utils import get_class
 from tqdm.auto import tqdm
 
 from modulenet.errors import ModuleNetError
@@ -36,7 +38,13 @@ from modulenet.score import similarity
 
 log = logging.getLogger(__name__)
 
-EVALUATORS = ("local", "gpus", "ray")
+# evaluator=<name>: the class each built-in choice names as its `_target_`
+EVALUATORS = {
+    "local": "modulenet.evaluate.Evaluator",
+    "gpus": "modulenet.evaluators.WorkerPoolEvaluator",
+    "ray": "modulenet.evaluators.RayEvaluator",
+}
+DISPATCH_ARGUMENTS = ("devices", "num_workers", "address", "gpus_per_worker")
 
 
 def worker_died(code: Genotype, error: str) -> Evaluation:
@@ -303,20 +311,30 @@ def _unreachable(address: str) -> str | None:
     return None
 
 
-def make_evaluator(
-    name: str,
-    *args,
-    devices: list[int] | None = None,
-    num_workers: int | None = None,
-    address: str | None = None,
-    gpus_per_worker: float = 0,
-    **kwargs,
-) -> Evaluator:
-    """The evaluator called `name` (`local`, `gpus` or `ray`)."""
-    if name == "local":
-        return Evaluator(*args, **kwargs)
-    if name == "gpus":
-        return WorkerPoolEvaluator(*args, devices=devices, num_workers=num_workers, **kwargs)
-    if name == "ray":
-        return RayEvaluator(*args, address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker, **kwargs)
-    raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")
+def evaluator_class(target: str) -> type:
+    """The class `evaluator._target_` names; one line when it cannot be imported."""
+    try:
+        return get_class(target)
+    except Exception as err:  # Hydra wraps ImportError / AttributeError
+        cause = str(err.__cause__ or err).strip().splitlines()
+        raise ModuleNetError(
+            f"evaluator._target_={target!r} cannot be imported ({cause[0] if cause else type(err).__name__}); "
+            f"the built-in ones are evaluator={'|'.join(EVALUATORS)}"
+        ) from None
+
+
+def build_evaluator(target: str, *args, dispatch: dict | None = None, **kwargs) -> Evaluator:
+    """The evaluator class `target` names, built with `args` and `kwargs` (knowledge base, data,
+    classes, EvaluationSettings, memo, ...) and those of the `dispatch` arguments (DISPATCH_ARGUMENTS)
+    that its constructor names: a class of your own takes only what it declares."""
+    cls = evaluator_class(target)
+    accepted = inspect.signature(cls).parameters
+    return cls(*args, **{k: v for k, v in (dispatch or {}).items() if k in accepted}, **kwargs)
+
+
+def make_evaluator(name: str, *args, **kwargs) -> Evaluator:
+    """The built-in evaluator called `name` (`local`, `gpus` or `ray`); dispatch arguments as keywords."""
+    if name not in EVALUATORS:
+        raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")
+    dispatch = {k: kwargs.pop(k) for k in DISPATCH_ARGUMENTS if k in kwargs}
+    return build_evaluator(EVALUATORS[name], *args, dispatch=dispatch, **kwargs)

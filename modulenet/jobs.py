@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import fields
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,8 +22,8 @@ from modulenet.builders import (
     refuse_untrained,
 )
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings
-from modulenet.evaluators import EVALUATORS, make_evaluator
+from modulenet.evaluate import ClassifierSettings, EvaluationSettings
+from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
 from modulenet.fitted_connections import FITTED
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
@@ -54,8 +55,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         )
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
         check_connection_name("ablation.compare has ", name)
-    if cfg.evaluator.name not in EVALUATORS:
-        raise ModuleNetError(f"evaluator.name={cfg.evaluator.name!r}: valid evaluators are {list(EVALUATORS)}")
+    evaluator_class(cfg.evaluator._target_)  # importable, before any work
     kb_cfg = cfg.knowledge_base
     if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:  # before any work
         weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
@@ -66,27 +66,18 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     refuse_untrained([name for name, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], kb_cfg)
     log.info("\n%s", kb.summary())
     fit_connections(kb, cfg.connection, datamodule, kb_cfg.cache_dir, cfg.progress)
+    evaluator_cfg = OmegaConf.to_container(cfg.evaluator, resolve=True)
     settings = EvaluationSettings(
+        **{f.name: evaluator_cfg[f.name] for f in fields(ClassifierSettings)},
         epochs=cfg.search.epochs,
-        batch_size=cfg.evaluator.batch_size,
-        hidden=list(cfg.evaluator.hidden),
-        pool=cfg.evaluator.pool,
-        dropout=cfg.evaluator.dropout,
-        lr=cfg.evaluator.lr,
-        weight_decay=cfg.evaluator.weight_decay,
         connection=cfg.connection.name,
         resolution=cfg.connection.resolution,
         alpha=cfg.search.alpha,
         beta=cfg.search.beta,
         seed=cfg.seed,
-        cache_features=cfg.evaluator.cache_features,
-        feature_batch_size=cfg.evaluator.feature_batch_size,
         accelerator=cfg.trainer.accelerator,
         precision=cfg.trainer.precision,
         float32_matmul_precision=cfg.trainer.float32_matmul_precision,
-        share_prefixes=cfg.evaluator.share_prefixes,
-        stack_individuals=cfg.evaluator.stack_individuals,
-        feature_memory_gb=cfg.evaluator.feature_memory_gb,
     )
     context = {
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
@@ -97,9 +88,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         context["fit_images"] = kb.fitted_images
     # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
     depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
-    ev = cfg.evaluator
-    evaluator = make_evaluator(
-        ev.name,
+    evaluator = build_evaluator(
+        cfg.evaluator._target_,
         kb,
         datamodule.search_tensors(),
         datamodule.num_classes,
@@ -107,10 +97,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         memo_path=search_dir / rundir.MEMO,
         context=context,
         progress=cfg.progress,
-        devices=list(ev.devices) if ev.devices is not None else None,
-        num_workers=ev.num_workers,
-        address=ev.address,
-        gpus_per_worker=ev.gpus_per_worker,
+        dispatch={k: evaluator_cfg[k] for k in DISPATCH_ARGUMENTS},
     )
     search_config = SearchConfig(
         generations=cfg.search.generations,

@@ -224,7 +224,10 @@ def bad_input(
             "knowledge_base.archs=['resnet_cifar20'] cannot take effect: the knowledge base is the quickstart's",
         ),
         (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),
-        (["evaluator.name=foo"], "evaluator.name='foo': valid evaluators are ['local', 'gpus', 'ray']"),
+        (
+            ["evaluator._target_=mypkg.MyEvaluator"],
+            "evaluator._target_='mypkg.MyEvaluator' cannot be imported",
+        ),
         (
             [
                 "knowledge_base=craft",

@@ -16,7 +16,16 @@ from modulenet.score import loss_rate, search_score, similarity
 
 
 def small_settings(**overrides) -> EvaluationSettings:
-    base = dict(epochs=3, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", alpha=25, beta=25)
+    base = dict(
+        epochs=3,
+        stack_individuals=1,
+        batch_size=64,
+        feature_batch_size=64,
+        hidden=[64, 64],
+        pool="avg",
+        alpha=25,
+        beta=25,
+    )
     return EvaluationSettings(**{**base, **overrides})
 
 

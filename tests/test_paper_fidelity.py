@@ -161,8 +161,8 @@ def test_the_fine_tuned_knowledge_base_cache_depends_on_the_validation_split(tmp
     import numpy as np
     from omegaconf import OmegaConf
 
-    from modulenet.data import NpzDataModule
     from modulenet.builders import finetuned_cache_dir
+    from modulenet.data import NpzDataModule
 
     rng = np.random.default_rng(0)
     np.savez(
