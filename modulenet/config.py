@@ -88,7 +88,10 @@ class EvaluatorConf(ClassifierSettings):
 
 @dataclass
 class LoggerConf:
-    name: str = "wandb"  # wandb | csv | none
+    """The tracker class (`_target_`: logger=wandb, csv or none (null), or your own); the settings
+    below (and the job's group, job_type, name, arch_names) go to it where its constructor names them."""
+
+    _target_: str | None = "modulenet.tracking.WandbTracker"
     project: str = "modulenet"
     entity: str | None = None
     group: str | None = None  # default: the multirun sweep, so its jobs compare side by side

@@ -31,7 +31,7 @@ from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.resolution import RESOLUTIONS
 from modulenet.rundir import hold, read_results
 from modulenet.search import SearchConfig, run_search
-from modulenet.tracking import make_tracker
+from modulenet.tracking import make_tracker, tracker_class
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
         check_connection_name("ablation.compare has ", name)
     evaluator_class(cfg.evaluator._target_)  # importable, before any work
+    tracker_class(cfg.logger._target_)
     kb_cfg = cfg.knowledge_base
     if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:  # before any work
         weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
@@ -110,23 +111,13 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes],
     )
     tracker = make_tracker(
-        cfg.logger.name,
+        cfg.logger,
         search_dir,
         OmegaConf.to_container(cfg, resolve=True),
-        **(
-            {}
-            if cfg.logger.name != "wandb"
-            else dict(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
-                group=cfg.logger.group or group,
-                job_type="search",
-                name=f"{cfg.name}-{run_dir.name}",
-                tags=list(cfg.logger.tags),
-                mode=cfg.logger.mode,
-                arch_names=kb.arch_names,
-            )
-        ),
+        group=group,
+        job_type="search",
+        name=f"{cfg.name}-{run_dir.name}",
+        arch_names=kb.arch_names,
     )
     try:
         result = run_search(
@@ -215,6 +206,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     selected architecture's validation error."""
 
     check_trainer(cfg.trainer)
+    tracker_class(cfg.logger._target_)
     search_run = Path(cfg.search_run)
     read_results(search_run)  # a clear error before anything is built
     config_path = search_run / rundir.CONFIG
@@ -288,23 +280,13 @@ def finetune_stage(
         seeds=list(ft.seeds),
     )
     tracker = make_tracker(
-        logger_cfg.name,
+        logger_cfg,
         out_dir,
         {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
-        **(
-            {}
-            if logger_cfg.name != "wandb"
-            else dict(
-                project=logger_cfg.project,
-                entity=logger_cfg.entity,
-                group=logger_cfg.group or group,
-                job_type="finetune",
-                name=f"finetune-{search_run.name}",
-                tags=list(logger_cfg.tags),
-                mode=logger_cfg.mode,
-                arch_names=kb.arch_names,
-            )
-        ),
+        group=group,
+        job_type="finetune",
+        name=f"finetune-{search_run.name}",
+        arch_names=kb.arch_names,
     )
     try:
         finished = run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run=search_run)

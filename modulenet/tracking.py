@@ -9,6 +9,7 @@ runs of their own (their `logger=False`).
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import netrc
 import os
@@ -178,14 +179,37 @@ class WandbTracker:
         self.run.finish()
 
 
-def make_tracker(logger: str, run_dir, config: dict, **kwargs):
-    """The tracker for `logger.name`: wandb, csv or none (None). `kwargs` go to `WandbTracker`."""
+def tracker_class(target: str | None) -> type | None:
+    """The class `logger._target_` names (None: no tracker); one line when it cannot be imported."""
+    if not target:
+        return None
+    from hydra.utils import get_class
+
     from modulenet.errors import ModuleNetError
 
-    if logger == "wandb":
-        return WandbTracker(run_dir, config, **kwargs)
-    if logger == "csv":
-        return CSVTracker(run_dir)
-    if logger == "none":
+    try:
+        return get_class(target)
+    except Exception as err:  # Hydra wraps ImportError / AttributeError
+        cause = str(err.__cause__ or err).strip().splitlines()
+        raise ModuleNetError(
+            f"logger._target_={target!r} cannot be imported ({cause[0] if cause else type(err).__name__}); "
+            "the built-in ones are logger=wandb|csv|none"
+        ) from None
+
+
+def make_tracker(logger_cfg, run_dir, config: dict, **context):
+    """The tracker class `logger._target_` names (None for `logger=none`), built with `run_dir` and
+    those of `config`, the logger group's settings and `context` (group, job_type, name, arch_names)
+    that its constructor names: a tracker of your own takes only what it declares."""
+    from omegaconf import DictConfig, OmegaConf
+
+    settings = (
+        OmegaConf.to_container(logger_cfg, resolve=True) if isinstance(logger_cfg, DictConfig) else dict(logger_cfg)
+    )
+    cls = tracker_class(settings.pop("_target_", None))
+    if cls is None:
         return None
-    raise ModuleNetError(f"unknown logger {logger!r}; valid loggers are ['wandb', 'csv', 'none']")
+    settings["group"] = settings.get("group") or context.pop("group", None)
+    arguments = {"config": config, **context, **settings}
+    accepted = inspect.signature(cls).parameters
+    return cls(run_dir, **{k: v for k, v in arguments.items() if k in accepted})

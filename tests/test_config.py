@@ -26,7 +26,7 @@ def test_default_is_the_quickstart():
     assert cfg.name == "quickstart"
     assert cfg.dataset._target_ == "modulenet.data.QuickstartDataModule"
     assert cfg.knowledge_base.quickstart is True
-    assert cfg.logger.name == "wandb"
+    assert cfg.logger._target_ == "modulenet.tracking.WandbTracker"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

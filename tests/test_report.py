@@ -511,9 +511,17 @@ def test_figures_go_to_an_offline_wandb_run_when_asked(runs, tmp_path):
     from modulenet.report import log_report_to_wandb
 
     report = write_report([runs.ft], tmp_path / "out")
-    assert log_report_to_wandb(report, {"name": "wandb", "mode": "auto"}, tmp_path / "out") is None
+    assert (
+        log_report_to_wandb(report, {"_target_": "modulenet.tracking.WandbTracker", "mode": "auto"}, tmp_path / "out")
+        is None
+    )
     assert log_report_to_wandb(report, {"name": "none", "mode": "offline"}, tmp_path / "out") is None
-    assert log_report_to_wandb(report, {"name": "wandb", "mode": "offline"}, tmp_path / "out") == "offline"
+    assert (
+        log_report_to_wandb(
+            report, {"_target_": "modulenet.tracking.WandbTracker", "mode": "offline"}, tmp_path / "out"
+        )
+        == "offline"
+    )
     (offline,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
     import re
 

@@ -54,7 +54,7 @@ def test_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
 
 
 def test_csv_logger_writes_one_row_per_generation(tmp_path):
-    tracker = make_tracker("csv", tmp_path, {})
+    tracker = make_tracker({"_target_": "modulenet.tracking.CSVTracker", "project": "p"}, tmp_path, {}, job_type="x")
     assert isinstance(tracker, CSVTracker)
     run_search(
         4,
@@ -69,9 +69,20 @@ def test_csv_logger_writes_one_row_per_generation(tmp_path):
     assert rows[0].startswith("generation,score/min") and len(rows) == 4
 
 
-def test_logger_none_and_unknown():
-    assert make_tracker("none", ".", {}) is None
+class OwnTracker:
+    """A user's tracker: it declares only what it wants."""
+
+    def __init__(self, run_dir, job_type: str, tags: list):
+        self.run_dir, self.job_type, self.tags = run_dir, job_type, tags
+
+
+def test_logger_none_own_and_unknown():
+    assert make_tracker({"_target_": None}, ".", {}) is None
+    own = make_tracker(
+        {"_target_": f"{__name__}.OwnTracker", "tags": ["a"], "mode": "auto"}, ".", {}, job_type="search"
+    )
+    assert isinstance(own, OwnTracker) and (own.job_type, own.tags) == ("search", ["a"])
     from modulenet.errors import ModuleNetError
 
-    with pytest.raises(ModuleNetError, match=r"unknown logger 'tensorboard'; valid loggers are"):
-        make_tracker("tensorboard", ".", {})
+    with pytest.raises(ModuleNetError, match=r"logger._target_='tensorboard.Logger' cannot be imported .*logger=wandb"):
+        make_tracker({"_target_": "tensorboard.Logger"}, ".", {})

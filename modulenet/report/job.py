@@ -14,9 +14,15 @@ def log_report_to_wandb(report: Report, logger_cfg, out_dir: Path) -> str | None
     """The figures (and calibration result) in a W&B run of job_type "report". `logger.mode=auto` logs only
     when one of the given runs was online and W&B has credentials now; offline logs into `out_dir`.
     Returns the mode used, or None when nothing was logged. Never writes keys anywhere."""
-    from modulenet.tracking import resolve_wandb_mode
+    from hydra.utils import get_class
 
-    if logger_cfg is None or logger_cfg.get("name", "wandb") != "wandb":
+    from modulenet.tracking import WandbTracker, resolve_wandb_mode
+
+    target = (logger_cfg or {}).get("_target_")
+    try:
+        if not target or not issubclass(get_class(target), WandbTracker):
+            return None
+    except Exception:  # not importable: the job checked it already; here it only means "not W&B"
         return None
     infos = [r.wandb for r in [*report.runs.search, *report.runs.finetune] if r.wandb]
     online = [info for info in infos if info.get("mode") == "online"]
