@@ -198,25 +198,3 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
         recipe["kb"].pop(key, None)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
-
-
-def check_targets(cfg, source, trusted: bool = False, prefix: str = "modulenet.") -> None:
-    """Refuse a saved config whose `_target_`s name anything but this project's classes (a run
-    directory is data; `trust_code=true` lifts the rule for a run the user trusts)."""
-    if trusted:
-        return
-    container = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
-    stack = [container]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and not str(target).startswith(prefix):
-                raise ModuleNetError(
-                    f"{source} names _target_ {target!r}, which is not modulenet's own: a saved config "
-                    "is data, so only modulenet.* classes are built from it (trust_code=true if you "
-                    "trust this run)"
-                )
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)

@@ -27,7 +27,6 @@ from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as tmp
-from hydra.utils import get_class
 from tqdm.auto import tqdm
 
 from modulenet.errors import ModuleNetError
@@ -35,6 +34,7 @@ from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.score import similarity
+from modulenet.targets import target_class
 
 log = logging.getLogger(__name__)
 
@@ -313,14 +313,7 @@ def _unreachable(address: str) -> str | None:
 
 def evaluator_class(target: str) -> type:
     """The class `evaluator._target_` names; one line when it cannot be imported."""
-    try:
-        return get_class(target)
-    except Exception as err:  # Hydra wraps ImportError / AttributeError
-        cause = str(err.__cause__ or err).strip().splitlines()
-        raise ModuleNetError(
-            f"evaluator._target_={target!r} cannot be imported ({cause[0] if cause else type(err).__name__}); "
-            f"the built-in ones are evaluator={'|'.join(EVALUATORS)}"
-        ) from None
+    return target_class("evaluator._target_", target, f"evaluator={'|'.join(EVALUATORS)}")
 
 
 def build_evaluator(target: str, *args, dispatch: dict | None = None, **kwargs) -> Evaluator:

@@ -14,7 +14,6 @@ from modulenet import rundir
 from modulenet.builders import (
     check_connection_name,
     check_quickstart_overrides,
-    check_targets,
     check_trainer,
     fit_connections,
     make_datamodule,
@@ -31,6 +30,7 @@ from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.resolution import RESOLUTIONS
 from modulenet.rundir import hold, read_results
 from modulenet.search import SearchConfig, run_search
+from modulenet.targets import check_targets
 from modulenet.tracking import make_tracker, tracker_class
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,10 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         progress=cfg.progress,
         dispatch={k: evaluator_cfg[k] for k in DISPATCH_ARGUMENTS},
     )
-    search_config = SearchConfig(
-        generations=cfg.search.generations,
-        population_size=cfg.search.population_size,
-        crossover_prob=cfg.search.crossover_prob,
-        mutation_prob=cfg.search.mutation_prob,
-        mutation_indpb=cfg.search.mutation_indpb,
-        objectives=list(cfg.search.objectives),
-        seed=cfg.seed,
-        initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes],
-    )
+    # the search group's NSGA-II settings; its epochs, alpha and beta went to the evaluation above
+    search_cfg = OmegaConf.to_container(cfg.search, resolve=True)
+    search_cfg.update(seed=cfg.seed, initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes])
+    search_config = SearchConfig(**{f.name: search_cfg[f.name] for f in fields(SearchConfig)})
     tracker = make_tracker(
         cfg.logger,
         search_dir,

@@ -181,20 +181,9 @@ class WandbTracker:
 
 def tracker_class(target: str | None) -> type | None:
     """The class `logger._target_` names (None: no tracker); one line when it cannot be imported."""
-    if not target:
-        return None
-    from hydra.utils import get_class
+    from modulenet.targets import target_class
 
-    from modulenet.errors import ModuleNetError
-
-    try:
-        return get_class(target)
-    except Exception as err:  # Hydra wraps ImportError / AttributeError
-        cause = str(err.__cause__ or err).strip().splitlines()
-        raise ModuleNetError(
-            f"logger._target_={target!r} cannot be imported ({cause[0] if cause else type(err).__name__}); "
-            "the built-in ones are logger=wandb|csv|none"
-        ) from None
+    return target_class("logger._target_", target, "logger=wandb|csv|none") if target else None
 
 
 def make_tracker(logger_cfg, run_dir, config: dict, **context):
