@@ -15,8 +15,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from modulenet.evaluate import ClassifierSettings
-
 
 def shared_dir() -> str:
     """`${shared_dir:}`: the project's shared data and weights, $MODULENET_SHARED or the checkout's ../shared."""
@@ -70,6 +68,28 @@ class SearchConf:
     alpha: float = 25.0
     beta: float = 25.0
     epochs: int = 20
+
+
+@dataclass
+class ClassifierSettings:
+    """The `evaluator` group's settings (conf/evaluator/): the classifier (Sec. IV: input-4096-4096-
+    classes) and how it is trained, the paper's shape with our optimiser (Adam, lr 1e-3, batch 256:
+    the paper names none); then options that change speed only, never results (batched_evaluation.py):
+    cached trunk features, module prefixes shared within a generation, classifiers of up to
+    `stack_individuals` individuals trained as one batched model on resident features of at most
+    `feature_memory_gb`."""
+
+    batch_size: int = 256
+    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
+    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    cache_features: bool = True
+    feature_batch_size: int = 512
+    share_prefixes: bool = True
+    stack_individuals: int = 8
+    feature_memory_gb: float = 4.0
 
 
 @dataclass

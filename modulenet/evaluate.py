@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from modulenet.batched_evaluation import StackedIndividualsModule, batch_loader, group_by_width, prefix_shared_features
+from modulenet.config import ClassifierSettings
 from modulenet.connections import TRAINABLE
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
@@ -39,28 +40,6 @@ from modulenet.runtime import (
 from modulenet.score import loss_rate, search_score, similarity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClassifierSettings:
-    """The `evaluator` group's settings (conf/evaluator/): the classifier (Sec. IV: input-4096-4096-
-    classes) and how it is trained, the paper's shape with our optimiser (Adam, lr 1e-3, batch 256:
-    the paper names none); then options that change speed only, never results (batched_evaluation.py):
-    cached trunk features, module prefixes shared within a generation, classifiers of up to
-    `stack_individuals` individuals trained as one batched model on resident features of at most
-    `feature_memory_gb`."""
-
-    batch_size: int = 256
-    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
-    dropout: float = 0.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    cache_features: bool = True
-    feature_batch_size: int = 512
-    share_prefixes: bool = True
-    stack_individuals: int = 8
-    feature_memory_gb: float = 4.0
 
 
 @dataclass
