@@ -7,19 +7,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from modulenet.config import ClassifierSettings
 from modulenet.connections import CONNECTIONS
 from modulenet.errors import ModuleNetError
+from modulenet.evaluate import EvaluationSettings
+from modulenet.evaluators import evaluator_class
 from modulenet.fitted_connections import FITTED
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
+from modulenet.knowledge.build import untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.resolution import RESOLUTIONS
 from modulenet.runtime import check_accelerator, check_precision, use_float32_matmul_precision
+from modulenet.search import SearchConfig
+from modulenet.tracking import tracker_class
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +206,82 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
         recipe["kb"].pop(key, None)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
+
+
+def check_search_config(cfg: DictConfig) -> None:
+    """What a search can check before any work: trainer, connection and resolution, the ablation's
+    connections, the evaluator and logger classes, untrained architectures, positive sizes."""
+    check_positive(cfg)
+    check_trainer(cfg.trainer)
+    check_connection_name("connection.name=", cfg.connection.name)
+    if cfg.connection.resolution not in RESOLUTIONS:
+        raise ModuleNetError(
+            f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
+        )
+    for name in cfg.ablation.compare if cfg.ablation.connections else ():
+        check_connection_name("ablation.compare has ", name)
+    evaluator_class(cfg.evaluator._target_)
+    tracker_class(cfg.logger._target_)
+    kb_cfg = cfg.knowledge_base
+    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
+        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
+        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
+
+
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    """What decides an individual's result: the evaluator group's classifier settings, the search's
+    epochs and score weights (Eq. 4), the connection, the seed and the trainer's settings."""
+    evaluator = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    return EvaluationSettings(
+        **{f.name: evaluator[f.name] for f in fields(ClassifierSettings)},
+        epochs=cfg.search.epochs,
+        connection=cfg.connection.name,
+        resolution=cfg.connection.resolution,
+        alpha=cfg.search.alpha,
+        beta=cfg.search.beta,
+        seed=cfg.seed,
+        accelerator=cfg.trainer.accelerator,
+        precision=cfg.trainer.precision,
+        float32_matmul_precision=cfg.trainer.float32_matmul_precision,
+    )
+
+
+def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
+    """What else an evaluation depends on (the memo's key): the data and the knowledge base's sources."""
+    context = {
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "archs": kb.arch_names,
+        "sources": kb.sources,
+    }
+    if cfg.connection.name in FITTED:  # fitted on this many training images
+        context["fit_images"] = kb.fitted_images
+    return context
+
+
+def search_config(cfg: DictConfig, kb: KnowledgeBase) -> SearchConfig:
+    """The search group's NSGA-II settings (its epochs, alpha and beta go to the evaluation)."""
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    search.update(seed=cfg.seed, initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes])
+    return SearchConfig(**{f.name: search[f.name] for f in fields(SearchConfig)})
+
+
+def check_positive(cfg: DictConfig) -> None:
+    """Sizes that must be positive, and the evaluator's pool, in one line each."""
+    checks = {
+        "search.generations": cfg.search.generations,
+        "search.population_size": cfg.search.population_size,
+        "search.epochs": cfg.search.epochs,
+        "evaluator.batch_size": cfg.evaluator.batch_size,
+        "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
+        "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
+    }
+    if cfg.evaluator.num_workers is not None:
+        checks["evaluator.num_workers"] = cfg.evaluator.num_workers
+    if cfg.evaluator.feature_memory_gb <= 0:
+        raise ModuleNetError(f"evaluator.feature_memory_gb={cfg.evaluator.feature_memory_gb} must be positive")
+    checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
+    for key, value in checks.items():
+        if value <= 0:
+            raise ModuleNetError(f"{key}={value} must be a positive integer")
+    if cfg.evaluator.pool not in ("flatten", "avg"):
+        raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import fields
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,24 +11,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir
 from modulenet.builders import (
-    check_connection_name,
     check_quickstart_overrides,
+    check_search_config,
     check_trainer,
+    evaluation_context,
+    evaluation_settings,
     fit_connections,
     make_datamodule,
     make_knowledge_base,
     refuse_untrained,
+    search_config,
 )
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import ClassifierSettings, EvaluationSettings
-from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
-from modulenet.fitted_connections import FITTED
+from modulenet.evaluate import EvaluationSettings
+from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
-from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
-from modulenet.resolution import RESOLUTIONS
+from modulenet.knowledge.build import RANDOM_SOURCE
 from modulenet.rundir import hold, read_results
-from modulenet.search import SearchConfig, run_search
+from modulenet.search import run_search
 from modulenet.targets import check_targets
 from modulenet.tracking import make_tracker, tracker_class
 
@@ -46,49 +46,15 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 
 
 def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None) -> float:
-    _check_positive(cfg)
-    check_trainer(cfg.trainer)
-    check_connection_name("connection.name=", cfg.connection.name)
-    if cfg.connection.resolution not in RESOLUTIONS:
-        raise ModuleNetError(
-            f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
-        )
-    for name in cfg.ablation.compare if cfg.ablation.connections else ():
-        check_connection_name("ablation.compare has ", name)
-    evaluator_class(cfg.evaluator._target_)  # importable, before any work
-    tracker_class(cfg.logger._target_)
-    kb_cfg = cfg.knowledge_base
-    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:  # before any work
-        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
-        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
+    check_search_config(cfg)  # every check that needs no work, before any
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
-    kb = make_knowledge_base(kb_cfg, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
-    refuse_untrained([name for name, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], kb_cfg)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    refuse_untrained([n for n, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], cfg.knowledge_base)
     log.info("\n%s", kb.summary())
-    fit_connections(kb, cfg.connection, datamodule, kb_cfg.cache_dir, cfg.progress)
-    evaluator_cfg = OmegaConf.to_container(cfg.evaluator, resolve=True)
-    settings = EvaluationSettings(
-        **{f.name: evaluator_cfg[f.name] for f in fields(ClassifierSettings)},
-        epochs=cfg.search.epochs,
-        connection=cfg.connection.name,
-        resolution=cfg.connection.resolution,
-        alpha=cfg.search.alpha,
-        beta=cfg.search.beta,
-        seed=cfg.seed,
-        accelerator=cfg.trainer.accelerator,
-        precision=cfg.trainer.precision,
-        float32_matmul_precision=cfg.trainer.float32_matmul_precision,
-    )
-    context = {
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "archs": kb.arch_names,
-        "sources": kb.sources,
-    }
-    if cfg.connection.name in FITTED:  # fitted on this many training images
-        context["fit_images"] = kb.fitted_images
-    # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
-    depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
+    fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
+    settings = evaluation_settings(cfg)
+    context = evaluation_context(cfg, kb)
     evaluator = build_evaluator(
         cfg.evaluator._target_,
         kb,
@@ -98,12 +64,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         memo_path=search_dir / rundir.MEMO,
         context=context,
         progress=cfg.progress,
-        dispatch={k: evaluator_cfg[k] for k in DISPATCH_ARGUMENTS},
+        dispatch={k: OmegaConf.to_container(cfg.evaluator, resolve=True)[k] for k in DISPATCH_ARGUMENTS},
     )
-    # the search group's NSGA-II settings; its epochs, alpha and beta went to the evaluation above
-    search_cfg = OmegaConf.to_container(cfg.search, resolve=True)
-    search_cfg.update(seed=cfg.seed, initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes])
-    search_config = SearchConfig(**{f.name: search_cfg[f.name] for f in fields(SearchConfig)})
     tracker = make_tracker(
         cfg.logger,
         search_dir,
@@ -114,11 +76,13 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         arch_names=kb.arch_names,
     )
     try:
+        # What a resume must match: the memo's key plus the knowledge base's tensors themselves.
+        depends_on = {**settings.relevant(context), "weights": kb.weight_hashes()}
         result = run_search(
             kb.num_archs,
             kb.num_cells,
             evaluator,
-            search_config,
+            search_config(cfg, kb),
             search_dir,
             arch_names=kb.arch_names,
             callbacks=[tracker] if tracker else [],
@@ -134,40 +98,20 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     log.info(
         "best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
         format_genotype(best.genotype),
-        "+".join(kb.arch_names[i] for i in best.genotype),
+        "+".join(kb.describe(best.genotype)),
         best.score,
         best.err_val,
         best.l_rate,
         best.sim,
     )
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
-        from modulenet.ablation import connection_ablation
-
-        compare = [name for name in cfg.ablation.compare if name != cfg.connection.name]
-        for name in compare:
-            fit_connections(
-                kb,
-                OmegaConf.merge(cfg.connection, {"name": name}),
-                datamodule,
-                cfg.knowledge_base.cache_dir,
-                cfg.progress,
-            )
-        connection_ablation(
-            kb,
-            datamodule.search_tensors(),
-            datamodule.num_classes,
-            settings,
-            search_dir,
-            max_architectures=cfg.ablation.max_architectures,
-            progress=cfg.progress,
-            compare=compare,
-        )
+        ablation_stage(cfg, kb, datamodule, settings, search_dir)
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
         finetune_stage(
             cfg.finetune,
             cfg,
             search_dir,
-            search_dir / "finetune",
+            search_dir / rundir.FINETUNE_DIR,
             cfg.logger,
             cfg.trainer,
             group,
@@ -176,6 +120,26 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
             kb=kb,
         )
     return float(best.score)
+
+
+def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: EvaluationSettings, search_dir: Path):
+    """Fig. 10: the search path's architectures again with the connections of `ablation.compare`."""
+    from modulenet.ablation import connection_ablation
+
+    compare = [name for name in cfg.ablation.compare if name != cfg.connection.name]
+    for name in compare:
+        connection = OmegaConf.merge(cfg.connection, {"name": name})
+        fit_connections(kb, connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
+    connection_ablation(
+        kb,
+        datamodule.search_tensors(),
+        datamodule.num_classes,
+        settings,
+        search_dir,
+        max_architectures=cfg.ablation.max_architectures,
+        progress=cfg.progress,
+        compare=compare,
+    )
 
 
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
@@ -291,24 +255,3 @@ def finetune_stage(
     # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
     chosen = [r for r in finished if r.selected] or finished
     return statistics.fmean(r.val_error for r in chosen)
-
-
-def _check_positive(cfg: DictConfig) -> None:
-    checks = {
-        "search.generations": cfg.search.generations,
-        "search.population_size": cfg.search.population_size,
-        "search.epochs": cfg.search.epochs,
-        "evaluator.batch_size": cfg.evaluator.batch_size,
-        "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
-        "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
-    }
-    if cfg.evaluator.num_workers is not None:
-        checks["evaluator.num_workers"] = cfg.evaluator.num_workers
-    if cfg.evaluator.feature_memory_gb <= 0:
-        raise ModuleNetError(f"evaluator.feature_memory_gb={cfg.evaluator.feature_memory_gb} must be positive")
-    checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
-    for key, value in checks.items():
-        if value <= 0:
-            raise ModuleNetError(f"{key}={value} must be a positive integer")
-    if cfg.evaluator.pool not in ("flatten", "avg"):
-        raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")
