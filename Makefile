@@ -3,12 +3,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install test test-all clean bench
+.PHONY: install lint format test test-all clean bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
+
+# ruff (pyproject.toml: lint rules, lines of at most 120 characters); `make format` rewrites.
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # pytest exits with 5 when no test is collected: that is not a failure of the suite.
 test:

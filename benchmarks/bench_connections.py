@@ -65,8 +65,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="x_train images for the probe and the fits")
     parser.add_argument("--out", type=Path, default=HERE / "results_connections.json")
     args = parser.parse_args()
-    weights = {f"resnet_cifar{d}": str(next((SHARED / "weights" / "resnet-cifar10").glob(f"resnet{d}-*.th")))
-               for d in (20, 32, 44, 56)}
+    weights = {
+        f"resnet_cifar{d}": str(next((SHARED / "weights" / "resnet-cifar10").glob(f"resnet{d}-*.th")))
+        for d in (20, 32, 44, 56)
+    }
     kb = build_knowledge_base(list(weights), weights=weights, progress=False)
     x_train, y_train = images("train", args.train)
     x_test, y_test = images("test")
@@ -78,26 +80,42 @@ def main() -> None:
     for connection in CONNECTIONS:
         start = time.perf_counter()
         trunks = {code: kb.assemble(code, connection=connection) for code in codes}
-        features = [prefix_shared_features(trunks, x, 256, torch.device("cpu"), pool="avg")[0] for x in (x_train, x_test)]
+        features = [
+            prefix_shared_features(trunks, x, 256, torch.device("cpu"), pool="avg")[0] for x in (x_train, x_test)
+        ]
         accuracy = {code: linear_probe(features[0][code], y_train, features[1][code], y_test) for code in codes}
         mixed = [a for code, a in accuracy.items() if len(set(code)) > 1]
         results[connection] = {
-            "mixed_mean": statistics.mean(mixed), "mixed_std": statistics.stdev(mixed), "mixed_best": max(mixed),
-            "mixed_at_least_85": sum(a >= 0.85 for a in mixed), "mixed_count": len(mixed),
+            "mixed_mean": statistics.mean(mixed),
+            "mixed_std": statistics.stdev(mixed),
+            "mixed_best": max(mixed),
+            "mixed_at_least_85": sum(a >= 0.85 for a in mixed),
+            "mixed_count": len(mixed),
             "originals": {kb.arch_names[code[0]]: a for code, a in accuracy.items() if len(set(code)) == 1},
             "per_genotype": {"".join(map(str, code)): a for code, a in accuracy.items()},
             "seconds": time.perf_counter() - start,
         }
         r = results[connection]
-        print(f"{connection:>14}: mixed mean {100 * r['mixed_mean']:.1f} % (sd {100 * r['mixed_std']:.1f}), best "
-              f"{100 * r['mixed_best']:.1f} %, {r['mixed_at_least_85']} of {len(mixed)} at >= 85 %; originals "
-              + ", ".join(f"{100 * a:.1f}" for a in r["originals"].values()) + f"  ({r['seconds']:.0f} s)", flush=True)
-    payload = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "train_images": args.train, "test_images": len(x_test), "fit_seconds": fit_seconds,
-               "knowledge_base": kb.arch_names, "results": results}
+        print(
+            f"{connection:>14}: mixed mean {100 * r['mixed_mean']:.1f} % (sd {100 * r['mixed_std']:.1f}), best "
+            f"{100 * r['mixed_best']:.1f} %, {r['mixed_at_least_85']} of {len(mixed)} at >= 85 %; originals "
+            + ", ".join(f"{100 * a:.1f}" for a in r["originals"].values())
+            + f"  ({r['seconds']:.0f} s)",
+            flush=True,
+        )
+    payload = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "train_images": args.train,
+        "test_images": len(x_test),
+        "fit_seconds": fit_seconds,
+        "knowledge_base": kb.arch_names,
+        "results": results,
+    }
     args.out.write_text(json.dumps(payload, indent=1))
-    print(f"fitting both connections for all {len(kb.fitted['reduce'])} boundaries: {fit_seconds:.1f} s; "
-          f"wrote {args.out}")
+    print(
+        f"fitting both connections for all {len(kb.fitted['reduce'])} boundaries: {fit_seconds:.1f} s; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

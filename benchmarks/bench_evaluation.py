@@ -34,8 +34,12 @@ SHARED = Path(os.environ.get("MODULENET_SHARED", HERE.parents[1] / "shared"))
 MODES = {
     "plain": dict(cache_features=False, stack_individuals=1, share_prefixes=False),
     "cached": dict(cache_features=True, stack_individuals=1, share_prefixes=False),
-    "fast": dict(cache_features=True, share_prefixes=True, precision="bf16-mixed",  # stack: the whole generation
-                 float32_matmul_precision="high"),  # TF32 where a GPU has it
+    "fast": dict(
+        cache_features=True,
+        share_prefixes=True,
+        precision="bf16-mixed",  # stack: the whole generation
+        float32_matmul_precision="high",
+    ),  # TF32 where a GPU has it
 }
 
 
@@ -69,8 +73,10 @@ def load(train_images: int):
     from modulenet.data import NpzDataModule
     from modulenet.knowledge import build_knowledge_base
 
-    weights = {f"resnet_cifar{d}": str(next((SHARED / "weights" / "resnet-cifar10").glob(f"resnet{d}-*.th")))
-               for d in (20, 32, 44, 56)}
+    weights = {
+        f"resnet_cifar{d}": str(next((SHARED / "weights" / "resnet-cifar10").glob(f"resnet{d}-*.th")))
+        for d in (20, 32, 44, 56)
+    }
     kb = build_knowledge_base(list(weights), weights=weights, progress=False)
     dm = NpzDataModule(str(SHARED / "data" / "cifar10-partial.npz"), val_from="test", seed=0)
     dm.prepare_data()
@@ -109,8 +115,14 @@ def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_
         options["stack_individuals"] = len(genotypes)
         if args.device == "cpu" and not args.cpu_bf16:
             options["precision"] = "32-true"
-    settings = EvaluationSettings(epochs=args.epochs, batch_size=args.batch_size, hidden=[width] * 2, pool=args.pool,
-                                  accelerator="gpu" if args.device == "cuda" else "cpu", **options)
+    settings = EvaluationSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        hidden=[width] * 2,
+        pool=args.pool,
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        **options,
+    )
     evaluator = Evaluator(kb, data, num_classes, settings, progress=False)
     if args.device == "cuda":  # start-up (context, kernels) is not evaluation cost
         Evaluator(kb, tuple(t[:256] for t in data), num_classes, settings, progress=False)(genotypes[:1])
@@ -118,12 +130,19 @@ def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_
     start = time.perf_counter()
     results = evaluator(genotypes)
     seconds = time.perf_counter() - start
-    flops = work_flops(kb, results, len(data[0]), len(data[2]), args.epochs, data[0].shape[1:],
-                       trunk_every_epoch=mode == "plain")
+    flops = work_flops(
+        kb, results, len(data[0]), len(data[2]), args.epochs, data[0].shape[1:], trunk_every_epoch=mode == "plain"
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds": seconds, "flops": flops, "peak_rss_mb": peak,
-               **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}),
-               "results": [{"genotype": list(e.genotype), "score": e.score, "err_val": e.err_val} for e in results]})
+    queue.put(
+        {
+            "seconds": seconds,
+            "flops": flops,
+            "peak_rss_mb": peak,
+            **({"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}),
+            "results": [{"genotype": list(e.genotype), "score": e.score, "err_val": e.err_val} for e in results],
+        }
+    )
 
 
 def in_process(*args, **kwargs) -> dict:
@@ -138,8 +157,10 @@ def in_process(*args, **kwargs) -> dict:
 
 def meets_rule(mode: str, results: list[dict], base: list[dict]) -> bool:
     if mode in ("plain", "cached"):
-        return all(abs(a["err_val"] - b["err_val"]) <= 1e-6 and abs(a["score"] - b["score"]) <= 1e-4
-                   for a, b in zip(results, base))
+        return all(
+            abs(a["err_val"] - b["err_val"]) <= 1e-6 and abs(a["score"] - b["score"]) <= 1e-4
+            for a, b in zip(results, base)
+        )
     rank = lambda rows: sorted(range(len(rows)), key=lambda i: rows[i]["score"])
     return rank(results) == rank(base) and all(abs(a["err_val"] - b["err_val"]) <= 0.01 for a, b in zip(results, base))
 
@@ -154,8 +175,12 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--cpu-bf16", choices=["auto", "on", "off"], default="auto",
-                        help="(c) in bf16 on CPU: auto = where the CPU has bf16 matrix units (AVX-512 BF16 / AMX)")
+    parser.add_argument(
+        "--cpu-bf16",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="(c) in bf16 on CPU: auto = where the CPU has bf16 matrix units (AVX-512 BF16 / AMX)",
+    )
     parser.add_argument("--quick", action="store_true", help="4 individuals, 3 epochs, 1024 wide: a smoke run")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--out", default=str(HERE / "results.json"))
@@ -167,13 +192,19 @@ def main() -> None:
 
     import torch
 
-    from modulenet.evaluate import has_fast_bf16
+    from modulenet.runtime import has_fast_bf16
 
     torch.set_num_threads(args.threads)
     args.cpu_bf16 = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and has_fast_bf16(torch.device("cpu")))
-    peak = {"float32": matmul_peak("float32", args.device), "bfloat16": matmul_peak("bfloat16", args.device, small=True)}
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    peak = {
+        "float32": matmul_peak("float32", args.device),
+        "bfloat16": matmul_peak("bfloat16", args.device, small=True),
+    }
+    device_name = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    )
     modes = {}
     for mode in MODES:
         modes[mode] = in_process(mode, args, genotypes)
@@ -185,15 +216,16 @@ def main() -> None:
         m["gflops_per_s"] = m["flops"] / m["seconds"] / 1e9
         m["fraction_of_peak"] = m["flops"] / m["seconds"] / (fast_peak if mode == "fast" else peak["float32"])
         m["scores_equal"] = meets_rule(mode, m["results"], base["results"])
-        m["max_abs_delta_err_val"] = max(abs(a["err_val"] - b["err_val"]) for a, b in zip(m["results"], base["results"]))
+        m["max_abs_delta_err_val"] = max(
+            abs(a["err_val"] - b["err_val"]) for a, b in zip(m["results"], base["results"])
+        )
 
     scaling = []
     if args.scaling:  # cost growth of (c): a generation of 4 individuals, 2 epochs
         small = argparse.Namespace(**{**vars(args), "epochs": 2})
         for width, images in itertools.product((1024, 4096), (512, 1024, 2048, 4096)):
             m = in_process("fast", small, genotypes[:4], width=width, train_images=images)
-            scaling.append({"width": width, "train_images": images,
-                            "seconds_per_individual": m["seconds"] / 4})
+            scaling.append({"width": width, "train_images": images, "seconds_per_individual": m["seconds"] / 4})
 
     report = {
         "machine": f"{device_name}, torch {torch.__version__}",
@@ -205,15 +237,21 @@ def main() -> None:
         "scaling": scaling,
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\n{report['machine']}; {args.individuals} individuals, {args.epochs} epochs, head {args.width}-{args.width}, "
-          f"{args.train_images} train images; matmul peak fp32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s")
-    print(f"{'mode':<8} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>9} {'of peak':>8} {'peak RSS MB':>12} "
-          f"{'max|d err|':>11} {'scores equal':>13}")
+    print(
+        f"\n{report['machine']}; {args.individuals} individuals, {args.epochs} epochs, head {args.width}-{args.width}, "
+        f"{args.train_images} train images; matmul peak fp32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
+    )
+    print(
+        f"{'mode':<8} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>9} {'of peak':>8} {'peak RSS MB':>12} "
+        f"{'max|d err|':>11} {'scores equal':>13}"
+    )
     for mode, m in modes.items():
-        print(f"{mode:<8} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:9.1f} "
-              f"{100 * m['fraction_of_peak']:7.1f}% {m['peak_rss_mb']:12.0f} {m['max_abs_delta_err_val']:11.4f} "
-              f"{str(m['scores_equal']):>13}")
+        print(
+            f"{mode:<8} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:9.1f} "
+            f"{100 * m['fraction_of_peak']:7.1f}% {m['peak_rss_mb']:12.0f} {m['max_abs_delta_err_val']:11.4f} "
+            f"{str(m['scores_equal']):>13}"
+        )
     if scaling:
         print("\n(c) seconds per individual (4 individuals, 2 epochs)")
         images = sorted({row["train_images"] for row in scaling})

@@ -44,23 +44,36 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
     from bench_evaluation import matmul_peak, work_flops
+
     from modulenet.evaluate import EvaluationSettings, Evaluator
     from modulenet.knowledge import build_knowledge_base
 
     kb = build_knowledge_base(ARCHS, num_cells=5, cifar_stem=True, image_size=32, progress=False)
     g = torch.Generator().manual_seed(0)
-    data = (torch.randn(args.train_images, 3, 32, 32, generator=g), torch.randint(0, 100, (args.train_images,), generator=g),
-            torch.randn(args.val_images, 3, 32, 32, generator=g), torch.randint(0, 100, (args.val_images,), generator=g))
+    data = (
+        torch.randn(args.train_images, 3, 32, 32, generator=g),
+        torch.randint(0, 100, (args.train_images,), generator=g),
+        torch.randn(args.val_images, 3, 32, 32, generator=g),
+        torch.randint(0, 100, (args.val_images,), generator=g),
+    )
     rng = random.Random(0)
     genotypes = list({tuple(rng.randrange(len(ARCHS)) for _ in range(5)) for _ in range(args.individuals * 2)})
-    genotypes = genotypes[:args.individuals]
+    genotypes = genotypes[: args.individuals]
     settings = EvaluationSettings(
-        epochs=args.epochs, batch_size=256, hidden=[args.width] * 2, pool="flatten", cache_features=True,
-        share_prefixes=True, stack_individuals=args.stack, feature_memory_gb=args.feature_memory_gb,
-        precision=args.precision, float32_matmul_precision="high",
-        accelerator="gpu" if args.device == "cuda" else "cpu", feature_batch_size=1024)
+        epochs=args.epochs,
+        batch_size=256,
+        hidden=[args.width] * 2,
+        pool="flatten",
+        cache_features=True,
+        share_prefixes=True,
+        stack_individuals=args.stack,
+        feature_memory_gb=args.feature_memory_gb,
+        precision=args.precision,
+        float32_matmul_precision="high",
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        feature_batch_size=1024,
+    )
     # warm-up on a sliver: CUDA context, cuDNN autotuning, kernels
     Evaluator(kb, tuple(t[:512] for t in data), 100, settings, progress=False)(genotypes[:2])
     if args.device == "cuda":
@@ -73,7 +86,9 @@ def main() -> None:
     peak_gpu_gb = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
     per_individual = seconds / len(genotypes)
     evaluations = args.generations * args.population
-    flops = work_flops(kb, results, args.train_images, args.val_images, args.epochs, (3, 32, 32), trunk_every_epoch=False)
+    flops = work_flops(
+        kb, results, args.train_images, args.val_images, args.epochs, (3, 32, 32), trunk_every_epoch=False
+    )
     peak = matmul_peak("bfloat16" if evaluator.settings.precision.startswith("bf16") else "float32", args.device)
     by_head = {}  # seconds per individual by classifier size (a group's time shared by its members)
     for e in results:
@@ -92,19 +107,28 @@ def main() -> None:
         "matmul_peak_tflop_per_s": peak / 1e12,
         "peak_gpu_gb": peak_gpu_gb,
         "seconds_per_individual_by_head_params": {str(k): sum(v) / len(v) for k, v in sorted(by_head.items())},
-        "individuals": [{"genotype": list(e.genotype), "seconds": e.seconds, "err_val": e.err_val, "status": e.status}
-                        for e in results],
+        "individuals": [
+            {"genotype": list(e.genotype), "seconds": e.seconds, "err_val": e.err_val, "status": e.status}
+            for e in results
+        ],
         "failed": sum(e.status != "ok" for e in results),
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{report['device']}: {len(genotypes)} individuals of a paper-scale generation in {seconds:.1f} s "
-          f"({per_individual:.2f} s each, {report['failed']} failed, peak GPU memory {peak_gpu_gb or 0:.1f} GiB); "
-          f"{flops / 1e12:.0f} TFLOP of work at {flops / seconds / 1e12:.1f} TFLOP/s "
-          f"({100 * flops / seconds / peak:.0f}% of a measured {peak / 1e12:.0f} TFLOP/s matmul peak)")
+    print(
+        f"{report['device']}: {len(genotypes)} individuals of a paper-scale generation in {seconds:.1f} s "
+        f"({per_individual:.2f} s each, {report['failed']} failed, peak GPU memory {peak_gpu_gb or 0:.1f} GiB); "
+        f"{flops / 1e12:.0f} TFLOP of work at {flops / seconds / 1e12:.1f} TFLOP/s "
+        f"({100 * flops / seconds / peak:.0f}% of a measured {peak / 1e12:.0f} TFLOP/s matmul peak)"
+    )
     for params, values in sorted(by_head.items()):
-        print(f"  head of {params / 1e6:6.1f} M params: {len(values):3d} individuals, {sum(values) / len(values):6.2f} s each")
-    print(f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
-          f"about {report['estimated_search_hours']:.2f} GPU-hours")
+        print(
+            f"  head of {params / 1e6:6.1f} M params: {len(values):3d} individuals, "
+            f"{sum(values) / len(values):6.2f} s each"
+        )
+    print(
+        f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
+        f"about {report['estimated_search_hours']:.2f} GPU-hours"
+    )
 
 
 if __name__ == "__main__":

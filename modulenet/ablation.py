@@ -17,38 +17,56 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from modulenet import rundir
 from modulenet.correlation import kendall, spearman
 from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
-from modulenet.rundir import write_atomic
-from modulenet.search import read_evaluations_csv, search_path
+from modulenet.rundir import read_evaluations, read_results, write_atomic
+from modulenet.search_outputs import search_path
 
 log = logging.getLogger(__name__)
 
-ABLATION_FILE = "ablation_connections.json"
 
-
-def connection_ablation(kb: KnowledgeBase, data, num_classes: int, settings: EvaluationSettings, run_dir: Path,
-                        max_architectures: int = 40, progress: bool = True,
-                        compare: Sequence[str] = ("conv1x1",)) -> dict:
+def connection_ablation(
+    kb: KnowledgeBase,
+    data,
+    num_classes: int,
+    settings: EvaluationSettings,
+    run_dir: Path,
+    max_architectures: int = 40,
+    progress: bool = True,
+    compare: Sequence[str] = ("conv1x1",),
+) -> dict:
     """Writes `ablation_connections.json` into the search run `run_dir` and returns it: for each
     architecture of the search path, its validation accuracy with the search's connection
     (`val_acc_<connection>`, from the search) and with each connection in `compare` (fitted ones
     need `kb.fit_connections` first), and each one's rank correlation with the search's. The
     evaluations are memoised in `ablation_evaluations.jsonl`, so a killed ablation resumes."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    evaluated = {row["genotype"]: row for row in read_evaluations_csv(run_dir / "evaluations.csv")
-                 if row["status"] == "ok"}
+    results = read_results(run_dir)
+    evaluated = {row["genotype"]: row for row in read_evaluations(run_dir) if row["status"] == "ok"}
     codes = search_path(results, {code: row["score"] for code, row in evaluated.items()}, max_architectures)
     base = f"val_acc_{settings.connection}"
-    rows = {code: {"genotype": list(code), "genotype_str": format_genotype(code), "score": evaluated[code]["score"],
-                   base: 1.0 - evaluated[code]["err_val"]} for code in codes}
+    rows = {
+        code: {
+            "genotype": list(code),
+            "genotype_str": format_genotype(code),
+            "score": evaluated[code]["score"],
+            base: 1.0 - evaluated[code]["err_val"],
+        }
+        for code in codes
+    }
     for connection in compare:
         log.info("connection ablation (Fig. 10): %d architectures with %s", len(codes), connection)
-        evaluator = Evaluator(kb, data, num_classes, replace(settings, connection=connection),
-                              memo_path=run_dir / "ablation_evaluations.jsonl", progress=progress)
+        evaluator = Evaluator(
+            kb,
+            data,
+            num_classes,
+            replace(settings, connection=connection),
+            memo_path=run_dir / "ablation_evaluations.jsonl",
+            progress=progress,
+        )
         for code, e in zip(codes, evaluator(codes)):
             if e.status == "ok":
                 rows[code][f"val_acc_{connection}"] = 1.0 - e.err_val
@@ -58,14 +76,27 @@ def connection_ablation(kb: KnowledgeBase, data, num_classes: int, settings: Eva
     for connection in compare:
         a, b = [r[base] for r in out_rows], [r[f"val_acc_{connection}"] for r in out_rows]
         enough = len(out_rows) >= 2
-        correlations[connection] = {"spearman": spearman(a, b) if enough else float("nan"),
-                                    "kendall": kendall(a, b) if enough else float("nan")}
-        log.info("connection ablation: %s vs %s, Spearman %.3f, Kendall %.3f over %d architectures",
-                 settings.connection, connection, correlations[connection]["spearman"],
-                 correlations[connection]["kendall"], len(out_rows))
+        correlations[connection] = {
+            "spearman": spearman(a, b) if enough else float("nan"),
+            "kendall": kendall(a, b) if enough else float("nan"),
+        }
+        log.info(
+            "connection ablation: %s vs %s, Spearman %.3f, Kendall %.3f over %d architectures",
+            settings.connection,
+            connection,
+            correlations[connection]["spearman"],
+            correlations[connection]["kendall"],
+            len(out_rows),
+        )
     first = compare[0]
-    result = {"connection_a": settings.connection, "connection_b": first, "compared": list(compare), "rows": out_rows,
-              "spearman": correlations[first]["spearman"], "kendall": correlations[first]["kendall"],
-              "correlations": correlations}
-    write_atomic(run_dir / ABLATION_FILE, json.dumps(result, indent=2))
+    result = {
+        "connection_a": settings.connection,
+        "connection_b": first,
+        "compared": list(compare),
+        "rows": out_rows,
+        "spearman": correlations[first]["spearman"],
+        "kendall": correlations[first]["kendall"],
+        "correlations": correlations,
+    }
+    write_atomic(run_dir / rundir.ABLATION, json.dumps(result, indent=2))
     return result

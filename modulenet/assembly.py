@@ -39,8 +39,14 @@ class Trunk(nn.Sequential):
     in eval mode even when a parent calls `.train()`, so BatchNorm statistics never move.
     """
 
-    def __init__(self, layers: dict[str, nn.Module], genotype: Sequence[int], specs: Sequence[ModuleSpec],
-                 frozen: bool, removed: Sequence[float] | None = None):
+    def __init__(
+        self,
+        layers: dict[str, nn.Module],
+        genotype: Sequence[int],
+        specs: Sequence[ModuleSpec],
+        frozen: bool,
+        removed: Sequence[float] | None = None,
+    ):
         super().__init__()
         for name, layer in layers.items():
             self.add_module(name, layer)
@@ -53,7 +59,7 @@ class Trunk(nn.Sequential):
         self.out_reduction = specs[-1].out_reduction
         self.train(False)
 
-    def train(self, mode: bool = True) -> "Trunk":
+    def train(self, mode: bool = True) -> Trunk:
         super().train(mode)
         if self.frozen:
             for name, child in self.named_children():
@@ -75,9 +81,15 @@ class Trunk(nn.Sequential):
             return tuple(self(torch.zeros(1, 3, h, w, device=device)).shape[-2:])
 
 
-def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype: Sequence[int],
-             connection: str = "channel_pool", trainable: bool = False,
-             removed: Sequence[float] | None = None, channel_links: dict[int, nn.Module] | None = None) -> Trunk:
+def assemble(
+    modules: Sequence[nn.Module],
+    specs: Sequence[ModuleSpec],
+    genotype: Sequence[int],
+    connection: str = "channel_pool",
+    trainable: bool = False,
+    removed: Sequence[float] | None = None,
+    channel_links: dict[int, nn.Module] | None = None,
+) -> Trunk:
     """Chain `modules` (module j from the genotype's architecture at cell j) with links.
 
     `specs` describe the modules as given: where the resolution rule removed a reduction from a
@@ -96,8 +108,9 @@ def assemble(modules: Sequence[nn.Module], specs: Sequence[ModuleSpec], genotype
             channel = (channel_links or {}).get(j)
             if channel is not None:
                 channel.requires_grad_(trainable)
-            link = ModuleLink(prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection,
-                              channel=channel)
+            link = ModuleLink(
+                prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection, channel=channel
+            )
             if len(link) > 0:
                 layers[f"link{j + 1}"] = link
         if trainable:

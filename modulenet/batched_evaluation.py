@@ -20,7 +20,6 @@ master weights, on CPUs with bf16 matrix units and on GPUs alike.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -31,7 +30,6 @@ from torch.utils.data import DataLoader
 
 from modulenet.assembly import Trunk
 from modulenet.lit_module import Classifier, pool_features
-
 
 # --------------------------------------------------------------------------- shared prefixes
 
@@ -49,9 +47,15 @@ def trunk_stages(trunk: Trunk) -> list[list[nn.Module]]:
 
 
 @torch.no_grad()
-def prefix_shared_features(trunks: dict[tuple[int, ...], Trunk], images: torch.Tensor, batch_size: int,
-                           device: torch.device, pool: str = "flatten", channels_last: bool = False,
-                           out_dtype: torch.dtype = torch.float32) -> tuple[dict[tuple[int, ...], torch.Tensor], int]:
+def prefix_shared_features(
+    trunks: dict[tuple[int, ...], Trunk],
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    pool: str = "flatten",
+    channels_last: bool = False,
+    out_dtype: torch.dtype = torch.float32,
+) -> tuple[dict[tuple[int, ...], torch.Tensor], int]:
     """Pooled trunk features of every genotype in `trunks`, computing each distinct module prefix
     once per image batch. Returns the features (on `device`) and the number of module stages run
     per batch (the trie's node count; c * len(trunks) without sharing)."""
@@ -61,20 +65,20 @@ def prefix_shared_features(trunks: dict[tuple[int, ...], Trunk], images: torch.T
     chunks: dict[tuple[int, ...], list[torch.Tensor]] = {code: [] for code in order}
     nodes = 0
     for start in range(0, len(images), batch_size):
-        x0 = images[start:start + batch_size].to(device, non_blocking=True)
+        x0 = images[start : start + batch_size].to(device, non_blocking=True)
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         path: list[tuple[tuple[int, ...], torch.Tensor]] = []  # (prefix, its output), root first
         nodes = 0
         for code in order:
             key = keys[code]
-            while path and key[:len(path[-1][0])] != path[-1][0]:
+            while path and key[: len(path[-1][0])] != path[-1][0]:
                 path.pop()
             x = path[-1][1] if path else x0
             for j in range(len(path), len(code)):
                 for layer in stages[code][j]:
                     x = layer(x)
-                path.append((key[:j + 1], x))
+                path.append((key[: j + 1], x))
                 nodes += 1
             chunks[code].append(pool_features(x, pool).to(out_dtype))
     return {code: torch.cat(parts) for code, parts in chunks.items()}, nodes
@@ -91,9 +95,11 @@ class StackedClassifier(nn.Module):
         super().__init__()
         linears = [m for m in template if isinstance(m, nn.Linear)]
         self.weights = nn.ParameterList(
-            nn.Parameter(m.weight.detach().t().unsqueeze(0).repeat(copies, 1, 1).contiguous()) for m in linears)
+            nn.Parameter(m.weight.detach().t().unsqueeze(0).repeat(copies, 1, 1).contiguous()) for m in linears
+        )
         self.biases = nn.ParameterList(
-            nn.Parameter(m.bias.detach().view(1, 1, -1).repeat(copies, 1, 1).contiguous()) for m in linears)
+            nn.Parameter(m.bias.detach().view(1, 1, -1).repeat(copies, 1, 1).contiguous()) for m in linears
+        )
         self.dropout = next((m.p for m in template if isinstance(m, nn.Dropout)), 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +122,15 @@ class StackedIndividualsModule(pl.LightningModule):
     """The classifiers of G individuals on their resident cached features: per-individual epoch
     losses (Eq. 6) and validation accuracy (Eq. 5), as `IndividualModule` records them."""
 
-    def __init__(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                 template: Classifier, optimizer):
+    def __init__(
+        self,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_val: torch.Tensor,
+        y_val: torch.Tensor,
+        template: Classifier,
+        optimizer,
+    ):
         super().__init__()
         self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val  # (G, N, in), (N,)
         self.copies = x_train.shape[0]
@@ -172,8 +185,13 @@ def batch_loader(n: int, batch_size: int, generator: torch.Generator | None) -> 
     return DataLoader(range(n), batch_size=batch_size, shuffle=generator is not None, generator=generator)
 
 
-def group_by_width(codes: Sequence[tuple[int, ...]], widths: dict[tuple[int, ...], int], group_size: int,
-                   bytes_per_individual: dict[tuple[int, ...], int], memory_budget: int) -> list[list[tuple[int, ...]]]:
+def group_by_width(
+    codes: Sequence[tuple[int, ...]],
+    widths: dict[tuple[int, ...], int],
+    group_size: int,
+    bytes_per_individual: dict[tuple[int, ...], int],
+    memory_budget: int,
+) -> list[list[tuple[int, ...]]]:
     """Groups of at most `group_size` genotypes with equal classifier input width whose resident
     features fit `memory_budget` bytes together (a single individual always forms a group)."""
     groups: list[list[tuple[int, ...]]] = []

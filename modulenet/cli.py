@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from modulenet import rundir
 from modulenet.config import register_configs
 from modulenet.errors import ModuleNetError
 from modulenet.rundir import hold, write_atomic
@@ -34,7 +35,7 @@ def _run_dir_and_group(cfg: DictConfig) -> tuple[Path, str | None]:
 def _save_resolved(cfg: DictConfig, run_dir: Path) -> None:
     """The resolved config beside the run's outputs (Hydra's .hydra/config.yaml keeps interpolations)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _guard(job, cfg: DictConfig):

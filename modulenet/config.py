@@ -7,11 +7,10 @@ knowledge_base (knowledge/), connection (connections.py), search (search.py), ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
-
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -25,11 +24,11 @@ def shared_dir() -> str:
 @dataclass
 class KnowledgeBaseConf:
     archs: list[str] = field(default_factory=list)
-    num_cells: Optional[int] = None
+    num_cells: int | None = None
     weights: Any = None  # one spec for all, or {arch: spec}: null/random, DEFAULT, or a file path
-    cifar_stem: Optional[bool] = None
+    cifar_stem: bool | None = None
     image_size: int = 32
-    path: Optional[str] = None  # a saved knowledge base directory (modulenet-kb); wins over archs
+    path: str | None = None  # a saved knowledge base directory (modulenet-kb); wins over archs
     trust_code: bool = False  # let `path` import and call the model code it names (cut-point models)
     allow_random: bool = False  # search modules with no trained weights (tests, trying the pipeline out)
     quickstart: bool = False  # train the quickstart's small CNNs on the dataset, then cache
@@ -72,35 +71,50 @@ class SearchConf:
 
 
 @dataclass
-class EvaluatorConf:
-    name: str = "local"  # local | gpus (a worker process per GPU, or CPU workers) | ray (evaluators.py)
+class ClassifierSettings:
+    """The `evaluator` group's settings (conf/evaluator/): the classifier (Sec. IV: input-4096-4096-
+    classes) and how it is trained, the paper's shape with our optimiser (Adam, lr 1e-3, batch 256:
+    the paper names none); then options that change speed only, never results (batched_evaluation.py):
+    cached trunk features, module prefixes shared within a generation, classifiers of up to
+    `stack_individuals` individuals trained as one batched model on resident features of at most
+    `feature_memory_gb`."""
+
     batch_size: int = 256
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
     pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
     dropout: float = 0.0
-    lr: float = 1e-3  # Adam; optimiser, lr, batch size and weight decay are ours (the paper names none)
+    lr: float = 1e-3
     weight_decay: float = 0.0
     cache_features: bool = True
     feature_batch_size: int = 512
-    # Speed only, same results (batched_evaluation.py): module prefixes shared within a generation,
-    # classifiers of up to `stack_individuals` individuals trained as one batched model on resident
-    # features of at most `feature_memory_gb`.
     share_prefixes: bool = True
     stack_individuals: int = 8
     feature_memory_gb: float = 4.0
+
+
+@dataclass
+class EvaluatorConf(ClassifierSettings):
+    """The evaluator class (`_target_`: evaluator=local, gpus or ray, or your own) and its settings:
+    the classifier's (ClassifierSettings, one definition) and the dispatch arguments below, each
+    given to the class only where its constructor names it (evaluators.build_evaluator)."""
+
+    _target_: str = "modulenet.evaluate.Evaluator"
     # gpus / ray: workers (default: one per GPU, else half the CPU cores / Ray's CPUs)
-    num_workers: Optional[int] = None
-    devices: Optional[list[int]] = None  # gpus: which GPUs (default: every visible one)
-    address: Optional[str] = None  # ray: a cluster's address (default: start a local Ray)
+    num_workers: int | None = None
+    devices: list[int] | None = None  # gpus: which GPUs (default: every visible one)
+    address: str | None = None  # ray: a cluster's address (default: start a local Ray)
     gpus_per_worker: float = 0.0  # ray: 1 to give each actor a GPU
 
 
 @dataclass
 class LoggerConf:
-    name: str = "wandb"  # wandb | csv | none
+    """The tracker class (`_target_`: logger=wandb, csv or none (null), or your own); the settings
+    below (and the job's group, job_type, name, arch_names) go to it where its constructor names them."""
+
+    _target_: str | None = "modulenet.tracking.WandbTracker"
     project: str = "modulenet"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the multirun sweep, so its jobs compare side by side
+    entity: str | None = None
+    group: str | None = None  # default: the multirun sweep, so its jobs compare side by side
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"  # auto (offline without an API key) | online | offline
 
@@ -159,7 +173,7 @@ class SearchAppConf:
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
     ablation: AblationConf = field(default_factory=AblationConf)
     seed: int = 0
-    resume: Optional[str] = None  # a search run directory to continue
+    resume: str | None = None  # a search run directory to continue
     progress: bool = True
     name: str = "search"
 
@@ -169,7 +183,7 @@ class KbAppConf:
     dataset: Any = None
     knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
-    output: Optional[str] = None  # where to save; default: the run directory's knowledge_base/
+    output: str | None = None  # where to save; default: the run directory's knowledge_base/
     seed: int = 0
     progress: bool = True
 
@@ -191,7 +205,7 @@ class ReportAppConf:
     """modulenet-report: the paper's tables and figures from finished runs (report.py)."""
 
     runs: Any = field(default_factory=list)  # search, finetune or multirun sweep directories (one: runs=DIR)
-    output: Optional[str] = None  # where report.md and the PNGs go; default: the report's run directory
+    output: str | None = None  # where report.md and the PNGs go; default: the report's run directory
     calibrate: bool = False  # fit alpha, beta to the fine-tuned test errors (Spearman, grid search)
     calibration_max: float = 50.0  # the grid: alpha, beta in [0, calibration_max] ...
     calibration_step: float = 1.0  # ... every calibration_step

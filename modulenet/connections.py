@@ -77,9 +77,9 @@ def _channel_pool_matrix(c: int, c_out: int) -> torch.Tensor:
     k = c // eta
     matrix = torch.zeros(c_out, c, dtype=torch.float64)
     for i in range(c_out // eta):  # rotation i of the input
-        for l in range(eta):
+        for group in range(eta):
             for m in range(k):
-                matrix[i * eta + l, (i + k * l + m) % c] = 1.0 / k
+                matrix[i * eta + group, (i + k * group + m) % c] = 1.0 / k
     return matrix
 
 
@@ -156,8 +156,11 @@ def parameter_free_connection(in_channels: int, out_channels: int) -> nn.Module:
     return ChannelDePool(in_channels, out_channels)
 
 
-CONNECTIONS = {"channel_pool": parameter_free_connection, "conv1x1": Conv1x1Connection,
-               "conv1x1_where_needed": Conv1x1Connection}
+CONNECTIONS = {
+    "channel_pool": parameter_free_connection,
+    "conv1x1": Conv1x1Connection,
+    "conv1x1_where_needed": Conv1x1Connection,
+}
 EVERY_BOUNDARY = {"conv1x1"}  # connections placed between every pair of modules, not only where channels differ
 TRAINABLE = {"conv1x1", "conv1x1_where_needed"}  # connections with parameters (trained with the classifier)
 
@@ -175,8 +178,15 @@ def build_connection(name: str, in_channels: int, out_channels: int) -> nn.Modul
 class ModuleLink(nn.Sequential):
     """Everything between module j-1 and module j: a spatial adapter, then a channel connection."""
 
-    def __init__(self, in_channels: int, out_channels: int, from_reduction: float, to_reduction: float,
-                 connection: str = "channel_pool", channel: nn.Module | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        from_reduction: float,
+        to_reduction: float,
+        connection: str = "channel_pool",
+        channel: nn.Module | None = None,
+    ):
         """`channel`: a channel connection made elsewhere (a fitted one), used instead of `connection`'s."""
         layers = []
         if not math.isclose(from_reduction, to_reduction):

@@ -8,62 +8,54 @@ genotype (Eq. 7-8), and score (Eq. 4).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from modulenet.connections import TRAINABLE
 from modulenet.batched_evaluation import StackedIndividualsModule, batch_loader, group_by_width, prefix_shared_features
-from modulenet.errors import ModuleNetError
+from modulenet.config import ClassifierSettings
+from modulenet.connections import TRAINABLE
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.rng import seeded
 from modulenet.rundir import append_line
+from modulenet.runtime import (
+    accelerator_device,
+    has_fast_bf16,
+    make_trainer,
+    quiet_lightning,
+    use_float32_matmul_precision,
+)
 from modulenet.score import loss_rate, search_score, similarity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluationSettings:
-    """What decides an individual's result (and therefore keys the memo)."""
+class EvaluationSettings(ClassifierSettings):
+    """What decides an individual's result (and therefore keys the memo): the evaluator group's
+    settings plus the search's epochs and score weights, the connection and the trainer's."""
 
     epochs: int = 20
-    batch_size: int = 256
-    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"
-    dropout: float = 0.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     connection: str = "channel_pool"
     resolution: str = "reduce"  # the resolution rule between modules (resolution.py)
     alpha: float = 25.0
     beta: float = 25.0
     seed: int = 0
-    cache_features: bool = True
-    feature_batch_size: int = 512
     accelerator: str = "cpu"
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"  # on GPUs; "high" = TF32
-    # Speed only (batched_evaluation.py): classifiers trained together on cached features, the
-    # generation's module prefixes shared, and the bytes of features resident at once.
-    stack_individuals: int = 1
-    share_prefixes: bool = True
-    feature_memory_gb: float = 4.0
 
     SPEED_ONLY = ("cache_features", "feature_batch_size", "stack_individuals", "share_prefixes", "feature_memory_gb")
 
@@ -112,66 +104,10 @@ class EvaluationMemo:
         return len(self._done)
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products beat float32 here: GPUs with bf16 support, CPUs with AVX-512
-    BF16 or AMX. A plain AVX2 CPU emulates them, about 100x slower than float32 (measured)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-# Lightning's precision names (lightning_fabric's _PRECISION_INPUT), spelled out to keep a one-line error.
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")
-
-
-def check_accelerator(accelerator: str) -> None:
-    """A one-line error, before any work, for an accelerator Lightning would refuse after it."""
-    if accelerator not in ACCELERATORS:
-        raise ModuleNetError(f"trainer.accelerator={accelerator!r}: valid values are {', '.join(ACCELERATORS)}")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ModuleNetError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU here: "
-                             "use trainer.accelerator=cpu (or auto)")
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ModuleNetError("trainer.accelerator=mps but this machine has no Apple GPU: use trainer.accelerator=cpu")
-
-
-def check_precision(precision) -> None:
-    if str(precision) not in PRECISIONS:
-        raise ModuleNetError(f"trainer.precision={precision!r}: valid values are {', '.join(PRECISIONS[:10])}")
-
-
-def accelerator_device(accelerator: str) -> torch.device:
-    """The device a Lightning `trainer.accelerator` setting (cpu | gpu | cuda | auto) trains on."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-
-
-def use_float32_matmul_precision(device: torch.device, value: str) -> None:
-    """TF32 ("high") or bf16-based ("medium") float32 products on GPUs, set per process (each
-    `evaluator=gpus` worker sets its own). CPUs keep exact float32. "highest" turns TF32 off for
-    cuDNN's convolutions too (torch leaves it on there by default): measured on an H200, TF32
-    trunks made the cached-feature way drift from the plain way by 3 of 1017 validation images."""
-    if value not in MATMUL_PRECISIONS:
-        raise ModuleNetError(f"trainer.float32_matmul_precision={value!r}: expected one of {', '.join(MATMUL_PRECISIONS)}")
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision(value)
-        torch.backends.cudnn.allow_tf32 = value != "highest"
-
-
 @torch.no_grad()
 def trunk_features(trunk: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """The frozen trunk's output for every image, computed once (kept on `device`)."""
-    chunks = [trunk(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    chunks = [trunk(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
     return torch.cat(chunks)
 
 
@@ -194,9 +130,16 @@ class Evaluator:
     `Evaluation` each, from the memo where one exists.
     """
 
-    def __init__(self, kb: KnowledgeBase, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-                 num_classes: int, settings: EvaluationSettings, memo_path: str | os.PathLike | None = None,
-                 context: dict | None = None, progress: bool = True):
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        num_classes: int,
+        settings: EvaluationSettings,
+        memo_path: str | os.PathLike | None = None,
+        context: dict | None = None,
+        progress: bool = True,
+    ):
         self.kb = kb
         self.x_train, self.y_train, self.x_val, self.y_val = data
         self.num_classes = num_classes
@@ -207,8 +150,12 @@ class Evaluator:
         if self.device.type == "cuda":  # faster host-to-device copies of image batches
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
         if settings.precision.startswith("bf16") and not has_fast_bf16(self.device):
-            log.warning("precision=%s: this %s has no bf16 matrix units (bf16 products run far slower than "
-                        "float32 here), so individuals are evaluated in 32-true", settings.precision, self.device.type)
+            log.warning(
+                "precision=%s: this %s has no bf16 matrix units (bf16 products run far slower than "
+                "float32 here), so individuals are evaluated in 32-true",
+                settings.precision,
+                self.device.type,
+            )
             self.settings = settings = replace(settings, precision="32-true")
         self.memo = EvaluationMemo(memo_path, settings.fingerprint(context)) if memo_path else None
 
@@ -262,7 +209,7 @@ class Evaluator:
         if self.memo is not None and (done := self.memo.get(code)) is not None:
             return done
         batch_size, feature_batch_size, error = self.settings.batch_size, self.settings.feature_batch_size, ""
-        for attempt in range(2):
+        for _attempt in range(2):
             try:
                 evaluation = self._train(code, batch_size, feature_batch_size)
                 break
@@ -273,8 +220,15 @@ class Evaluator:
                     torch.cuda.empty_cache()
                 batch_size, feature_batch_size = max(1, batch_size // 2), max(1, feature_batch_size // 2)
         else:
-            evaluation = Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0,
-                                    sim=similarity(code), status="failed", error=error)
+            evaluation = Evaluation(
+                genotype=code,
+                score=WORST_SCORE,
+                err_val=1.0,
+                l_rate=0.0,
+                sim=similarity(code),
+                status="failed",
+                error=error,
+            )
         if self.memo is not None:
             self.memo.put(evaluation)
         return evaluation
@@ -286,7 +240,9 @@ class Evaluator:
         and took a third of each stacked step (measured: 1.0 s vs 0.13 s for 8 4096-4096 heads).
         Same update up to float rounding; the plain way keeps torch's default."""
         s = self.settings
-        return lambda params: torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None)
+        return lambda params: torch.optim.Adam(
+            params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None
+        )
 
     def _trunk(self, code: Genotype):
         """The frozen trunk of `code` with this evaluation's connection and resolution rule."""
@@ -311,8 +267,11 @@ class Evaluator:
         try:
             results = self._train_group(group)
         except (RuntimeError, MemoryError) as err:
-            log.warning("group %s failed together (%s); evaluating one by one",
-                        " ".join(format_genotype(c) for c in group), str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            log.warning(
+                "group %s failed together (%s); evaluating one by one",
+                " ".join(format_genotype(c) for c in group),
+                str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+            )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return [self.evaluate(code) for code in group]
@@ -335,20 +294,32 @@ class Evaluator:
         trunk_bf16 = feature_dtype == torch.bfloat16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=trunk_bf16):
             if s.share_prefixes:
-                train, _ = prefix_shared_features(trunks, self.x_train, s.feature_batch_size, self.device, s.pool,
-                                                  channels_last, feature_dtype)
-                val, _ = prefix_shared_features(trunks, self.x_val, s.feature_batch_size, self.device, s.pool,
-                                                channels_last, feature_dtype)
+                train, _ = prefix_shared_features(
+                    trunks, self.x_train, s.feature_batch_size, self.device, s.pool, channels_last, feature_dtype
+                )
+                val, _ = prefix_shared_features(
+                    trunks, self.x_val, s.feature_batch_size, self.device, s.pool, channels_last, feature_dtype
+                )
             else:
-                train, val = ({code: pool_features(trunk_features(trunks[code], x, s.feature_batch_size, self.device),
-                                                   s.pool).to(feature_dtype) for code in group}
-                              for x in (self.x_train, self.x_val))
+                train, val = (
+                    {
+                        code: pool_features(
+                            trunk_features(trunks[code], x, s.feature_batch_size, self.device), s.pool
+                        ).to(feature_dtype)
+                        for code in group
+                    }
+                    for x in (self.x_train, self.x_val)
+                )
         x_train = torch.stack([train.pop(code) for code in group])
         x_val = torch.stack([val.pop(code) for code in group])
         with seeded(s.seed, self.device), quiet_lightning():
             template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
             model = StackedIndividualsModule(
-                x_train, self.y_train.to(self.device), x_val, self.y_val.to(self.device), template,
+                x_train,
+                self.y_train.to(self.device),
+                x_val,
+                self.y_val.to(self.device),
+                template,
                 optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
             )
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
@@ -361,12 +332,19 @@ class Evaluator:
             l_rate = loss_rate(model.epoch_losses[g])
             sim = similarity(code)
             trunk = trunks[code]
-            results.append(Evaluation(
-                genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
-                l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses[g]),
-                params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
-                flops=count_flops(trunk, self.x_train.shape[1:]), seconds=seconds,
-            ))
+            results.append(
+                Evaluation(
+                    genotype=code,
+                    score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
+                    err_val=err_val,
+                    l_rate=l_rate,
+                    sim=sim,
+                    epoch_losses=list(model.epoch_losses[g]),
+                    params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
+                    flops=count_flops(trunk, self.x_train.shape[1:]),
+                    seconds=seconds,
+                )
+            )
         return results
 
     def _train(self, code: Genotype, batch_size: int, feature_batch_size: int) -> Evaluation:
@@ -383,12 +361,21 @@ class Evaluator:
             x_train, x_val, model_trunk = self.x_train, self.x_val, trunk
         with seeded(s.seed, self.device), quiet_lightning():
             model = IndividualModule(
-                model_trunk, in_features, self.num_classes, s.hidden, s.pool, s.dropout,
+                model_trunk,
+                in_features,
+                self.num_classes,
+                s.hidden,
+                s.pool,
+                s.dropout,
                 optimizer=self._adam(fused=False),
             )
             shuffle = torch.Generator().manual_seed(s.seed)
-            train_loader = DataLoader(TensorDataset(x_train, self.y_train.to(x_train.device)), batch_size=batch_size,
-                                      shuffle=True, generator=shuffle)
+            train_loader = DataLoader(
+                TensorDataset(x_train, self.y_train.to(x_train.device)),
+                batch_size=batch_size,
+                shuffle=True,
+                generator=shuffle,
+            )
             val_loader = DataLoader(TensorDataset(x_val, self.y_val.to(x_val.device)), batch_size=batch_size)
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
             trainer.fit(model, train_loader)
@@ -398,36 +385,13 @@ class Evaluator:
         sim = similarity(code)
         params = sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in model.classifier.parameters())
         return Evaluation(
-            genotype=code, score=search_score(err_val, l_rate, sim, s.alpha, s.beta), err_val=err_val,
-            l_rate=l_rate, sim=sim, epoch_losses=list(model.epoch_losses), params=int(params),
-            flops=count_flops(trunk, self.x_train.shape[1:]), seconds=time.perf_counter() - start,
+            genotype=code,
+            score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
+            err_val=err_val,
+            l_rate=l_rate,
+            sim=sim,
+            epoch_losses=list(model.epoch_losses),
+            params=int(params),
+            flops=count_flops(trunk, self.x_train.shape[1:]),
+            seconds=time.perf_counter() - start,
         )
-
-
-@contextlib.contextmanager
-def quiet_lightning():
-    """Silence Lightning's per-trainer banners and benign warnings: a search builds hundreds of
-    trainers, and their chatter would bury the search's own progress."""
-    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*in eval mode.*",
-                        ".*LeafSpec.*", ".*no `val_dataloader`.*", ".*litlogger.*"):
-            warnings.filterwarnings("ignore", pattern)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
-def make_trainer(epochs: int, accelerator: str = "cpu", precision: str = "32-true") -> pl.Trainer:
-    """A quiet Lightning trainer for one individual: no logger of its own (the search's W&B run
-    is the only run), no checkpoints, no progress bar (the search shows one)."""
-    return pl.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False,
-    )

@@ -16,16 +16,17 @@ once; a second death records the individual as failed and the search goes on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as tmp
-from multiprocessing.connection import wait
 from tqdm.auto import tqdm
 
 from modulenet.errors import ModuleNetError
@@ -33,16 +34,24 @@ from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.score import similarity
+from modulenet.targets import target_class
 
 log = logging.getLogger(__name__)
 
-EVALUATORS = ("local", "gpus", "ray")
+# evaluator=<name>: the class each built-in choice names as its `_target_`
+EVALUATORS = {
+    "local": "modulenet.evaluate.Evaluator",
+    "gpus": "modulenet.evaluators.WorkerPoolEvaluator",
+    "ray": "modulenet.evaluators.RayEvaluator",
+}
+DISPATCH_ARGUMENTS = ("devices", "num_workers", "address", "gpus_per_worker")
 
 
 def worker_died(code: Genotype, error: str) -> Evaluation:
     """The record of an individual whose worker died twice: failed, worst score."""
-    return Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code),
-                      status="failed", error=error)
+    return Evaluation(
+        genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code), status="failed", error=error
+    )
 
 
 def _worker_settings(settings: EvaluationSettings, device: int | None) -> EvaluationSettings:
@@ -53,8 +62,9 @@ def _worker_settings(settings: EvaluationSettings, device: int | None) -> Evalua
 # --------------------------------------------------------------------------- gpus: worker processes
 
 
-def _worker_main(conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None,
-                 threads: int) -> None:
+def _worker_main(
+    conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None, threads: int
+) -> None:
     """A worker process: owns one device, evaluates the genotypes it is sent until told to stop."""
     if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
@@ -100,8 +110,11 @@ class WorkerPoolEvaluator(Evaluator):
         ctx = tmp.get_context("spawn")  # CUDA cannot be forked
         parent, child = ctx.Pipe()
         data = (self.x_train, self.y_train, self.x_val, self.y_val)
-        process = ctx.Process(target=_worker_main, daemon=True,
-                              args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads))
+        process = ctx.Process(
+            target=_worker_main,
+            daemon=True,
+            args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads),
+        )
         process.start()
         child.close()
         return _Worker(process, parent, device)
@@ -127,8 +140,13 @@ class WorkerPoolEvaluator(Evaluator):
                 except (EOFError, OSError):  # the worker died with the task
                     code = worker.task
                     worker.process.join(timeout=5)
-                    log.warning("worker %d (pid %s) died evaluating %s (exit code %s); starting another",
-                                i, worker.process.pid, format_genotype(code), worker.process.exitcode)
+                    log.warning(
+                        "worker %d (pid %s) died evaluating %s (exit code %s); starting another",
+                        i,
+                        worker.process.pid,
+                        format_genotype(code),
+                        worker.process.exitcode,
+                    )
                     self.workers[i] = self._start(worker.device)
                     deaths[code] = deaths.get(code, 0) + 1
                     if deaths[code] == 1:
@@ -165,8 +183,9 @@ class _RayWorker:
 
     def __init__(self, kb, data, num_classes: int, settings: EvaluationSettings, gpu: bool):
         torch.set_num_threads(1)
-        self.evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, 0 if gpu else None),
-                                   progress=False)
+        self.evaluator = Evaluator(
+            kb, data, num_classes, _worker_settings(settings, 0 if gpu else None), progress=False
+        )
 
     def pid(self) -> int:
         return os.getpid()
@@ -181,8 +200,9 @@ class RayEvaluator(Evaluator):
     cluster at `address` (None: a local Ray). Ray restarts a dead actor once and retries its
     task once; after that the individual is recorded as failed."""
 
-    def __init__(self, *args, address: str | None = None, num_workers: int | None = None,
-                 gpus_per_worker: float = 0, **kwargs):
+    def __init__(
+        self, *args, address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         try:
             import ray
@@ -198,8 +218,9 @@ class RayEvaluator(Evaluator):
         kb_ref = ray.put(self.kb)
         data_ref = ray.put((self.x_train, self.y_train, self.x_val, self.y_val))
         self._refs = (kb_ref, data_ref)  # actor restarts need them alive
-        self.actors = [actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0)
-                       for _ in range(count)]
+        self.actors = [
+            actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0) for _ in range(count)
+        ]
 
     def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
         ray = self.ray
@@ -228,8 +249,10 @@ class RayEvaluator(Evaluator):
         self.actors = []
 
 
-_RAY_HINT = ("check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
-             "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus")
+_RAY_HINT = (
+    "check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
+    "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus"
+)
 
 
 def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
@@ -243,8 +266,12 @@ def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
         if reason:
             raise ModuleNetError(f"evaluator.address={address!r}: no Ray cluster answers there ({reason}); {_RAY_HINT}")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 **({} if address else {"num_cpus": num_workers or os.cpu_count()}))
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({} if address else {"num_cpus": num_workers or os.cpu_count()}),
+        )
     except Exception as err:  # ConnectionError, RuntimeError, ValueError, TimeoutError, Ray's own types
         try:
             ray.shutdown()  # whatever the failed init left behind
@@ -252,10 +279,13 @@ def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
             pass
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         if address:
-            raise ModuleNetError(f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); "
-                                 f"{_RAY_HINT}") from None
-        raise ModuleNetError(f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
-                             f"running cluster or use evaluator=gpus") from None
+            raise ModuleNetError(
+                f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); {_RAY_HINT}"
+            ) from None
+        raise ModuleNetError(
+            f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
+            f"running cluster or use evaluator=gpus"
+        ) from None
 
 
 def _unreachable(address: str) -> str | None:
@@ -281,13 +311,23 @@ def _unreachable(address: str) -> str | None:
     return None
 
 
-def make_evaluator(name: str, *args, devices: list[int] | None = None, num_workers: int | None = None,
-                   address: str | None = None, gpus_per_worker: float = 0, **kwargs) -> Evaluator:
-    """The evaluator called `name` (`local`, `gpus` or `ray`)."""
-    if name == "local":
-        return Evaluator(*args, **kwargs)
-    if name == "gpus":
-        return WorkerPoolEvaluator(*args, devices=devices, num_workers=num_workers, **kwargs)
-    if name == "ray":
-        return RayEvaluator(*args, address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker, **kwargs)
-    raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")
+def evaluator_class(target: str) -> type:
+    """The class `evaluator._target_` names; one line when it cannot be imported."""
+    return target_class("evaluator._target_", target, f"evaluator={'|'.join(EVALUATORS)}")
+
+
+def build_evaluator(target: str, *args, dispatch: dict | None = None, **kwargs) -> Evaluator:
+    """The evaluator class `target` names, built with `args` and `kwargs` (knowledge base, data,
+    classes, EvaluationSettings, memo, ...) and those of the `dispatch` arguments (DISPATCH_ARGUMENTS)
+    that its constructor names: a class of your own takes only what it declares."""
+    cls = evaluator_class(target)
+    accepted = inspect.signature(cls).parameters
+    return cls(*args, **{k: v for k, v in (dispatch or {}).items() if k in accepted}, **kwargs)
+
+
+def make_evaluator(name: str, *args, **kwargs) -> Evaluator:
+    """The built-in evaluator called `name` (`local`, `gpus` or `ray`); dispatch arguments as keywords."""
+    if name not in EVALUATORS:
+        raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")
+    dispatch = {k: kwargs.pop(k) for k in DISPATCH_ARGUMENTS if k in kwargs}
+    return build_evaluator(EVALUATORS[name], *args, dispatch=dispatch, **kwargs)

@@ -15,17 +15,17 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
+from modulenet import rundir
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import accelerator_device, quiet_lightning, use_float32_matmul_precision
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
-from modulenet.rundir import hold, write_atomic
-from modulenet.search import read_evaluations_csv, search_path
+from modulenet.rundir import hold, read_scores, write_atomic
+from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+from modulenet.search_outputs import search_path
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ class FinetuneResult:
     validated_on: str = "val"  # "test" where the dataset has no separate validation split (Table III)
 
 
-def select_candidates(results: dict, kb: KnowledgeBase, settings: FinetuneSettings,
-                      scores: dict[tuple, float] | None = None) -> list[tuple[str, tuple]]:
+def select_candidates(
+    results: dict, kb: KnowledgeBase, settings: FinetuneSettings, scores: dict[tuple, float] | None = None
+) -> list[tuple[str, tuple]]:
     """Searched genotypes ranked by search score ("ModuleNet #1" best), then the originals [i] * c.
 
     `top_k`: the k best distinct genotypes of the final population. `every_generation`: the
@@ -96,8 +97,9 @@ def select_candidates(results: dict, kb: KnowledgeBase, settings: FinetuneSettin
     return chosen
 
 
-def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings,
-                          progress: bool = True) -> dict[str, float | None]:
+def finetune_architecture(
+    kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool = True
+) -> dict[str, float | None]:
     """Fine-tune one architecture with all weights trainable on the training split; returns its
     `val_error` (validation split), `test_error` and `test_error_top5` (None with <= 5 classes)."""
     device = accelerator_device(settings.accelerator)
@@ -106,8 +108,9 @@ def finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: Fin
         return _finetune_architecture(kb, genotype, datamodule, settings, progress)
 
 
-def _finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings,
-                           progress: bool) -> dict[str, float | None]:
+def _finetune_architecture(
+    kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool
+) -> dict[str, float | None]:
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True, resolution=settings.resolution)
     size = trunk.output_size(datamodule.image_size)
     in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
@@ -119,20 +122,29 @@ def _finetune_architecture(kb: KnowledgeBase, genotype, datamodule, settings: Fi
 
     model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
     with quiet_lightning():
-        trainer = pl.Trainer(max_epochs=s.epochs, accelerator=s.accelerator, devices=1, precision=s.precision,
-                             logger=False, enable_checkpointing=False, enable_model_summary=False,
-                             enable_progress_bar=progress, num_sanity_val_steps=0)
+        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress)
         trainer.fit(model, datamodule.train_dataloader())
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy
         trainer.test(model, datamodule.test_dataloader(), verbose=False)
     top5 = model.val_accuracy_top5
-    return {"val_error": val_error, "test_error": 1.0 - model.val_accuracy,
-            "test_error_top5": None if top5 is None else 1.0 - top5}
+    return {
+        "val_error": val_error,
+        "test_error": 1.0 - model.val_accuracy,
+        "test_error_top5": None if top5 is None else 1.0 - top5,
+    }
 
 
-def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: FinetuneSettings, out_dir: Path,
-                 tracker=None, progress: bool = True, search_run: Path | None = None) -> list[FinetuneResult]:
+def run_finetune(
+    kb: KnowledgeBase,
+    results: dict,
+    datamodule,
+    settings: FinetuneSettings,
+    out_dir: Path,
+    tracker=None,
+    progress: bool = True,
+    search_run: Path | None = None,
+) -> list[FinetuneResult]:
     """Fine-tune every candidate, writing `finetune.json` after each one (a crash keeps them) and
     `finetune.md`, a table in the form of the paper's Tables I-II. `out_dir` is held while it runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,19 +153,25 @@ def run_finetune(kb: KnowledgeBase, results: dict, datamodule, settings: Finetun
 
 
 def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run) -> list[FinetuneResult]:
-    json_path = out_dir / "finetune.json"
+    json_path = out_dir / rundir.FINETUNE
     done = {}
     if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
         previous = json.loads(json_path.read_text())
         if previous.get("settings") == asdict(settings):
-            done = {(r["label"], r["seed"]): FinetuneResult(**{k: v for k, v in r.items() if k != "score"})
-                    for r in previous["results"] if "val_error" in r}
+            done = {
+                (r["label"], r["seed"]): FinetuneResult(**{k: v for k, v in r.items() if k != "score"})
+                for r in previous["results"]
+                if "val_error" in r
+            }
     validated_on = "test" if getattr(datamodule, "val_from", "train") == "test" else "val"
-    scores = read_search_scores(search_run) if search_run is not None else {}
+    scores = read_scores(search_run) if search_run is not None else {}
     scores.update({tuple(r["genotype"]): r["score"] for r in results.get("population", [])})
     finished: list[FinetuneResult] = []
-    runs = [(label, code, seed) for label, code in select_candidates(results, kb, settings, scores)
-            for seed in settings.seeds or [settings.seed]]
+    runs = [
+        (label, code, seed)
+        for label, code in select_candidates(results, kb, settings, scores)
+        for seed in settings.seeds or [settings.seed]
+    ]
     for label, code, seed in runs:
         if (label, seed) in done and tuple(done[label, seed].genotype) == tuple(code):
             finished.append(done[label, seed])
@@ -161,10 +179,19 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
         log.info("fine-tuning %s: %s (%s), seed %d", label, format_genotype(code), "+".join(kb.describe(code)), seed)
         start = time.perf_counter()
         errors = finetune_architecture(kb, code, datamodule, replace(settings, seed=seed), progress)
-        result = FinetuneResult(label, list(code), "+".join(kb.describe(code)), errors["test_error"],
-                                scores.get(code), settings.epochs, time.perf_counter() - start,
-                                val_error=errors["val_error"], test_error_top5=errors["test_error_top5"],
-                                seed=seed, validated_on=validated_on)
+        result = FinetuneResult(
+            label,
+            list(code),
+            "+".join(kb.describe(code)),
+            errors["test_error"],
+            scores.get(code),
+            settings.epochs,
+            time.perf_counter() - start,
+            val_error=errors["val_error"],
+            test_error_top5=errors["test_error_top5"],
+            seed=seed,
+            validated_on=validated_on,
+        )
         finished.append(result)
         log.info("  validation error %.2f %%, test error %.2f %%", 100 * result.val_error, 100 * result.test_error)
         if tracker is not None:
@@ -172,7 +199,7 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
         _write_finetune_json(json_path, settings, search_run, finished)
     select(finished)
     _write_finetune_json(json_path, settings, search_run, finished)
-    write_atomic(out_dir / "finetune.md", markdown_table(finished, settings))
+    write_atomic(out_dir / rundir.FINETUNE_TABLE, markdown_table(finished, settings))
     return finished
 
 
@@ -187,9 +214,13 @@ def select(results: list[FinetuneResult]) -> str | None:
             by_label.setdefault(r.label, []).append(r)
     if not by_label:
         return None
-    best = min(by_label, key=lambda label: (statistics.fmean(r.val_error for r in by_label[label]),
-                                            by_label[label][0].search_score if by_label[label][0].search_score
-                                            is not None else math.inf))
+    best = min(
+        by_label,
+        key=lambda label: (
+            statistics.fmean(r.val_error for r in by_label[label]),
+            by_label[label][0].search_score if by_label[label][0].search_score is not None else math.inf,
+        ),
+    )
     for r in by_label[best]:
         r.selected = True
     return best
@@ -197,21 +228,27 @@ def select(results: list[FinetuneResult]) -> str | None:
 
 def _write_finetune_json(path: Path, settings: FinetuneSettings, search_run, finished: list[FinetuneResult]) -> None:
     rows = [{**asdict(r), "score": r.search_score} for r in finished]  # `score`: the search score, by its name
-    write_atomic(path, json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""), "results": rows},
-                                  indent=2))
+    write_atomic(
+        path, json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""), "results": rows}, indent=2)
+    )
 
 
 def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) -> str:
     """The paper's table form, one row per architecture (mean and standard deviation over its
     seeds); the selected searched architecture (by validation error) is the ModuleNet row."""
     top5 = any(r.test_error_top5 is not None for r in results)
-    header = "| Method | Architecture (cell 1 .. c) | Search score | Val Error (%) | Test Error (%) |" + \
-        (" Top-5 Test Error (%) |" if top5 else "")
+    header = "| Method | Architecture (cell 1 .. c) | Search score | Val Error (%) | Test Error (%) |" + (
+        " Top-5 Test Error (%) |" if top5 else ""
+    )
     seeds = settings.seeds or [settings.seed]
-    lines = [f"Fine-tuned {settings.epochs} epochs, all weights trainable, seed{'s' if len(seeds) > 1 else ''} "
-             f"{', '.join(map(str, seeds))}{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}. The searched "
-             "architecture with the lowest validation error is selected (**bold**); test errors choose nothing.", "",
-             header, "| --- " * (header.count("|") - 1) + "|"]
+    lines = [
+        f"Fine-tuned {settings.epochs} epochs, all weights trainable, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}. The searched "
+        "architecture with the lowest validation error is selected (**bold**); test errors choose nothing.",
+        "",
+        header,
+        "| --- " * (header.count("|") - 1) + "|",
+    ]
     by_label: dict[str, list[FinetuneResult]] = {}
     for r in results:
         by_label.setdefault(r.label, []).append(r)
@@ -221,8 +258,10 @@ def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) ->
         if r.validated_on == "test":
             name += " (no separate validation split: validated on the test set, as the paper's Table III)"
         score = "" if r.search_score is None else f"{r.search_score:.3f}"
-        row = (f"| {name} | {r.architecture} | {score} | {_pct([x.val_error for x in rows])} | "
-               f"{_pct([x.test_error for x in rows])} |")
+        row = (
+            f"| {name} | {r.architecture} | {score} | {_pct([x.val_error for x in rows])} | "
+            f"{_pct([x.test_error for x in rows])} |"
+        )
         lines.append(row + (f" {_pct([x.test_error_top5 for x in rows])} |" if top5 else ""))
     return "\n".join(lines) + "\n"
 
@@ -235,62 +274,3 @@ def _pct(values: list[float | None]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.2f}"
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
-
-
-def read_search_results(search_run: Path) -> dict:
-    """The search run's results.json, checked: a JSON object whose `population` is a list of rows
-    with a `genotype` (list of integers) and a numeric `score`. A file that is not is one line."""
-    path = Path(search_run) / "results.json"
-    if not path.is_file():
-        raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
-    rerun = f"resuming the search (modulenet-search resume={search_run}, same settings) rewrites it"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModuleNetError(f"cannot read {path} ({err}); {rerun}") from None
-    try:
-        results = json.loads(text)
-    except json.JSONDecodeError as err:
-        what = ("is empty" if not text.strip()
-                else f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
-        raise ModuleNetError(f"{path} {what}: truncated or corrupt; {rerun}") from None
-    if not isinstance(results, dict):
-        raise ModuleNetError(f"{path} holds a JSON {_json_type(results)}, not a search's results object; {rerun}")
-    population = results.get("population")
-    if not isinstance(population, list):
-        found = "has no 'population'" if "population" not in results else \
-            f"has a 'population' that is a JSON {_json_type(population)}"
-        raise ModuleNetError(f"{path} {found}: expected a list of rows with 'genotype' and 'score'; {rerun}")
-    for i, row in enumerate(population):
-        problem = _population_row_problem(row)
-        if problem:
-            raise ModuleNetError(f"{path}: population[{i}] {problem}; expected {{'genotype': [integers], "
-                                 f"'score': number, ...}}; {rerun}")
-    return results
-
-
-def _population_row_problem(row) -> str | None:
-    if not isinstance(row, dict):
-        return f"is a JSON {_json_type(row)}, not an object"
-    missing = [key for key in ("genotype", "score") if key not in row]
-    if missing:
-        return f"has no {' and no '.join(repr(k) for k in missing)}"
-    genotype, score = row["genotype"], row["score"]
-    if not isinstance(genotype, list) or not genotype or \
-            not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in genotype):
-        return f"has genotype {json.dumps(genotype)[:60]}, not a list of non-negative integers"
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        return f"has score {json.dumps(score)[:60]}, not a finite number"
-    return None
-
-
-def _json_type(value) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-
-def read_search_scores(search_run: Path) -> dict[tuple, float]:
-    """Search score of every successfully evaluated genotype (the run's evaluations.csv)."""
-    return {row["genotype"]: row["score"] for row in read_evaluations_csv(Path(search_run) / "evaluations.csv")
-            if row["status"] == "ok"}

@@ -40,8 +40,9 @@ RIDGE = 1e-6  # relative to the mean feature energy: keeps the normal equations 
 class AlignedConnection(nn.Module):
     """ChP/ChDP to the next module's channels, then `x[:, perm] * scale + shift` (fitted buffers only)."""
 
-    def __init__(self, in_channels: int, out_channels: int, perm: torch.Tensor, scale: torch.Tensor,
-                 shift: torch.Tensor):
+    def __init__(
+        self, in_channels: int, out_channels: int, perm: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+    ):
         super().__init__()
         self.count = parameter_free_connection(in_channels, out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -74,10 +75,16 @@ def fitted_link(kb, connection: str, resolution: str, position: int, prev: int, 
     except KeyError:
         raise KnowledgeBaseError(
             f"connection={connection!r} needs connections fitted from data for resolution={resolution!r}: call "
-            f"kb.fit_connections(images, resolution={resolution!r}) first (the app does it at start)") from None
+            f"kb.fit_connections(images, resolution={resolution!r}) first (the app does it at start)"
+        ) from None
     if connection == "aligned":
-        return AlignedConnection(kb.specs[position - 1][prev].out_channels, kb.specs[position][nxt].in_channels,
-                                 fit["perm"], fit["scale"], fit["shift"])
+        return AlignedConnection(
+            kb.specs[position - 1][prev].out_channels,
+            kb.specs[position][nxt].in_channels,
+            fit["perm"],
+            fit["scale"],
+            fit["shift"],
+        )
     return LeastSquaresConnection(fit["weight"], fit["bias"])
 
 
@@ -119,8 +126,9 @@ def solve_least_squares(stats: _Statistics) -> dict[str, torch.Tensor]:
     """W, b minimising sum ||W x + b - y||^2 (normal equations, a tiny ridge on W only)."""
     d = stats.xx.shape[0] - 1
     ridge = RIDGE * float(torch.diagonal(stats.xx)[:d].mean()) if d else 0.0
-    lhs = stats.xx + torch.diag(torch.cat([torch.full((d,), ridge, dtype=torch.float64),
-                                           torch.zeros(1, dtype=torch.float64)]))
+    lhs = stats.xx + torch.diag(
+        torch.cat([torch.full((d,), ridge, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    )
     solution = torch.linalg.solve(lhs, stats.xy)  # (d + 1, c_out)
     return {"weight": solution[:d].T.float().contiguous(), "bias": solution[d].float().contiguous()}
 
@@ -154,8 +162,9 @@ def _own_inputs(kb, batch: torch.Tensor) -> Iterator[list[torch.Tensor]]:
 
 
 @torch.no_grad()
-def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, device: torch.device,
-                   progress: bool = True) -> dict[tuple[int, int, int], dict[str, dict[str, torch.Tensor]]]:
+def fit_boundaries(
+    kb, images: torch.Tensor, resolution: str, batch_size: int, device: torch.device, progress: bool = True
+) -> dict[tuple[int, int, int], dict[str, dict[str, torch.Tensor]]]:
     """Both fits for every boundary (j, p, q), p != q, from `images` (streamed in batches)."""
     if len(images) == 0:
         raise KnowledgeBaseError("fit_connections needs at least one training image")
@@ -169,8 +178,12 @@ def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, d
         # apply): what the trunk does between the modules, before the channel connection.
         spatial = ModuleLink(spec.out_channels, spec.out_channels, spec.out_reduction, target.in_reduction)
         count = parameter_free_connection(spec.out_channels, target.in_channels)
-        stages[(j, p, q)] = (module, spatial, count,
-                             _Statistics(spec.out_channels, target.in_channels, target.in_channels))
+        stages[(j, p, q)] = (
+            module,
+            spatial,
+            count,
+            _Statistics(spec.out_channels, target.in_channels, target.in_channels),
+        )
     was_training = [m.training for m in kb.iter_modules()]
     kb.to(device)
     for m in kb.iter_modules():
@@ -178,7 +191,7 @@ def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, d
     try:
         starts = range(0, len(images), batch_size)
         for start in tqdm(starts, desc="fitting connections", unit="batch", disable=not progress):
-            batch = images[start:start + batch_size].to(device)
+            batch = images[start : start + batch_size].to(device)
             own = list(_own_inputs(kb, batch))
             outputs = {}  # boundaries that share a preceding module (and its adjustment) share its output
             for (j, p, q), (module, spatial, count, stats) in stages.items():
@@ -188,8 +201,10 @@ def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, d
                 x = outputs[key]
                 y = own[q][j]
                 if x.shape[-2:] != y.shape[-2:]:
-                    raise KnowledgeBaseError(f"cannot fit the boundary {kb.arch_names[p]} -> {kb.arch_names[q]} at "
-                                             f"module {j + 1}: maps of {tuple(x.shape[-2:])} and {tuple(y.shape[-2:])}")
+                    raise KnowledgeBaseError(
+                        f"cannot fit the boundary {kb.arch_names[p]} -> {kb.arch_names[q]} at "
+                        f"module {j + 1}: maps of {tuple(x.shape[-2:])} and {tuple(y.shape[-2:])}"
+                    )
                 stats.add(x, count(x), y)
     finally:
         for m, mode in zip(kb.iter_modules(), was_training):
@@ -206,11 +221,13 @@ def fit_boundaries(kb, images: torch.Tensor, resolution: str, batch_size: int, d
 def fitted_state(kb) -> dict[str, torch.Tensor]:
     """Every fitted tensor under a flat key `resolution/j/prev_arch/next_arch/connection/name` (a plain tensor file)."""
     names = kb.arch_names
-    return {f"{resolution}/{j}/{names[p]}/{names[q]}/{connection}/{name}": tensor.detach().cpu()
-            for resolution, boundaries in kb.fitted.items()
-            for (j, p, q), fits in boundaries.items()
-            for connection, tensors in fits.items()
-            for name, tensor in tensors.items()}
+    return {
+        f"{resolution}/{j}/{names[p]}/{names[q]}/{connection}/{name}": tensor.detach().cpu()
+        for resolution, boundaries in kb.fitted.items()
+        for (j, p, q), fits in boundaries.items()
+        for connection, tensors in fits.items()
+        for name, tensor in tensors.items()
+    }
 
 
 def fitted_from_state(kb, state: dict[str, torch.Tensor]) -> dict:
@@ -220,8 +237,9 @@ def fitted_from_state(kb, state: dict[str, torch.Tensor]) -> dict:
     for key, tensor in state.items():
         parts = key.split("/")
         if len(parts) != 6 or parts[2] not in index or parts[3] not in index or parts[4] not in FITTED:
-            raise KnowledgeBaseError(f"fitted connection key {key!r} does not match this knowledge base "
-                                     f"({kb.arch_names})")
+            raise KnowledgeBaseError(
+                f"fitted connection key {key!r} does not match this knowledge base ({kb.arch_names})"
+            )
         resolution, j, prev, nxt, connection, name = parts
         boundary = (int(j), index[prev], index[nxt])
         fitted.setdefault(resolution, {}).setdefault(boundary, {}).setdefault(connection, {})[name] = tensor

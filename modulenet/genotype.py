@@ -45,6 +45,16 @@ def format_genotype(code: Sequence[int]) -> str:
     return sep.join(str(int(i)) for i in code)
 
 
+def read_genotype_text(text: str, num_cells: int | None) -> tuple[int, ...]:
+    """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
+    text = str(text).strip()
+    if "," in text or " " in text:
+        return tuple(int(i) for i in re.split(r"[,\s]+", text) if i)
+    if num_cells == 1:
+        return (int(text),)
+    return tuple(int(ch) for ch in text)
+
+
 def describe_genotype(code: Sequence[int], arch_names: Sequence[str]) -> list[str]:
     """The source architecture of each cell, e.g. `['vgg16_bn', 'resnet34', ...]`."""
     return [arch_names[i] for i in code]
@@ -97,9 +107,7 @@ def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
     else:
         raise GenotypeError(f"genotype position {pos} is {item!r}; valid values are {_valid(names, n)}")
     if not 0 <= index < n:
-        raise GenotypeError(
-            f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)"
-        )
+        raise GenotypeError(f"genotype position {pos} is {index}; valid range is [0, {n - 1}] (n = {n} architectures)")
     return index
 
 

@@ -51,9 +51,16 @@ class IndividualModule(pl.LightningModule):
     module is the fine-tuning model of the evaluation stage (Sec. IV).
     """
 
-    def __init__(self, trunk: nn.Module | None, in_features: int, num_classes: int,
-                 hidden: Sequence[int] = (4096, 4096), pool: str = "flatten", dropout: float = 0.0,
-                 optimizer: Callable[..., torch.optim.Optimizer | dict] | None = None):
+    def __init__(
+        self,
+        trunk: nn.Module | None,
+        in_features: int,
+        num_classes: int,
+        hidden: Sequence[int] = (4096, 4096),
+        pool: str = "flatten",
+        dropout: float = 0.0,
+        optimizer: Callable[..., torch.optim.Optimizer | dict] | None = None,
+    ):
         super().__init__()
         self.trunk = trunk
         self.pool = pool

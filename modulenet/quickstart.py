@@ -18,6 +18,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
 from modulenet.rng import seeded
+from modulenet.runtime import accelerator_device
 from modulenet.source_training import train_source_network
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,16 @@ log = logging.getLogger(__name__)
 QUICKSTART_ARCHS = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
 
 
-def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTART_ARCHS, epochs: int = 3,
-                              lr: float = 0.05, seed: int = 0, progress: bool = True) -> KnowledgeBase:
+def quickstart_knowledge_base(
+    datamodule,
+    cache_dir: str | Path,
+    archs=QUICKSTART_ARCHS,
+    epochs: int = 3,
+    lr: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+    accelerator: str = "cpu",
+) -> KnowledgeBase:
     """Load the cached knowledge base of `archs` trained from scratch on `datamodule` (the
     quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it."""
     recipe = {"archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule)}
@@ -37,18 +46,26 @@ def quickstart_knowledge_base(datamodule, cache_dir: str | Path, archs=QUICKSTAR
         return load_knowledge_base(path)
     datamodule.setup("fit")
     if getattr(datamodule, "num_classes", 10) > 10:
-        raise ModuleNetError(f"training {list(archs)} from scratch uses each network's own 10-class head, but the "
-                             f"dataset has {datamodule.num_classes} classes: give trained weights instead "
-                             "(knowledge_base.weights)")
+        raise ModuleNetError(
+            f"training {list(archs)} from scratch uses each network's own 10-class head, but the "
+            f"dataset has {datamodule.num_classes} classes: give trained weights instead "
+            "(knowledge_base.weights)"
+        )
     log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", list(archs), epochs, path)
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:
-        with seeded(seed):
+        with seeded(seed, accelerator_device(accelerator)):
             model = get_architecture(arch_name).build()
-            accuracies[arch_name] = train_source_network(model, datamodule.train_dataloader(),
-                                                         datamodule.val_dataloader(), epochs=epochs, lr=lr,
-                                                         progress=False)
+            accuracies[arch_name] = train_source_network(
+                model,
+                datamodule.train_dataloader(),
+                datamodule.val_dataloader(),
+                epochs=epochs,
+                lr=lr,
+                accelerator=accelerator,
+                progress=False,
+            )
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
         files[arch_name] = str(path / "sources" / f"{arch_name}.pt")
         torch.save(model.state_dict(), files[arch_name])
@@ -63,6 +80,16 @@ def datamodule_signature(datamodule) -> dict:
     (the quickstart base, a knowledge base fine-tuned on the target) is keyed by it. The split
     (`val_size`, `val_from`) is part of it: networks that saw all 50K images must not serve a run
     that validates on 10K of them."""
-    keys = ("num_train", "num_val", "num_test", "image_size", "seed", "val_size", "val_from", "path", "augment",
-            "cutout")
+    keys = (
+        "num_train",
+        "num_val",
+        "num_test",
+        "image_size",
+        "seed",
+        "val_size",
+        "val_from",
+        "path",
+        "augment",
+        "cutout",
+    )
     return {k: getattr(datamodule, k) for k in keys if hasattr(datamodule, k)}

@@ -31,5 +31,5 @@ class Evaluation:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Evaluation":
+    def from_dict(cls, d: dict) -> Evaluation:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

@@ -91,10 +91,19 @@ def _last_reduction(module: nn.Module, shape: tuple[int, int, int]) -> tuple[dic
     hooks = []
     for name, leaf in module.named_modules():
         if name and not list(leaf.children()):
-            hooks.append(leaf.register_forward_hook(
-                lambda m, args, out, name=name: seen.append((name, m, tuple(args[0].shape[-2:]), tuple(out.shape[-2:])))
-                if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor)
-                and args[0].dim() == 4 and out.dim() == 4 else None))
+            hooks.append(
+                leaf.register_forward_hook(
+                    lambda m, args, out, name=name: (
+                        seen.append((name, m, tuple(args[0].shape[-2:]), tuple(out.shape[-2:])))
+                        if args
+                        and isinstance(args[0], torch.Tensor)
+                        and isinstance(out, torch.Tensor)
+                        and args[0].dim() == 4
+                        and out.dim() == 4
+                        else None
+                    )
+                )
+            )
     try:
         out = _probe(module, shape)
     finally:

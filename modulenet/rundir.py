@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import json
+import math
 import os
 import tempfile
 import threading
@@ -21,8 +24,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modulenet.errors import ModuleNetError
+from modulenet.genotype import read_genotype_text
 
-LOCK_FILE = "run.lock"
+# Every file of a run directory (README, "What a run writes"), named here once.
+CONFIG = "config_resolved.yaml"  # the composed config, written before anything else
+LOCK = "run.lock"  # names the holder's pid (`hold`)
+STATE = "search_state.json"  # the search's checkpoint: population, generators, history
+MEMO = "evaluations.jsonl"  # one evaluated genotype per line (the memo a resumed search reads)
+RESULTS = "results.json"  # the search's outcome: best genotype, final population, history
+EVALUATIONS = "evaluations.csv"  # every evaluation, one row each
+GENERATIONS = "generations.csv"  # per-generation statistics (the csv logger)
+CURVES = "search_curves.png"
+ABLATION = "ablation_connections.json"  # Fig. 10
+FINETUNE = "finetune.json"  # the evaluation stage: one row per architecture and seed
+FINETUNE_TABLE = "finetune.md"
+FINETUNE_DIR = "finetune"  # <search run>/finetune/ with finetune.after_search=true
 
 _held: dict[Path, list] = {}  # run dir -> [open lock file, depth]: re-entrant within this process
 _held_guard = threading.Lock()
@@ -37,15 +53,17 @@ def hold(run_dir: str | os.PathLike) -> Iterator[None]:
             _held[run_dir][1] += 1
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            f = open(run_dir / LOCK_FILE, "a+")
+            f = open(run_dir / LOCK, "a+")
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 f.close()
-                raise ModuleNetError(f"{run_dir} is in use by {holder}: one search per run directory "
-                                     f"(wait for it, or give another directory)") from None
+                raise ModuleNetError(
+                    f"{run_dir} is in use by {holder}: one search per run directory "
+                    f"(wait for it, or give another directory)"
+                ) from None
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
@@ -108,3 +126,99 @@ def set_aside_torn_tail(path: Path) -> None:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_results(search_run: str | os.PathLike) -> dict:
+    """The search run's results.json, checked: a JSON object whose `population` is a list of rows
+    with a `genotype` (list of integers) and a numeric `score`. A file that is not is one line."""
+    path = Path(search_run) / RESULTS
+    if not path.is_file():
+        raise ModuleNetError(f"search_run={search_run} is not a search run: it has no results.json")
+    rerun = f"resuming the search (modulenet-search resume={search_run}, same settings) rewrites it"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModuleNetError(f"cannot read {path} ({err}); {rerun}") from None
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as err:
+        what = (
+            "is empty" if not text.strip() else f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        )
+        raise ModuleNetError(f"{path} {what}: truncated or corrupt; {rerun}") from None
+    if not isinstance(results, dict):
+        raise ModuleNetError(f"{path} holds a JSON {_json_type(results)}, not a search's results object; {rerun}")
+    population = results.get("population")
+    if not isinstance(population, list):
+        found = (
+            "has no 'population'"
+            if "population" not in results
+            else f"has a 'population' that is a JSON {_json_type(population)}"
+        )
+        raise ModuleNetError(f"{path} {found}: expected a list of rows with 'genotype' and 'score'; {rerun}")
+    for i, row in enumerate(population):
+        problem = _population_row_problem(row)
+        if problem:
+            raise ModuleNetError(
+                f"{path}: population[{i}] {problem}; expected {{'genotype': [integers], 'score': number, ...}}; {rerun}"
+            )
+    return results
+
+
+def _population_row_problem(row) -> str | None:
+    if not isinstance(row, dict):
+        return f"is a JSON {_json_type(row)}, not an object"
+    missing = [key for key in ("genotype", "score") if key not in row]
+    if missing:
+        return f"has no {' and no '.join(repr(k) for k in missing)}"
+    genotype, score = row["genotype"], row["score"]
+    if (
+        not isinstance(genotype, list)
+        or not genotype
+        or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in genotype)
+    ):
+        return f"has genotype {json.dumps(genotype)[:60]}, not a list of non-negative integers"
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return f"has score {json.dumps(score)[:60]}, not a finite number"
+    return None
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def read_scores(search_run: str | os.PathLike) -> dict[tuple, float]:
+    """Search score of every successfully evaluated genotype (the run's evaluations.csv)."""
+    return {row["genotype"]: row["score"] for row in read_evaluations(search_run) if row["status"] == "ok"}
+
+
+def read_evaluations(run_dir: str | os.PathLike, num_cells: int | None = None) -> list[dict]:
+    """A run's evaluations.csv as rows with typed values (genotype a tuple; [] when the file is missing)."""
+    path = Path(run_dir) / EVALUATIONS
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                code = read_genotype_text(row["genotype"], num_cells)
+            except (KeyError, ValueError, AttributeError, TypeError):
+                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
+            parsed = {
+                "genotype": code,
+                "architecture": row.get("architecture", ""),
+                "status": row.get("status", "ok"),
+                "generation": int(_float_or_nan(row.get("generation"), 0)),
+            }
+            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
+                parsed[key] = _float_or_nan(row.get(key))
+            rows.append(parsed)
+    return rows
+
+
+def _float_or_nan(value, default: float = math.nan) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,11 +1,12 @@
 """The search score of Sec. III-E: score = err_val - alpha * l_rate + beta * sim (Eq. 4).
 
-Lower is better. Plain Python on purpose: the search loop imports it without torch.
+Lower is better; and new survival (Sec. V-B). Plain Python on purpose: the search loop and the
+report import it without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def similarity(code: Sequence[int]) -> float:
@@ -35,6 +36,18 @@ def loss_rate(epoch_losses: Sequence[float]) -> float:
     return min(1.0, max(0.0, (first - last) / first))
 
 
-def search_score(err_val: float, l_rate: float, sim: float, alpha: float, beta: float) -> float:
-    """Eq. (4): score = err_val - alpha * l_rate + beta * sim, with err_val = 1 - acc_val (Eq. 5)."""
-    return float(err_val) - float(alpha) * float(l_rate) + float(beta) * float(sim)
+def search_score(err_val, l_rate, sim, alpha, beta):
+    """Eq. (4): score = err_val - alpha * l_rate + beta * sim, with err_val = 1 - acc_val (Eq. 5).
+
+    A float for numbers; elementwise for numpy arrays (the alpha/beta calibration grid)."""
+    score = err_val - alpha * l_rate + beta * sim
+    return score if getattr(score, "ndim", 0) else float(score)
+
+
+def new_survival(prev_pop: Iterable[Sequence[int]], pop: Iterable[Sequence[int]]) -> int:
+    """Sec. V-B, Fig. 9: distinct genotypes of pop_i that are not in pop_{i-1}.
+
+    Genotypes are compared as sets, so duplicates count once. For generation 1 there is no
+    pop_0: pass an empty previous population and every distinct genotype counts as new.
+    """
+    return len({tuple(g) for g in pop} - {tuple(g) for g in prev_pop})

@@ -11,36 +11,30 @@ stopped, plus `results.json` and `evaluations.csv`.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import math
 import os
 import random
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from deap import base, creator, tools
 from tqdm.auto import tqdm
 
+from modulenet import rundir
 from modulenet.errors import ModuleNetError
-from modulenet.genotype import Genotype, format_genotype, search_space_size
+from modulenet.genotype import Genotype, format_genotype
 from modulenet.records import WORST_SCORE, Evaluation
-from modulenet.rng import drawing_from, rng_from_json, rng_state_to_json
-from modulenet.rundir import hold, write_atomic
+from modulenet.rng import drawing_from
+from modulenet.rundir import hold
+from modulenet.score import new_survival
+from modulenet.search_outputs import plot_search_curves, write_evaluations_csv, write_results
+from modulenet.search_state import SearchState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("score", "params", "flops")  # all minimised
-STATE_FILE = "search_state.json"
-RESULTS_FILE = "results.json"
-EVALUATIONS_FILE = "evaluations.csv"
-CURVES_FILE = "search_curves.png"
-STATE_FORMAT = "modulenet-search-state/1"
 
 # Created at import time, not inside run_search: pickled individuals sent to worker processes
 # are rebuilt there by name, which fails ("Can't get attribute 'Individual1' on deap.creator")
@@ -78,7 +72,9 @@ class SearchConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ModuleNetError(f"search.{name}={value!r} must be an integer")
         if self.generations < 1:
-            raise ModuleNetError(f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)")
+            raise ModuleNetError(
+                f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)"
+            )
         if self.population_size < 2:
             raise ModuleNetError(f"search.population_size={self.population_size} must be >= 2")
         for name in ("crossover_prob", "mutation_prob", "mutation_indpb"):
@@ -94,19 +90,20 @@ class SearchConfig:
         if len(set(objectives)) != len(objectives):
             raise ModuleNetError(f"search.objectives={objectives} names an objective twice")
         if len(self.initial_genotypes) > self.population_size:
-            raise ModuleNetError(f"search.initial_genotypes has {len(self.initial_genotypes)} genotypes, more than "
-                                 f"search.population_size={self.population_size}")
+            raise ModuleNetError(
+                f"search.initial_genotypes has {len(self.initial_genotypes)} genotypes, more than "
+                f"search.population_size={self.population_size}"
+            )
 
 
 class SearchCallback:
     """Hooks for trackers (W&B, CSV); every method is a no-op by default."""
 
-    def on_generation_end(self, generation: int, record: dict, population: list[tuple],
-                          evaluations: dict) -> None:
+    def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
         """After generation `generation` is selected and checkpointed. `record` is its history row,
         `population` its genotypes, `evaluations` genotype -> Evaluation so far (a copy)."""
 
-    def on_search_end(self, result: "SearchResult") -> None:
+    def on_search_end(self, result: SearchResult) -> None:
         """After the outputs are written."""
 
 
@@ -116,15 +113,6 @@ class SearchResult:
     history: list[dict]  # one row per generation (see `run_search`)
     population: list[Evaluation]  # the final population, pop_final of Algorithm 1
     evaluations: list[Evaluation]  # everything evaluated in the run, in evaluation order
-
-
-def new_survival(prev_pop: Iterable[Sequence[int]], pop: Iterable[Sequence[int]]) -> int:
-    """Sec. V-B, Fig. 9: distinct genotypes of pop_i that are not in pop_{i-1}.
-
-    Genotypes are compared as sets, so duplicates count once. For generation 1 there is no
-    pop_0: pass an empty previous population and every distinct genotype counts as new.
-    """
-    return len({tuple(g) for g in pop} - {tuple(g) for g in prev_pop})
 
 
 def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple[float, ...]:
@@ -197,35 +185,18 @@ def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
 # --------------------------------------------------------------------------- the loop
 
 
-class _Run:
-    """The mutable state of one search: what the checkpoint holds."""
-
-    def __init__(self, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None = None):
-        self.config = config
-        self.depends_on = depends_on
-        self.num_archs, self.num_cells = num_archs, num_cells
-        self.rng = random.Random(config.seed)  # the search's own generator (rng.py)
-        self.generation = 0
-        self.population: list = []
-        self.evaluations: dict[Genotype, Evaluation] = {}
-        self.first_generation: dict[Genotype, int] = {}  # generation in which each genotype was evaluated
-        self.populations: list[list[Genotype]] = []  # pop_i of every generation (Fig. 8 draws from all)
-        self.logbook = tools.Logbook()
-        self.logbook.header = ["generation", "evaluated", "new_survival", "min", "mean", "max", "best_score"]
-
-    @property
-    def history(self) -> list[dict]:
-        return [dict(row) for row in self.logbook]
-
-    def best(self) -> Evaluation:
-        # min() keeps the first of equal scores, i.e. the earliest evaluated.
-        return min(self.evaluations.values(), key=lambda e: e.score)
-
-
-def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype]], list[Evaluation]],
-               config: SearchConfig, run_dir: str | os.PathLike, arch_names: list[str] | None = None,
-               callbacks: Sequence[SearchCallback] = (), resume: bool = False, progress: bool = True,
-               depends_on: dict | None = None) -> SearchResult:
+def run_search(
+    num_archs: int,
+    num_cells: int,
+    evaluate: Callable[[list[Genotype]], list[Evaluation]],
+    config: SearchConfig,
+    run_dir: str | os.PathLike,
+    arch_names: list[str] | None = None,
+    callbacks: Sequence[SearchCallback] = (),
+    resume: bool = False,
+    progress: bool = True,
+    depends_on: dict | None = None,
+) -> SearchResult:
     """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over n^c genotypes.
 
     `evaluate` gets each generation's not-yet-evaluated genotypes (distinct) and returns one
@@ -245,16 +216,18 @@ def run_search(num_archs: int, num_cells: int, evaluate: Callable[[list[Genotype
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
-        return _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
-                           depends_on)
+        return _run_search(
+            num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
+        )
 
 
-def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress,
-                depends_on) -> SearchResult:
+def _run_search(
+    num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
+) -> SearchResult:
     if resume:
         run = load_state(run_dir, config, num_archs, num_cells, depends_on)
     else:
-        run = _Run(config, num_archs, num_cells, depends_on)
+        run = SearchState(config, num_archs, num_cells, depends_on)
     toolbox = make_toolbox(num_archs, num_cells, config)
 
     stats = tools.Statistics(key=lambda ind: run.evaluations[tuple(ind)].score)
@@ -262,8 +235,13 @@ def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, cal
     stats.register("mean", _ok_stat(np.mean))
     stats.register("max", _ok_stat(np.max))
 
-    bar = tqdm(total=config.generations, initial=min(run.generation, config.generations), desc="search",
-               unit="gen", disable=not progress)
+    bar = tqdm(
+        total=config.generations,
+        initial=min(run.generation, config.generations),
+        desc="search",
+        unit="gen",
+        disable=not progress,
+    )
     try:
         while run.generation < config.generations:
             previous = [tuple(ind) for ind in run.population]
@@ -291,29 +269,42 @@ def _run_search(num_archs, num_cells, evaluate, config, run_dir, arch_names, cal
             save_state(run_dir, run)
             write_results(run_dir, run, arch_names)
             write_evaluations_csv(run_dir, run, arch_names)
-            log.info("generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
-                     run.generation, config.generations, record["evaluated"], record["new_survival"], record["min"],
-                     record["mean"], record["max"], record["best_score"], format_genotype(record["best_genotype"]))
+            log.info(
+                "generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
+                run.generation,
+                config.generations,
+                record["evaluated"],
+                record["new_survival"],
+                record["min"],
+                record["mean"],
+                record["max"],
+                record["best_score"],
+                format_genotype(record["best_genotype"]),
+            )
             bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
             bar.update(1)
             for callback in callbacks:
-                callback.on_generation_end(run.generation, dict(record), [tuple(ind) for ind in run.population],
-                                           dict(run.evaluations))
+                callback.on_generation_end(
+                    run.generation, dict(record), [tuple(ind) for ind in run.population], dict(run.evaluations)
+                )
     finally:
         bar.close()
 
     write_results(run_dir, run, arch_names)
     write_evaluations_csv(run_dir, run, arch_names)
-    plot_search_curves(run.history, run_dir / CURVES_FILE)
-    result = SearchResult(best=run.best(), history=run.history,
-                          population=[run.evaluations[tuple(ind)] for ind in run.population],
-                          evaluations=list(run.evaluations.values()))
+    plot_search_curves(run.history, run_dir / rundir.CURVES)
+    result = SearchResult(
+        best=run.best(),
+        history=run.history,
+        population=[run.evaluations[tuple(ind)] for ind in run.population],
+        evaluations=list(run.evaluations.values()),
+    )
     for callback in callbacks:
         callback.on_search_end(result)
     return result
 
 
-def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int) -> int:
+def _evaluate(individuals: list, run: SearchState, evaluate: Callable, generation: int) -> int:
     """Lines 11 and 16: fitness for the individuals that lack one. Genotypes evaluated earlier in
     the run are looked up, not requested again; returns how many were requested."""
     wanted = []
@@ -327,8 +318,10 @@ def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int)
             raise ModuleNetError(f"evaluate returned {len(results)} evaluations for {len(wanted)} genotypes")
         for code, evaluation in zip(wanted, results):
             if tuple(evaluation.genotype) != code:
-                raise ModuleNetError(f"evaluate returned genotype {format_genotype(evaluation.genotype)} "
-                                     f"where {format_genotype(code)} was asked for (answers must keep the order)")
+                raise ModuleNetError(
+                    f"evaluate returned genotype {format_genotype(evaluation.genotype)} "
+                    f"where {format_genotype(code)} was asked for (answers must keep the order)"
+                )
             run.evaluations[code] = evaluation
             run.first_generation[code] = generation
     for ind in individuals:
@@ -340,248 +333,27 @@ def _evaluate(individuals: list, run: _Run, evaluate: Callable, generation: int)
 def _ok_stat(function: Callable) -> Callable:
     """A statistic over the successful individuals only: a failure's WORST_SCORE would swamp the
     mean and flatten the curves. WORST_SCORE when every individual failed."""
+
     def stat(values):
         ok = [v for v in values if v < WORST_SCORE]
         return float(function(ok)) if ok else WORST_SCORE
+
     return stat
 
 
-def _record(run: _Run, stats: tools.Statistics, previous: list[tuple], evaluated: int) -> dict:
+def _record(run: SearchState, stats: tools.Statistics, previous: list[tuple], evaluated: int) -> dict:
     best = run.best()
     population = [tuple(ind) for ind in run.population]
     run.logbook.record(
-        generation=run.generation, evaluated=evaluated, new_survival=new_survival(previous, population),
-        failed=sum(run.evaluations[g].status != "ok" for g in population), **stats.compile(run.population),
-        best_score=float(best.score), best_genotype=list(best.genotype),
+        generation=run.generation,
+        evaluated=evaluated,
+        new_survival=new_survival(previous, population),
+        failed=sum(run.evaluations[g].status != "ok" for g in population),
+        **stats.compile(run.population),
+        best_score=float(best.score),
+        best_genotype=list(best.genotype),
     )
     return dict(run.logbook[-1])
 
 
 # --------------------------------------------------------------------------- checkpoint (JSON only)
-
-
-def save_state(run_dir: Path, run: _Run) -> None:
-    """Everything a resumed run needs to continue identically, written atomically."""
-    state = {
-        "format": STATE_FORMAT,
-        "config": asdict(run.config),
-        "num_archs": run.num_archs,
-        "num_cells": run.num_cells,
-        "generation": run.generation,
-        # Order and crowding distances matter: the next tournament samples by position and
-        # compares the distances selNSGA2 assigned over pop + offspring, not recomputable from pop.
-        "population": [{"genotype": list(ind), "fitness": list(ind.fitness.values),
-                        "crowding_dist": _float_out(getattr(ind.fitness, "crowding_dist", 0.0))}
-                       for ind in run.population],
-        "evaluations": [{"generation": run.first_generation[code], **e.to_dict()} for code, e in run.evaluations.items()],
-        "history": run.history,
-        "populations": [[list(code) for code in pop] for pop in run.populations],
-        "rng": {"search": rng_state_to_json(run.rng)},
-        "depends_on": run.depends_on,
-    }
-    write_atomic(run_dir / STATE_FILE, json.dumps(state, allow_nan=False))
-
-
-def load_state(run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int,
-               depends_on: dict | None = None) -> _Run:
-    """The checkpoint of `run_dir`, the search's generator restored. Settings that change the
-    meaning of the stored population (n, c, p_size, objectives) and what the stored evaluations
-    depend on (`depends_on`) must match; generations may grow."""
-    path = Path(run_dir) / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {state.get('format') if isinstance(state, dict) else None!r}")
-    except (OSError, ValueError) as err:
-        reason = "it has no search_state.json" if not path.is_file() else f"its search_state.json is unreadable ({err})"
-        raise ModuleNetError(f"{run_dir} is not a search run: {reason}") from None
-    try:
-        run = _run_from_state(state, config, num_archs, num_cells, depends_on, run_dir)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({_one_line(err)})"
-        raise ModuleNetError(f"cannot resume {run_dir}: its {STATE_FILE} {what}; it was not written by this "
-                             f"modulenet ({STATE_FORMAT}) or was edited") from None
-    if run.generation >= config.generations:
-        log.info("%s already reached generation %d (asked for %d): rewriting its outputs only",
-                 run_dir, run.generation, config.generations)
-    return run
-
-
-def _run_from_state(state: dict, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None,
-                    run_dir: Path) -> _Run:
-    stored = state["config"]
-    for key, now, then in (("num_archs", num_archs, state["num_archs"]), ("num_cells", num_cells, state["num_cells"]),
-                           ("population_size", config.population_size, stored["population_size"]),
-                           ("objectives", list(config.objectives), stored["objectives"])):
-        if now != then:
-            raise ModuleNetError(f"cannot resume {run_dir}: {key}={now} but the stored run has {key}={then}")
-    _check_depends_on(run_dir, state.get("depends_on"), depends_on)
-    run = _Run(config, num_archs, num_cells, depends_on)
-    run.generation = int(state["generation"])
-    for row in state["evaluations"]:
-        evaluation = Evaluation.from_dict(row)
-        run.evaluations[evaluation.genotype] = evaluation
-        run.first_generation[evaluation.genotype] = int(row["generation"])
-    Individual = individual_class(len(config.objectives))
-    for row in state["population"]:
-        ind = Individual(int(g) for g in row["genotype"])
-        ind.fitness.values = tuple(float(v) for v in row["fitness"])
-        ind.fitness.crowding_dist = float(row["crowding_dist"])
-        run.population.append(ind)
-    for row in state["history"]:
-        run.logbook.record(**row)
-    run.populations = [[tuple(int(g) for g in code) for code in pop] for pop in state.get("populations", [])]
-    # Checkpoints written before the search owned its generator kept the process's `random` state,
-    # which was then the search's stream.
-    run.rng = rng_from_json(state["rng"]["search"] if "search" in state["rng"] else state["rng"]["python"])
-    return run
-
-
-def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> None:
-    """Refuse to continue a run whose evaluations were made on something else, naming what differs."""
-    if now is None:
-        return
-    if stored is None:
-        log.warning("%s records no knowledge base or evaluation settings (written by an older modulenet): "
-                    "resuming without checking that its evaluations match this run", run_dir)
-        return
-    now = json.loads(json.dumps(now, default=str))  # the stored form: lists, not tuples
-    differing = [key for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
-    if differing:
-        shown = "; ".join(f"{key}: {_short(now.get(key))} now, {_short(stored.get(key))} in the run"
-                          for key in differing[:3])
-        raise ModuleNetError(f"cannot resume {run_dir}: its evaluations were made with another {', '.join(differing)} "
-                             f"({shown}); start a new run or resume with the same settings")
-
-
-def _short(value, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def _float_out(value: float):
-    """Strict JSON has no Infinity; crowding distances of boundary points are infinite."""
-    return value if math.isfinite(value) else str(value)
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def _describe(evaluation: Evaluation, arch_names: list[str] | None) -> dict:
-    row = {"genotype": list(evaluation.genotype), "genotype_str": format_genotype(evaluation.genotype)}
-    if arch_names:
-        row["arch_names"] = [arch_names[i] for i in evaluation.genotype]
-    row.update({k: v for k, v in evaluation.to_dict().items() if k != "genotype"})
-    return row
-
-
-def write_results(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
-    """results.json: best, history, final population with metrics, config, |Omega|."""
-    results = {
-        "best": _describe(run.best(), arch_names),
-        "history": run.history,
-        "population": [_describe(run.evaluations[tuple(ind)], arch_names) for ind in run.population],
-        "populations": [[format_genotype(code) for code in pop] for pop in run.populations],
-        "config": asdict(run.config),
-        "generation": run.generation,
-        "num_archs": run.num_archs,
-        "num_cells": run.num_cells,
-        "arch_names": list(arch_names) if arch_names else None,
-        "search_space_size": search_space_size(run.num_archs, run.num_cells),
-    }
-    write_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, allow_nan=False))
-
-
-def write_evaluations_csv(run_dir: Path, run: _Run, arch_names: list[str] | None) -> None:
-    """evaluations.csv: one row per evaluated individual, in evaluation order."""
-    columns = ["generation", "genotype", "architecture", "score", "err_val", "l_rate", "sim", "params", "flops",
-               "status", "seconds", "error"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for code, e in run.evaluations.items():
-        architecture = "+".join(arch_names[i] for i in code) if arch_names else ""
-        writer.writerow([run.first_generation[code], format_genotype(code), architecture, e.score, e.err_val,
-                         e.l_rate, e.sim, e.params, e.flops, e.status, e.seconds, e.error])
-    write_atomic(Path(run_dir) / EVALUATIONS_FILE, buffer.getvalue())
-
-
-def _parse_code(text: str, num_cells: int | None) -> tuple[int, ...]:
-    """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
-    text = str(text).strip()
-    if "," in text or " " in text:
-        return tuple(int(i) for i in re.split(r"[,\s]+", text) if i)
-    if num_cells == 1:
-        return (int(text),)
-    return tuple(int(ch) for ch in text)
-
-
-def read_evaluations_csv(path: Path, num_cells: int | None = None) -> list[dict]:
-    """evaluations.csv back as rows with typed values (genotype a tuple; [] when the file is missing)."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                code = _parse_code(row["genotype"], num_cells)
-            except (KeyError, ValueError, AttributeError, TypeError):
-                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
-            parsed = {"genotype": code, "architecture": row.get("architecture", ""), "status": row.get("status", "ok"),
-                      "generation": int(_float_or_nan(row.get("generation"), 0))}
-            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
-                parsed[key] = _float_or_nan(row.get(key))
-            rows.append(parsed)
-    return rows
-
-
-def _float_or_nan(value, default: float = math.nan) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[tuple]:
-    """The distinct genotypes of every generation's population (`results["populations"]`, else the
-    final one) that have a score, best first; beyond `limit`, evenly spaced ranks so the picks
-    span good to bad (Figs. 8 and 10 draw architectures from the whole search path)."""
-    populations = results.get("populations") or [[row["genotype"] for row in results["population"]]]
-    codes = dict.fromkeys(_parse_code(code, results.get("num_cells")) if isinstance(code, str) else tuple(code)
-                          for pop in populations for code in pop)
-    ranked = sorted((code for code in codes if code in scores), key=lambda code: scores[code])
-    if len(ranked) > limit:
-        ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]
-    return ranked
-
-
-def plot_search_curves(history: list[dict], path: Path) -> None:
-    """search_curves.png: score (min/mean/max, best so far) and new survival (Fig. 9) per generation."""
-    # Figure + Agg canvas instead of pyplot: no global backend switch, no GUI, safe in workers.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    generations = [row["generation"] for row in history]
-
-    def series(key):  # an all-failed generation has no meaningful score to draw
-        return [row[key] if row[key] < WORST_SCORE else float("nan") for row in history]
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    scores, survival = fig.subplots(1, 2)
-    scores.fill_between(generations, series("min"), series("max"), alpha=0.2, label="population min-max")
-    scores.plot(generations, series("mean"), marker=".", label="population mean")
-    scores.plot(generations, series("min"), marker=".", label="population min")
-    scores.plot(generations, series("best_score"), linestyle="--", label="best so far")
-    scores.set(xlabel="generation", ylabel="score (Eq. 4, lower is better)", title="Search score")
-    scores.legend()
-    survival.bar(generations, [row["new_survival"] for row in history])
-    survival.set(xlabel="generation", ylabel="new genotypes vs previous generation", title="New survival (Sec. V-B)")
-    for axis in (scores.xaxis, survival.xaxis, survival.yaxis):
-        axis.get_major_locator().set_params(integer=True)
-    fig.savefig(path, dpi=100)

@@ -3,14 +3,13 @@ fine-tuning pretrained networks on a target dataset before they enter a knowledg
 
 from __future__ import annotations
 
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modulenet.evaluate import quiet_lightning
+from modulenet.runtime import make_trainer, quiet_lightning
 
 
 class SourceNetworkModule(pl.LightningModule):
@@ -43,8 +42,9 @@ class SourceNetworkModule(pl.LightningModule):
         self.correct, self.total = 0, 0
 
     def configure_optimizers(self):
-        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay,
-                              nesterov=True)
+        opt = torch.optim.SGD(
+            self.model.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay, nesterov=True
+        )
         return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))]
 
 
@@ -71,14 +71,19 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader) -> None:
     model.eval()
 
 
-def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None,
-                         epochs: int = 3, lr: float = 0.05, accelerator: str = "cpu", progress: bool = True) -> float:
+def train_source_network(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None = None,
+    epochs: int = 3,
+    lr: float = 0.05,
+    accelerator: str = "cpu",
+    progress: bool = True,
+) -> float:
     """Train `model` in place for `epochs`; returns validation accuracy (or nan without a loader)."""
     module = SourceNetworkModule(model, lr=lr, epochs=epochs)
     with quiet_lightning():
-        trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False,
-                             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                             num_sanity_val_steps=0)
+        trainer = make_trainer(epochs, accelerator, progress=progress)
         trainer.fit(module, train_loader)
         recalibrate_batchnorm(model, train_loader)
         if val_loader is None:
@@ -88,8 +93,9 @@ def train_source_network(model: nn.Module, train_loader: DataLoader, val_loader:
     return module.correct / max(1, module.total)
 
 
-def finetune_sources(kb, datamodule, epochs: int, lr: float = 0.01, accelerator: str = "cpu",
-                     progress: bool = True) -> dict[str, float]:
+def finetune_sources(
+    kb, datamodule, epochs: int, lr: float = 0.01, accelerator: str = "cpu", progress: bool = True
+) -> dict[str, float]:
     """Fine-tune every source network of `kb` on the target dataset before the search (Sec. IV-B1:
     "we first fine-tune those architectures ... for new modules in the knowledge base").
 
@@ -99,12 +105,20 @@ def finetune_sources(kb, datamodule, epochs: int, lr: float = 0.01, accelerator:
     accuracies = {}
     for i, name in enumerate(kb.arch_names):
         modules = [kb.modules[j][i] for j in range(kb.num_cells)]
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(kb.specs[-1][i].out_channels,
-                                                                               datamodule.num_classes))
+        head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(kb.specs[-1][i].out_channels, datamodule.num_classes)
+        )
         network = nn.Sequential(*modules, head)
         network.requires_grad_(True)
-        accuracies[name] = train_source_network(network, datamodule.train_dataloader(), datamodule.val_dataloader(),
-                                                epochs=epochs, lr=lr, accelerator=accelerator, progress=progress)
+        accuracies[name] = train_source_network(
+            network,
+            datamodule.train_dataloader(),
+            datamodule.val_dataloader(),
+            epochs=epochs,
+            lr=lr,
+            accelerator=accelerator,
+            progress=progress,
+        )
         network.cpu().requires_grad_(False).eval()
         kb.sources[i] = f"{kb.sources[i]}, fine-tuned {epochs} epochs on the target (val acc {accuracies[name]:.3f})"
     return accuracies

@@ -31,14 +31,23 @@ def pct(values: list[float]) -> str:
 
 
 def main(out: Path, docs: Path) -> str:
-    lines = ["# Same-data study: summary", "",
-             "Test error (%) on the 1017 `x_test` images, mean ± sd over the fine-tuning seeds; every choice "
-             "(the selected searched architecture, the best original) by validation error.", "",
-             "| Connection | Selected searched architecture | its val error | its test error | best original (by val) "
-             "| its test error | all originals' test error | searched mean below that original's? |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    fig8 = ["", "## Fig. 8 on real data: search score vs fine-tuned test error", "",
-            "| Connection | architectures | Spearman | Kendall |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# Same-data study: summary",
+        "",
+        "Test error (%) on the 1017 `x_test` images, mean ± sd over the fine-tuning seeds; every choice "
+        "(the selected searched architecture, the best original) by validation error.",
+        "",
+        "| Connection | Selected searched architecture | its val error | its test error | best original (by val) "
+        "| its test error | all originals' test error | searched mean below that original's? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    fig8 = [
+        "",
+        "## Fig. 8 on real data: search score vs fine-tuned test error",
+        "",
+        "| Connection | architectures | Spearman | Kendall |",
+        "| --- | --- | --- | --- |",
+    ]
     for connection in CONNECTIONS:
         path = out / f"search-{connection}" / "finetune" / "finetune.json"
         if not path.is_file():
@@ -51,23 +60,27 @@ def main(out: Path, docs: Path) -> str:
             continue
         # finetune.json marks the selection when its run ends; a run still going is selected by the same rule
         selected = next((rows for rows in searched.values() if rows[0]["selected"]), None) or min(
-            searched.values(), key=lambda rows: statistics.fmean(r["val_error"] for r in rows))
+            searched.values(), key=lambda rows: statistics.fmean(r["val_error"] for r in rows)
+        )
         originals = {label: rows for label, rows in groups.items() if not label.startswith("ModuleNet")}
         best = min(originals, key=lambda label: statistics.fmean(r["val_error"] for r in originals[label]))
         sel_test = [r["test_error"] for r in selected]
         best_test = [r["test_error"] for r in originals[best]]
         verdict = "yes" if statistics.fmean(sel_test) < statistics.fmean(best_test) else "no"
         others = ", ".join(f"{label} {pct([r['test_error'] for r in rows])}" for label, rows in originals.items())
-        lines.append(f"| {connection} | {selected[0]['architecture']} ({selected[0]['label']}) | "
-                     f"{pct([r['val_error'] for r in selected])} | {pct(sel_test)} | {best} | {pct(best_test)} | "
-                     f"{others} | {verdict} |")
+        lines.append(
+            f"| {connection} | {selected[0]['architecture']} ({selected[0]['label']}) | "
+            f"{pct([r['val_error'] for r in selected])} | {pct(sel_test)} | {best} | {pct(best_test)} | "
+            f"{others} | {verdict} |"
+        )
         fig8_path = out / f"fig8-{connection}" / "finetune.json"
         if fig8_path.is_file():
             rows = [r for r in json.loads(fig8_path.read_text())["results"] if r.get("score") is not None]
             scores, errors = [r["score"] for r in rows], [r["test_error"] for r in rows]
             if len(rows) >= 3:
-                fig8.append(f"| {connection} | {len(rows)} | {spearman(scores, errors):.3f} | "
-                            f"{kendall(scores, errors):.3f} |")
+                fig8.append(
+                    f"| {connection} | {len(rows)} | {spearman(scores, errors):.3f} | {kendall(scores, errors):.3f} |"
+                )
             else:
                 fig8.append(f"| {connection} | {len(rows)} (too few yet) | | |")
     text = "\n".join(lines + fig8) + "\n"

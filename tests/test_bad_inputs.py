@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, cifar_checkpoint
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import REPO, cifar_checkpoint
 from modulenet.errors import DataError, GenotypeError, ModuleNetError, WeightsError
 from modulenet.genotype import parse_genotype
 from modulenet.knowledge import build_knowledge_base
@@ -51,8 +51,11 @@ CIFAR_NAMES = ["resnet_cifar20", "resnet_cifar32", "resnet_cifar56"]
 def test_genotype_string_with_a_stray_character_names_it():
     with pytest.raises(GenotypeError) as excinfo:
         parse_genotype("0a1", CIFAR_NAMES, 3)
-    one_line(excinfo, "genotype '0a1': position 1 is 'a'; valid values are integers in [0, 2] or names in "
-                      "['resnet_cifar20', 'resnet_cifar32', 'resnet_cifar56']")
+    one_line(
+        excinfo,
+        "genotype '0a1': position 1 is 'a'; valid values are integers in [0, 2] or names in "
+        "['resnet_cifar20', 'resnet_cifar32', 'resnet_cifar56']",
+    )
     with pytest.raises(GenotypeError) as excinfo:
         parse_genotype("21x11", 3, 5)  # n only: no names to offer
     one_line(excinfo, "genotype '21x11': position 2 is 'x'; valid values are integers in [0, 2]")
@@ -62,8 +65,15 @@ def test_genotype_string_with_a_stray_character_names_it():
     one_line(excinfo, "position 2 is '.'")
 
     # the accepted forms are unchanged
-    for value in ("021", " 021 ", "0,2,1", "0 2 1", [0, 2, 1], ["resnet_cifar20", "resnet_cifar56", "1"],
-                  "resnet_cifar20,resnet_cifar56,resnet_cifar32"):
+    for value in (
+        "021",
+        " 021 ",
+        "0,2,1",
+        "0 2 1",
+        [0, 2, 1],
+        ["resnet_cifar20", "resnet_cifar56", "1"],
+        "resnet_cifar20,resnet_cifar56,resnet_cifar32",
+    ):
         assert parse_genotype(value, CIFAR_NAMES, 3) == (0, 2, 1), value
     assert parse_genotype("resnet_cifar56", CIFAR_NAMES, 1) == (2,)
     assert parse_genotype("11,0,3", 12, 3) == (11, 0, 3)
@@ -109,8 +119,9 @@ def _raw_pickle_of_state_dict(path):
         pickle.dump(CifarResNet(20).state_dict(), f)
 
 
-@pytest.mark.parametrize("write", [_module, _custom_in_dict, _raw_pickle_of_custom, _raw_pickle_of_module,
-                                   _raw_pickle_of_state_dict])
+@pytest.mark.parametrize(
+    "write", [_module, _custom_in_dict, _raw_pickle_of_custom, _raw_pickle_of_module, _raw_pickle_of_state_dict]
+)
 def test_pickles_that_need_code_are_refused_without_unsafe_advice(tmp_path, write):
     path = tmp_path / "checkpoint.pt"
     write(path)
@@ -118,8 +129,13 @@ def test_pickles_that_need_code_are_refused_without_unsafe_advice(tmp_path, writ
         warnings.simplefilter("error")  # torch's "Detected pickle protocol 4" warning is not shown either
         with pytest.raises(WeightsError) as excinfo:
             load_checkpoint(path)
-    message = one_line(excinfo, f"refused to load {path}", "not a safe checkpoint", "needs code to load",
-                       "torch.save(model.state_dict(), path)")
+    message = one_line(
+        excinfo,
+        f"refused to load {path}",
+        "not a safe checkpoint",
+        "needs code to load",
+        "torch.save(model.state_dict(), path)",
+    )
     assert "weights_only" not in message and "trust" not in message, message
 
     with pytest.raises(WeightsError) as excinfo:  # the same through the knowledge base
@@ -135,8 +151,9 @@ def test_refusal_names_the_class_that_would_run(tmp_path):
     one_line(excinfo, "it pickles torch.nn.modules.linear.Linear, which needs code to load")
 
 
-@pytest.mark.parametrize("content", [b"\x00 not a checkpoint", b"this is not a checkpoint", b"",
-                                     bytes(range(7, 256)) * 2, "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"\x00 not a checkpoint", b"this is not a checkpoint", b"", bytes(range(7, 256)) * 2, "truncated"]
+)
 def test_damaged_files_are_corrupt_without_unsafe_advice(tmp_path, content):
     path = tmp_path / "damaged.pt"
     if content == "truncated":
@@ -157,10 +174,17 @@ def test_resnet56_checkpoint_given_for_resnet_cifar20_is_refused():
     path = cifar_checkpoint(56)
     with pytest.raises(WeightsError) as excinfo:
         build_knowledge_base(["resnet_cifar20"], weights={"resnet_cifar20": str(path)}, progress=False)
-    message = one_line(excinfo, f"{path} has ", " trunk tensors resnet_cifar20 does not have (layer1.3.conv1.weight, ",
-                       "...): is it a checkpoint of resnet_cifar20?")
-    extra = [k for k in load_checkpoint(path) if k.split(".")[1:2] and k.split(".")[0].startswith("layer")
-             and int(k.split(".")[1]) >= 3]
+    message = one_line(
+        excinfo,
+        f"{path} has ",
+        " trunk tensors resnet_cifar20 does not have (layer1.3.conv1.weight, ",
+        "...): is it a checkpoint of resnet_cifar20?",
+    )
+    extra = [
+        k
+        for k in load_checkpoint(path)
+        if k.split(".")[1:2] and k.split(".")[0].startswith("layer") and int(k.split(".")[1]) >= 3
+    ]
     assert f"has {len(extra)} trunk tensors" in message, message  # every block beyond the third of a stage
     assert message.count(", ") == 5  # five names shown, then "..."
 
@@ -193,10 +217,14 @@ def test_matching_checkpoint_and_classifier_or_head_keys_still_load(tmp_path):
 
 def write_npz(path: Path, y_train, y_test, **extra) -> Path:
     rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.integers(0, 256, (len(y_train), 8, 8, 3), dtype=np.uint8),
-             y_train=np.asarray(y_train, dtype=np.int64),
-             x_test=rng.integers(0, 256, (len(y_test), 8, 8, 3), dtype=np.uint8),
-             y_test=np.asarray(y_test, dtype=np.int64), **extra)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (len(y_train), 8, 8, 3), dtype=np.uint8),
+        y_train=np.asarray(y_train, dtype=np.int64),
+        x_test=rng.integers(0, 256, (len(y_test), 8, 8, 3), dtype=np.uint8),
+        y_test=np.asarray(y_test, dtype=np.int64),
+        **extra,
+    )
     return path
 
 
@@ -215,8 +243,13 @@ def test_npz_num_classes_is_inferred_only_from_complete_labels(tmp_path):
     gappy = write_npz(tmp_path / "gappy.npz", [0, 1, 3, 3, 6, 0], [0, 1])
     with pytest.raises(DataError) as excinfo:
         npz_module(gappy)
-    one_line(excinfo, "gappy.npz", "labels 2, 4, 5 (3 of 0..6) are absent from y_train", "dataset.num_classes=",
-             "classes array")
+    one_line(
+        excinfo,
+        "gappy.npz",
+        "labels 2, 4, 5 (3 of 0..6) are absent from y_train",
+        "dataset.num_classes=",
+        "classes array",
+    )
     assert npz_module(gappy, num_classes=7).num_classes == 7
     assert npz_module(gappy, num_classes=10).class_names == [str(i) for i in range(10)]
 
@@ -253,7 +286,7 @@ def test_npz_classes_array_wins_and_must_agree_with_num_classes(tmp_path):
 
 
 def test_npz_num_classes_through_the_dataset_config(tmp_path):
-    from modulenet.jobs import make_datamodule
+    from modulenet.builders import make_datamodule
 
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / "npz.yaml")
     assert "num_classes" in cfg and cfg.num_classes is None
@@ -278,8 +311,12 @@ def ray_evaluator_args():
     ray.shutdown()
     kb = build_knowledge_base(["resnet_cifar8"], progress=False)
     g = torch.Generator().manual_seed(0)
-    data = (torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 2, (8,), generator=g),
-            torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g))
+    data = (
+        torch.randn(8, 3, 32, 32, generator=g),
+        torch.randint(0, 2, (8,), generator=g),
+        torch.randn(4, 3, 32, 32, generator=g),
+        torch.randint(0, 2, (4,), generator=g),
+    )
     before = descendants()
     yield ray, (kb, data, 2, EvaluationSettings(epochs=1))
     ray.shutdown()
@@ -297,10 +334,10 @@ def descendants() -> dict[int, str]:
         except OSError:  # ended meanwhile
             continue
         name_end = text.rindex(")")
-        fields = text[name_end + 2:].split()
+        fields = text[name_end + 2 :].split()
         if fields[0] != "Z":  # a zombie is not running
             pid = int(stat.parent.name)
-            parents[pid], names[pid] = int(fields[1]), text[text.index("(") + 1:name_end]
+            parents[pid], names[pid] = int(fields[1]), text[text.index("(") + 1 : name_end]
     found, frontier = {}, {os.getpid()}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
@@ -320,22 +357,35 @@ def test_unreachable_ray_address_is_one_line_and_fast(ray_evaluator_args):
     with pytest.raises(ModuleNetError) as excinfo:
         make_ray(args, "127.0.0.1:1")  # nothing listens on port 1
     assert time.perf_counter() - start < 20
-    one_line(excinfo, "evaluator.address='127.0.0.1:1'", "no Ray cluster answers there", "Connection refused",
-             "check evaluator.address", "evaluator=gpus")
+    one_line(
+        excinfo,
+        "evaluator.address='127.0.0.1:1'",
+        "no Ray cluster answers there",
+        "Connection refused",
+        "check evaluator.address",
+        "evaluator=gpus",
+    )
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("address, reason", [
-    ("127.0.0.1", "Invalid address format"),
-    ("localhost:port", "Unable to parse port number"),
-    ("http://127.0.0.1:8265", "Invalid Ray address"),
-])
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("127.0.0.1", "Invalid address format"),
+        ("localhost:port", "Unable to parse port number"),
+        ("http://127.0.0.1:8265", "Invalid Ray address"),
+    ],
+)
 def test_malformed_ray_address_is_one_line_with_rays_reason(ray_evaluator_args, address, reason):
     ray, args = ray_evaluator_args
     with pytest.raises(ModuleNetError) as excinfo:
         make_ray(args, address)
-    one_line(excinfo, f"evaluator=ray cannot connect to evaluator.address={address!r} ({reason}",
-             "check evaluator.address", "evaluator=gpus")
+    one_line(
+        excinfo,
+        f"evaluator=ray cannot connect to evaluator.address={address!r} ({reason}",
+        "check evaluator.address",
+        "evaluator=gpus",
+    )
     assert not ray.is_initialized()
 
 
@@ -344,51 +394,74 @@ def test_ray_client_address_without_the_client_extra_is_one_line(ray_evaluator_a
     ray, args = ray_evaluator_args
     with pytest.raises(ModuleNetError) as excinfo:
         make_ray(args, "ray://127.0.0.1:10001")
-    one_line(excinfo, "evaluator.address='ray://127.0.0.1:10001'", "Ray Client requires pip package `ray[client]`",
-             "evaluator=gpus")
+    one_line(
+        excinfo,
+        "evaluator.address='ray://127.0.0.1:10001'",
+        "Ray Client requires pip package `ray[client]`",
+        "evaluator=gpus",
+    )
     assert not ray.is_initialized()
 
 
 # -- 6. a corrupt results.json given to fine-tuning ------------------------------------------------
 
-VALID_RESULTS = {"population": [{"genotype": [0, 1, 2], "score": 0.41, "err_val": 0.3},
-                                {"genotype": [1, 1, 1], "score": 0.52, "err_val": 0.4}],
-                 "populations": [["012", "111"]], "num_cells": 3}
+VALID_RESULTS = {
+    "population": [
+        {"genotype": [0, 1, 2], "score": 0.41, "err_val": 0.3},
+        {"genotype": [1, 1, 1], "score": 0.52, "err_val": 0.4},
+    ],
+    "populations": [["012", "111"]],
+    "num_cells": 3,
+}
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("", "results.json is empty: truncated or corrupt"),
-    (json.dumps(VALID_RESULTS)[:40],
-     "results.json is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 41)"),
-    ("not json at all", "results.json is not valid JSON (Expecting value at line 1 column 1)"),
-    ("[1, 2, 3]", "results.json holds a JSON array, not a search's results object"),
-    (json.dumps({"best": {}}), "results.json has no 'population': expected a list of rows with 'genotype' and 'score'"),
-    (json.dumps({"population": {"genotype": [0]}}), "has a 'population' that is a JSON object"),
-    (json.dumps({"population": [{"genotype": [0, 1, 2], "score": 1.0}, {"score": 2.0}]}),
-     "population[1] has no 'genotype'"),
-    (json.dumps({"population": [{"genotype": [0, 1, 2]}]}), "population[0] has no 'score'"),
-    (json.dumps({"population": ["012"]}), "population[0] is a JSON string, not an object"),
-    (json.dumps({"population": [{"genotype": "012", "score": 1.0}]}),
-     "population[0] has genotype \"012\", not a list of non-negative integers"),
-    (json.dumps({"population": [{"genotype": [0, 1, 2], "score": "low"}]}),
-     "population[0] has score \"low\", not a finite number"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "results.json is empty: truncated or corrupt"),
+        (
+            json.dumps(VALID_RESULTS)[:40],
+            "results.json is not valid JSON (Expecting property name enclosed in double quotes at line 1 column 41)",
+        ),
+        ("not json at all", "results.json is not valid JSON (Expecting value at line 1 column 1)"),
+        ("[1, 2, 3]", "results.json holds a JSON array, not a search's results object"),
+        (
+            json.dumps({"best": {}}),
+            "results.json has no 'population': expected a list of rows with 'genotype' and 'score'",
+        ),
+        (json.dumps({"population": {"genotype": [0]}}), "has a 'population' that is a JSON object"),
+        (
+            json.dumps({"population": [{"genotype": [0, 1, 2], "score": 1.0}, {"score": 2.0}]}),
+            "population[1] has no 'genotype'",
+        ),
+        (json.dumps({"population": [{"genotype": [0, 1, 2]}]}), "population[0] has no 'score'"),
+        (json.dumps({"population": ["012"]}), "population[0] is a JSON string, not an object"),
+        (
+            json.dumps({"population": [{"genotype": "012", "score": 1.0}]}),
+            'population[0] has genotype "012", not a list of non-negative integers',
+        ),
+        (
+            json.dumps({"population": [{"genotype": [0, 1, 2], "score": "low"}]}),
+            'population[0] has score "low", not a finite number',
+        ),
+    ],
+)
 def test_corrupt_results_json_is_one_line_naming_file_and_problem(tmp_path, content, problem):
-    from modulenet.finetune import read_search_results
+    from modulenet.rundir import read_results
 
     (tmp_path / "results.json").write_text(content)
     with pytest.raises(ModuleNetError) as excinfo:
-        read_search_results(tmp_path)
+        read_results(tmp_path)
     one_line(excinfo, str(tmp_path / "results.json"), problem, f"modulenet-search resume={tmp_path}")
 
 
 def test_valid_results_json_reads_as_before(tmp_path):
-    from modulenet.finetune import read_search_results
+    from modulenet.rundir import read_results
 
     (tmp_path / "results.json").write_text(json.dumps(VALID_RESULTS, indent=2))
-    assert read_search_results(tmp_path) == VALID_RESULTS
+    assert read_results(tmp_path) == VALID_RESULTS
     with pytest.raises(ModuleNetError, match="is not a search run: it has no results.json"):
-        read_search_results(tmp_path / "nowhere")
+        read_results(tmp_path / "nowhere")
 
 
 def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_path):
@@ -397,9 +470,20 @@ def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_
     (run / "results.json").write_text(json.dumps(VALID_RESULTS, indent=2)[:100])  # cut mid-write
     (run / "config_resolved.yaml").write_text("seed: 0\ndataset:\n  _target_: modulenet.data.QuickstartDataModule\n")
     env = {**os.environ, "MODULENET_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([str(BIN / "modulenet-finetune"), f"search_run={run}", "logger=none", "progress=false",
-                           f"hydra.run.dir={tmp_path / 'ft'}"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(BIN / "modulenet-finetune"),
+            f"search_run={run}",
+            "logger=none",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'ft'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
@@ -412,11 +496,19 @@ def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
     from modulenet.quickstart import quickstart_knowledge_base
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 255, (24, 8, 8, 3), dtype=np.uint8),
-             y_train=np.arange(24) % 12, x_test=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8),
-             y_test=np.arange(12) % 12)
-    with pytest.raises(ModuleNetError, match=r"uses each network's own 10-class head, but the dataset has 12 "
-                                             r"classes") as info:
-        quickstart_knowledge_base(NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, archs=["vgg_cifar"],
-                                  epochs=1)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.integers(0, 255, (24, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(24) % 12,
+        x_test=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8),
+        y_test=np.arange(12) % 12,
+    )
+    with pytest.raises(
+        ModuleNetError,
+        match=r"uses each network's own 10-class head, but the dataset has 12 "
+        r"classes",
+    ) as info:
+        quickstart_knowledge_base(
+            NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, archs=["vgg_cifar"], epochs=1
+        )
     assert "\n" not in str(info.value)

@@ -11,14 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, cifar_checkpoint
+
 from modulenet.cli import search_main
 
 BIN = Path(sys.executable).parent
 TINY = [
-    "dataset.num_train=1200", "dataset.num_val=300", "dataset.num_test=300", "knowledge_base.quickstart_epochs=2",
-    "search.generations=2", "search.population_size=4", "search.epochs=3", "evaluator.hidden=[64,64]",
+    "dataset.num_train=1200",
+    "dataset.num_val=300",
+    "dataset.num_test=300",
+    "knowledge_base.quickstart_epochs=2",
+    "search.generations=2",
+    "search.population_size=4",
+    "search.epochs=3",
+    "evaluator.hidden=[64,64]",
     "evaluator.lr=0.01",
     "progress=false",
 ]
@@ -31,8 +37,7 @@ def cache_dir(tmp_path_factory):
 
 def run_cli(script: str, args: list[str], cwd: Path, cache_dir: Path, timeout: int = 300):
     env = {**os.environ, "MODULENET_CACHE": str(cache_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
@@ -47,15 +52,25 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     with (run / "evaluations.csv").open() as f:
         err_vals = [float(row["err_val"]) for row in csv.DictReader(f)]
     assert min(err_vals) < 0.7  # ten classes: chance is 0.9
-    for name in ("evaluations.csv", "search_curves.png", "config_resolved.yaml", ".hydra/config.yaml",
-                 "evaluations.jsonl", "search_state.json"):
+    for name in (
+        "evaluations.csv",
+        "search_curves.png",
+        "config_resolved.yaml",
+        ".hydra/config.yaml",
+        "evaluations.jsonl",
+        "search_state.json",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "wandb").glob("offline-run-*")), "one offline W&B run per search"
     evaluated = len((run / "evaluations.jsonl").read_text().splitlines())
 
     # resume the finished run to a later generation: earlier evaluations are reused, not retrained
-    proc = run_cli("modulenet-search", [*TINY, f"resume={run}", "search.generations=3", "logger=none",
-                                        f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path, cache_dir)
+    proc = run_cli(
+        "modulenet-search",
+        [*TINY, f"resume={run}", "search.generations=3", "logger=none", f"hydra.run.dir={tmp_path / 'resumed'}"],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = json.loads((run / "results.json").read_text())
     assert len(resumed["history"]) == 3 and resumed["history"][:2] == results["history"]
@@ -67,18 +82,43 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     from modulenet.knowledge import build_knowledge_base
 
     build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False).save(tmp_path / "other_kb")
-    proc = run_cli("modulenet-search", [*TINY, f"resume={run}", "search.generations=4", "logger=none",
-                                        f"knowledge_base.path={tmp_path / 'other_kb'}", "knowledge_base.allow_random=true",
-                                        f"hydra.run.dir={tmp_path / 'refused'}"], tmp_path, cache_dir)
+    proc = run_cli(
+        "modulenet-search",
+        [
+            *TINY,
+            f"resume={run}",
+            "search.generations=4",
+            "logger=none",
+            f"knowledge_base.path={tmp_path / 'other_kb'}",
+            "knowledge_base.allow_random=true",
+            f"hydra.run.dir={tmp_path / 'refused'}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot resume {run}: its evaluations were made "
-                                                           "with another sources, weights"), proc.stderr[-2000:]
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot resume {run}: its evaluations were made with another sources, weights")
+    ), proc.stderr[-2000:]
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == len(lines)
 
     # the evaluation stage: top-1 of the final population and the three originals, fine-tuned
     ft = tmp_path / "ft"
-    proc = run_cli("modulenet-finetune", [f"search_run={run}", "finetune.epochs=1", "finetune.top_k=1",
-                                          "logger=none", "progress=false", f"hydra.run.dir={ft}"], tmp_path, cache_dir)
+    proc = run_cli(
+        "modulenet-finetune",
+        [
+            f"search_run={run}",
+            "finetune.epochs=1",
+            "finetune.top_k=1",
+            "logger=none",
+            "progress=false",
+            f"hydra.run.dir={ft}",
+        ],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     finetuned = json.loads((ft / "finetune.json").read_text())["results"]
     assert [r["label"] for r in finetuned] == ["ModuleNet #1", "resnet_cifar8", "vgg_cifar", "allconv_cifar"]
@@ -88,8 +128,12 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
 
 def test_multirun_sweep_is_four_jobs_in_one_wandb_group(tmp_path, cache_dir):
     sweep = tmp_path / "sweep-7f3a9c"
-    proc = run_cli("modulenet-search", ["-m", "search.alpha=10,25", "search.beta=25,30", *TINY,
-                                        "search.generations=1", f"hydra.sweep.dir={sweep}"], tmp_path, cache_dir)
+    proc = run_cli(
+        "modulenet-search",
+        ["-m", "search.alpha=10,25", "search.beta=25,30", *TINY, "search.generations=1", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 4
@@ -106,26 +150,36 @@ def test_multirun_sweep_is_four_jobs_in_one_wandb_group(tmp_path, cache_dir):
         config = (job / "config_resolved.yaml").read_text().splitlines()
         settings.add(tuple(line.strip() for line in config if line.strip().startswith(("alpha:", "beta:"))))
     assert len(run_ids) == 4
-    assert settings == {("alpha: 10.0", "beta: 25.0"), ("alpha: 10.0", "beta: 30.0"),
-                        ("alpha: 25.0", "beta: 25.0"), ("alpha: 25.0", "beta: 30.0")}
+    assert settings == {
+        ("alpha: 10.0", "beta: 25.0"),
+        ("alpha: 10.0", "beta: 30.0"),
+        ("alpha: 25.0", "beta: 25.0"),
+        ("alpha: 25.0", "beta: 30.0"),
+    }
 
 
 def test_user_mistake_at_the_command_line_is_one_line_without_traceback(tmp_path, cache_dir):
-    proc = run_cli("modulenet-search", ["knowledge_base=craft", "knowledge_base.archs=[resnet35]", "logger=none",
-                                        f"hydra.run.dir={tmp_path / 'r'}"], tmp_path, cache_dir)
+    proc = run_cli(
+        "modulenet-search",
+        ["knowledge_base=craft", "knowledge_base.archs=[resnet35]", "logger=none", f"hydra.run.dir={tmp_path / 'r'}"],
+        tmp_path,
+        cache_dir,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: unknown architecture 'resnet35'; valid names are [")
 
 
-def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_main, run: str = "run",
-              cache: Path | None = None) -> str:
+def bad_input(
+    tmp_path, monkeypatch, capsys, overrides: list[str], main=search_main, run: str = "run", cache: Path | None = None
+) -> str:
     """Run a real entry point (`modulenet-search` by default) in this process; return its one error line."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODULENET_CACHE", str(cache or tmp_path / "cache"))
-    monkeypatch.setattr(sys, "argv", [main.__name__, "logger=none", "progress=false",
-                                      f"hydra.run.dir={tmp_path / run}", *overrides])
+    monkeypatch.setattr(
+        sys, "argv", [main.__name__, "logger=none", "progress=false", f"hydra.run.dir={tmp_path / run}", *overrides]
+    )
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code not in (0, None)
@@ -139,10 +193,19 @@ def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_m
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["knowledge_base=craft", "knowledge_base.archs=[vgg16,resnet_cifar20]"],
-         "every architecture must decompose into c = 5 cells"),
-        (["knowledge_base=craft", "knowledge_base.archs=[resnet_cifar20]", "knowledge_base.num_cells=null",
-          "knowledge_base.weights=/nowhere/r20.pt"], "weights file not found: /nowhere/r20.pt"),
+        (
+            ["knowledge_base=craft", "knowledge_base.archs=[vgg16,resnet_cifar20]"],
+            "every architecture must decompose into c = 5 cells",
+        ),
+        (
+            [
+                "knowledge_base=craft",
+                "knowledge_base.archs=[resnet_cifar20]",
+                "knowledge_base.num_cells=null",
+                "knowledge_base.weights=/nowhere/r20.pt",
+            ],
+            "weights file not found: /nowhere/r20.pt",
+        ),
         (["dataset=cifar10", "dataset.download=false", "dataset.root=ROOT/no-cifar"], "no-cifar"),
         (["search.initial_genotypes=[[0,7,0]]"], "genotype position 1 is 7; valid range is [0, 2]"),
         (["resume=ROOT"], "is not a search run"),
@@ -151,24 +214,46 @@ def bad_input(tmp_path, monkeypatch, capsys, overrides: list[str], main=search_m
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
         (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are 32-true, 32, 16-mixed"),
         (["trainer.accelerator=tpu"], "trainer.accelerator='tpu': valid values are cpu, gpu, cuda, mps, auto"),
-        (["connection.name=foo"], "connection.name='foo': valid connections are ['aligned', 'channel_pool', 'conv1x1', 'conv1x1_where_needed', "
-                                  "'least_squares']"),
-        (["knowledge_base.archs=[resnet_cifar20]"], "knowledge_base.archs=['resnet_cifar20'] cannot take effect: "
-                                                    "the knowledge base is the quickstart's"),
+        (
+            ["connection.name=foo"],
+            "connection.name='foo': valid connections are ['aligned', 'channel_pool', 'conv1x1', "
+            "'conv1x1_where_needed', 'least_squares']",
+        ),
+        (
+            ["knowledge_base.archs=[resnet_cifar20]"],
+            "knowledge_base.archs=['resnet_cifar20'] cannot take effect: the knowledge base is the quickstart's",
+        ),
         (["trainer.float32_matmul_precision=max"], "trainer.float32_matmul_precision='max': expected one of"),
-        (["evaluator.name=foo"], "evaluator.name='foo': valid evaluators are ['local', 'gpus', 'ray']"),
-        (["knowledge_base=craft", "knowledge_base.archs=[resnet_cifar20,resnet_cifar32]", "knowledge_base.num_cells=null",
-          "knowledge_base.weights={resnet_cifar20: random,resnet_cifar32: /nowhere/r32.th}"],
-         "knowledge base architectures ['resnet_cifar20'] have no trained weights (random init): give each a "
-         "checkpoint (knowledge_base.weights={resnet_cifar20: FILE})"),
-        (["connection.resolution=bilinear"], "connection.resolution='bilinear': valid values are ['reduce', 'resample']"),
-        pytest.param(["trainer.accelerator=gpu"], "trainer.accelerator=gpu but torch sees no CUDA GPU here",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+        (
+            ["evaluator._target_=mypkg.MyEvaluator"],
+            "evaluator._target_='mypkg.MyEvaluator' cannot be imported",
+        ),
+        (
+            [
+                "knowledge_base=craft",
+                "knowledge_base.archs=[resnet_cifar20,resnet_cifar32]",
+                "knowledge_base.num_cells=null",
+                "knowledge_base.weights={resnet_cifar20: random,resnet_cifar32: /nowhere/r32.th}",
+            ],
+            "knowledge base architectures ['resnet_cifar20'] have no trained weights (random init): give each a "
+            "checkpoint (knowledge_base.weights={resnet_cifar20: FILE})",
+        ),
+        (
+            ["connection.resolution=bilinear"],
+            "connection.resolution='bilinear': valid values are ['reduce', 'resample']",
+        ),
+        pytest.param(
+            ["trainer.accelerator=gpu"],
+            "trainer.accelerator=gpu but torch sees no CUDA GPU here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, overrides, expected, cache_dir):
     overrides = [o.replace("ROOT", str(tmp_path)) for o in overrides]
-    tiny = [o for o in TINY if not o.startswith("dataset.")] if any(o.startswith("dataset=") for o in overrides) else TINY
+    tiny = (
+        [o for o in TINY if not o.startswith("dataset.")] if any(o.startswith("dataset=") for o in overrides) else TINY
+    )
     # the module's cache: a check made after the quickstart base is built reuses the one trained above
     line = bad_input(tmp_path, monkeypatch, capsys, [*tiny, *overrides], cache=cache_dir)
     assert line.startswith("error: ") and expected in line, line
@@ -230,8 +315,15 @@ def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
     kb.save(tmp_path / "kb")
     meta_path = tmp_path / "kb" / "knowledge_base.json"
     meta = json.loads(meta_path.read_text())
-    meta["architectures"] = [{"family": "cut_points", "name": "resnet_cifar8", "model": "os:system",
-                              "cut_points": ["a"], "kwargs": {"command": f"touch {marker}"}}]
+    meta["architectures"] = [
+        {
+            "family": "cut_points",
+            "name": "resnet_cifar8",
+            "model": "os:system",
+            "cut_points": ["a"],
+            "kwargs": {"command": f"touch {marker}"},
+        }
+    ]
     meta_path.write_text(json.dumps(meta))
     crafted = OmegaConf.to_container(cfg, resolve=True)
     crafted["knowledge_base"].update(path=str(tmp_path / "kb"), trust_code=True)  # the file cannot trust itself
@@ -245,8 +337,9 @@ def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
 def test_modulenet_search_with_no_arguments(tmp_path):
     """The README's first command: the embedded quickstart, offline, on CPU, well under 5 minutes."""
     env = {**os.environ, "MODULENET_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
-    proc = subprocess.run([str(BIN / "modulenet-search")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [str(BIN / "modulenet-search")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = list((tmp_path / "outputs" / "quickstart").iterdir())
     best = json.loads((run / "results.json").read_text())["best"]
@@ -275,11 +368,15 @@ def test_killed_search_keeps_finished_evaluations_and_resumes(tmp_path, cache_di
     before = memo.read_text().splitlines()
     assert before, "finished evaluations survive the kill"
 
-    resumed = run_cli("modulenet-search", [*TINY, "search.generations=3", "logger=none", f"resume={run}",
-                                           f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path, cache_dir)
+    resumed = run_cli(
+        "modulenet-search",
+        [*TINY, "search.generations=3", "logger=none", f"resume={run}", f"hydra.run.dir={tmp_path / 'resumed'}"],
+        tmp_path,
+        cache_dir,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = memo.read_text().splitlines()
-    assert after[:len(before)] == before
+    assert after[: len(before)] == before
     genotypes = [tuple(json.loads(line)["evaluation"]["genotype"]) for line in after]
     assert len(genotypes) == len(set(genotypes)), "no genotype trained twice"
     assert len(json.loads((run / "results.json").read_text())["history"]) == 3
@@ -292,8 +389,17 @@ def test_modulenet_kb_builds_a_knowledge_base_that_a_search_loads(tmp_path, monk
     cifar_checkpoint(20)  # skips without ../shared
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "kb"
-    monkeypatch.setattr(sys, "argv", ["modulenet-kb", "knowledge_base=cifar_resnets_shared", f"output={out}",
-                                      "progress=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "modulenet-kb",
+            "knowledge_base=cifar_resnets_shared",
+            f"output={out}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    )
     kb_main()
     kb = load_knowledge_base(out)
     assert kb.arch_names == ["resnet_cifar20", "resnet_cifar32", "resnet_cifar44", "resnet_cifar56"]

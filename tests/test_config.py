@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import REPO
 from modulenet.config import register_configs
 
 CONF = str(REPO / "conf")
@@ -26,7 +26,7 @@ def test_default_is_the_quickstart():
     assert cfg.name == "quickstart"
     assert cfg.dataset._target_ == "modulenet.data.QuickstartDataModule"
     assert cfg.knowledge_base.quickstart is True
-    assert cfg.logger.name == "wandb"
+    assert cfg.logger._target_ == "modulenet.tracking.WandbTracker"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -76,8 +76,11 @@ def test_slurm_launcher_preset_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="search_app", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="search_app",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.partition == "gpu"

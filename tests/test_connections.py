@@ -30,7 +30,7 @@ def eq3_by_definition(x: torch.Tensor, c_out: int) -> torch.Tensor:
     blocks = []
     for i in range(c_out // eta):
         rotated = torch.cat([x[:, i:], x[:, :i]], dim=1)  # C^In_i = Concat(C^In[i:end], C^In[begin:i])
-        blocks.append(torch.stack([rotated[:, k * l: k * l + k].mean(1) for l in range(eta)], dim=1))
+        blocks.append(torch.stack([rotated[:, k * g : k * g + k].mean(1) for g in range(eta)], dim=1))
     return torch.cat(blocks, dim=1)
 
 
@@ -91,8 +91,11 @@ def test_conv1x1_connection_is_trainable_and_selected_by_name():
 
 
 def test_unknown_connection_is_a_clear_error():
-    with pytest.raises(ModuleNetError, match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1', "
-                                          r"'conv1x1_where_needed'\]"):
+    with pytest.raises(
+        ModuleNetError,
+        match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1', "
+        r"'conv1x1_where_needed'\]",
+    ):
         build_connection("conv3x3", 4, 8)
 
 

@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
+from conftest import REPO
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import REPO
 from modulenet.errors import KnowledgeBaseError, WeightsError
 from modulenet.knowledge import build_knowledge_base, get_architecture, known_architectures, load_knowledge_base
 from modulenet.knowledge.darts import DartsNetwork, DartsStage, DartsStem, module_bounds
@@ -70,15 +70,18 @@ def test_invalid_genotypes_are_refused():
         DartsGenotype.from_config({**good, "normal": good["normal"][:3]})
 
 
-@pytest.mark.parametrize("reductions,stem_multiplier,published", [((6, 13), 3, {
-    "darts_v2": 3.3, "pdarts": 3.4, "pc_darts_cifar": 3.6}), (None, 1, {})])
+@pytest.mark.parametrize(
+    "reductions,stem_multiplier,published",
+    [((6, 13), 3, {"darts_v2": 3.3, "pdarts": 3.4, "pc_darts_cifar": 3.6}), (None, 1, {})],
+)
 def test_parameter_counts_match_the_published_networks(reductions, stem_multiplier, published):
     """The original stacking (reductions at cells 6 and 13, stem 3 C) has the papers' sizes, without
     auxiliary head: DARTS 3.3M, P-DARTS 3.4M, PC-DARTS 3.6M; the paper's re-stacking is larger."""
     for name in NAMES:
         with torch.device("meta"):
-            net = DartsNetwork(GENOTYPES[name], C=36, num_classes=10, layers=20, reductions=reductions,
-                               stem_multiplier=stem_multiplier)
+            net = DartsNetwork(
+                GENOTYPES[name], C=36, num_classes=10, layers=20, reductions=reductions, stem_multiplier=stem_multiplier
+            )
         millions = sum(p.numel() for p in net.parameters()) / 1e6
         if name in published:
             assert round(millions, 1) == published[name], name
@@ -155,7 +158,9 @@ def test_lossless_reassembly_from_checkpoints(saved_darts_networks, darts_kb):
 def test_darts_networks_mix_without_connections(darts_kb):
     """Same C and stem: every boundary already matches, so no link is inserted (Sec. III-D not needed)."""
     rng = random.Random(0)
-    genotypes = [[j % 4 for j in range(k, k + 5)] for k in range(4)] + [[rng.randrange(4) for _ in range(5)] for _ in range(6)]
+    genotypes = [[j % 4 for j in range(k, k + 5)] for k in range(4)] + [
+        [rng.randrange(4) for _ in range(5)] for _ in range(6)
+    ]
     x = torch.randn(2, 3, 32, 32)
     for genotype in genotypes:
         trunk = darts_kb.assemble(genotype)
@@ -181,8 +186,12 @@ def test_darts_mixes_with_a_resnet_through_connections():
 
 
 def test_save_and_load_round_trip(tmp_path, darts_kb):
-    custom = DartsArchitecture("my_cell", C=8, layers=8, genotype=GENOTYPES["pdarts"]._replace(
-        normal=(("sep_conv_5x5", 0), ("max_pool_3x3", 1)) * 4))
+    custom = DartsArchitecture(
+        "my_cell",
+        C=8,
+        layers=8,
+        genotype=GENOTYPES["pdarts"]._replace(normal=(("sep_conv_5x5", 0), ("max_pool_3x3", 1)) * 4),
+    )
     assert custom.reductions == (2, 4, 6) and custom.num_cells == 5
     kb = build_knowledge_base([*darts_kb.architectures[:2], custom], progress=False)
     kb.save(tmp_path / "kb")

@@ -9,13 +9,21 @@ import socket
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_NPZ, IMAGENET_MEAN, IMAGENET_STD
 from torch import nn
 from torchvision import datasets
 
-from conftest import CIFAR_NPZ, IMAGENET_MEAN, IMAGENET_STD
 from modulenet.data import (
-    QUICKSTART_CLASSES, CIFAR10DataModule, CIFAR100DataModule, Cutout, ImageFolderDataModule,
-    NpzDataModule, QuickstartDataModule, make_quickstart_images, read_cifar_batches, read_cifar_meta,
+    QUICKSTART_CLASSES,
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    Cutout,
+    ImageFolderDataModule,
+    NpzDataModule,
+    QuickstartDataModule,
+    make_quickstart_images,
+    read_cifar_batches,
+    read_cifar_meta,
 )
 from modulenet.errors import DataError, ModuleNetError
 
@@ -45,6 +53,7 @@ def shared_arrays():
 
 # ---- Cutout ------------------------------------------------------------------------------------
 
+
 def test_cutout_zeroes_the_square_around_the_centre():
     img = torch.ones(3, 10, 10)
     out = Cutout(4).erase(img, 5, 5)
@@ -70,7 +79,7 @@ def test_cutout_random_centre_zeroes_one_clipped_square_in_every_channel():
         assert torch.equal(zero[0], zero[1]) and torch.equal(zero[0], zero[2])
         rows, cols = zero[0].any(1).nonzero().flatten(), zero[0].any(0).nonzero().flatten()
         assert 0 < len(rows) <= 16 and 0 < len(cols) <= 16
-        box = zero[0][rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        box = zero[0][rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         assert box.all() and zero[0].sum() == box.numel()  # one solid rectangle, nothing else
         assert len(rows) == 16 or rows[0] == 0 or rows[-1] == 31  # shorter only where clipped
 
@@ -82,6 +91,7 @@ def test_cutout_rejects_a_non_positive_length():
 
 
 # ---- Quickstart dataset -----------------------------------------------------------------------
+
 
 def test_quickstart_generation_is_balanced_and_deterministic():
     x, y = make_quickstart_images(6000, 32, seed=0)
@@ -122,7 +132,7 @@ def test_quickstart_is_learnable_by_a_small_cnn_but_not_by_a_linear_model():
         for _ in range(epochs):
             perm = torch.randperm(len(x_train))
             for i in range(0, len(perm), 50):
-                idx = perm[i:i + 50]
+                idx = perm[i : i + 50]
                 loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -130,14 +140,23 @@ def test_quickstart_is_learnable_by_a_small_cnn_but_not_by_a_linear_model():
         with torch.no_grad():
             return (model(x_val).argmax(1) == y_val).float().mean().item()
 
-    cnn = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(24, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                        nn.Linear(48, 10))
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 24, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(24, 48, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(48, 48, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(48, 10),
+    )
     cnn_acc = fit(cnn, 4, 4e-3)
     linear_acc = fit(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), 10, 1e-3)
-    assert cnn_acc > 0.5, cnn_acc          # chance is 0.1; ~0.85 in 4 epochs
-    assert linear_acc < 0.5, linear_acc    # ~0.16: position, colour and scale defeat raw pixels
+    assert cnn_acc > 0.5, cnn_acc  # chance is 0.1; ~0.85 in 4 epochs
+    assert linear_acc < 0.5, linear_acc  # ~0.16: position, colour and scale defeat raw pixels
     assert cnn_acc > linear_acc + 0.25
 
 
@@ -156,13 +175,16 @@ def test_augment_and_cutout_touch_only_the_training_loader():
     assert torch.equal(next(iter(dm.test_dataloader()))[0], next(iter(plain.test_dataloader()))[0])
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"num_train": 5}, "num_train=5"),
-    ({"image_size": 8}, "image_size=8"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"cutout": -1}, "cutout=-1"),
-    ({"seed": -3}, "seed=-3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"num_train": 5}, "num_train=5"),
+        ({"image_size": 8}, "image_size=8"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"cutout": -1}, "cutout=-1"),
+        ({"seed": -3}, "seed=-3"),
+    ],
+)
 def test_quickstart_bad_arguments_are_one_line_errors(kwargs, fragment):
     with pytest.raises(DataError) as excinfo:
         QuickstartDataModule(**kwargs)
@@ -170,6 +192,7 @@ def test_quickstart_bad_arguments_are_one_line_errors(kwargs, fragment):
 
 
 # ---- The search split -----------------------------------------------------------------------
+
 
 def test_search_split_is_a_fixed_seed_partition():
     dm = QuickstartDataModule(seed=0)
@@ -189,11 +212,14 @@ def test_search_split_rejects_sizes_that_leave_nothing(val_size):
     one_line_error(excinfo, f"val_size={val_size!r}")
 
 
-@pytest.mark.parametrize("make", [
-    lambda v: CIFAR10DataModule(root="unused", val_size=v),
-    lambda v: ImageFolderDataModule("unused", val_size=v),
-    lambda v: NpzDataModule("unused.npz", val_size=v),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: CIFAR10DataModule(root="unused", val_size=v),
+        lambda v: ImageFolderDataModule("unused", val_size=v),
+        lambda v: NpzDataModule("unused.npz", val_size=v),
+    ],
+)
 @pytest.mark.parametrize("val_size", [-5, 0, 2.5, "10%"])
 def test_constructors_reject_bad_val_size_before_reading_data(make, val_size):
     with pytest.raises(DataError) as excinfo:
@@ -202,6 +228,7 @@ def test_constructors_reject_bad_val_size_before_reading_data(make, val_size):
 
 
 # ---- npz arrays (the real shared CIFAR-10 images) -------------------------------------------------
+
 
 def test_npz_val_from_test_uses_x_test_for_validation_and_test(shared_arrays):
     dm = NpzDataModule(str(CIFAR_NPZ), val_from="test", batch_size=64)
@@ -240,15 +267,24 @@ def test_npz_errors_name_the_file_and_the_fix(tmp_path, shared_arrays):
     one_line_error(excinfo, "nope.npz", "not found", "x_train")
 
     partial = tmp_path / "partial.npz"
-    np.savez(partial, x_train=shared_arrays["x_train"][:20], y_train=shared_arrays["y_train"][:20],
-             x_test=shared_arrays["x_test"][:10])
+    np.savez(
+        partial,
+        x_train=shared_arrays["x_train"][:20],
+        y_train=shared_arrays["y_train"][:20],
+        x_test=shared_arrays["x_test"][:10],
+    )
     with pytest.raises(DataError) as excinfo:
         NpzDataModule(str(partial)).setup()
     one_line_error(excinfo, "partial.npz", "lacks y_test")
 
     floats = tmp_path / "floats.npz"
-    np.savez(floats, x_train=np.zeros((20, 8, 8, 3), np.float32), y_train=np.zeros(20, np.int64),
-             x_test=np.zeros((5, 8, 8, 3), np.float32), y_test=np.zeros(5, np.int64))
+    np.savez(
+        floats,
+        x_train=np.zeros((20, 8, 8, 3), np.float32),
+        y_train=np.zeros(20, np.int64),
+        x_test=np.zeros((5, 8, 8, 3), np.float32),
+        y_test=np.zeros(5, np.int64),
+    )
     with pytest.raises(DataError) as excinfo:
         NpzDataModule(str(floats), val_size=5).setup()
     one_line_error(excinfo, "x_train is float32", "uint8")
@@ -266,15 +302,19 @@ def test_npz_errors_name_the_file_and_the_fix(tmp_path, shared_arrays):
 
 # ---- CIFAR: the genuine python-batch layout, written from the shared images ------------------------
 
+
 def write_cifar10_layout(root, arrays) -> None:
     """The real cifar-10-batches-py layout (Python-2 style pickles of dicts with bytes keys)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
 
     def dump(name, x, y):
-        entry = {b"batch_label": name.encode(), b"labels": [int(v) for v in y],
-                 b"data": np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1)),
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(len(x))]}
+        entry = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in y],
+            b"data": np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1)),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(len(x))],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
 
@@ -282,8 +322,11 @@ def write_cifar10_layout(root, arrays) -> None:
         dump(f"data_batch_{i + 1}", x, y)
     dump("test_batch", arrays["x_test"], arrays["y_test"])
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in arrays["classes"]], b"num_cases_per_batch": 10000,
-                     b"num_vis": 3072}, f, protocol=2)
+        pickle.dump(
+            {b"label_names": [c.encode() for c in arrays["classes"]], b"num_cases_per_batch": 10000, b"num_vis": 3072},
+            f,
+            protocol=2,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +360,7 @@ def test_cifar10_datamodule_reads_the_layout_with_the_user_code_path(cifar_root,
     assert torch.allclose(x_val, normalised(shared_arrays["x_train"][val_idx.numpy()]), atol=1e-6)
     assert torch.equal(y_train, torch.from_numpy(shared_arrays["y_train"][train_idx.numpy()]))
     x_test, y_test = next(iter(dm.test_dataloader()))
-    assert torch.allclose(x_test, normalised(shared_arrays["x_test"][:len(x_test)]), atol=1e-6)
+    assert torch.allclose(x_test, normalised(shared_arrays["x_test"][: len(x_test)]), atol=1e-6)
 
 
 def test_cifar10_val_from_test_trains_on_every_training_image(cifar_root, shared_arrays):
@@ -394,6 +437,7 @@ def test_cifar_real_download_without_network_is_a_one_line_error(tmp_path):
 
 
 # ---- Image folders ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def folder_root(tmp_path_factory):

@@ -16,7 +16,16 @@ from modulenet.score import loss_rate, search_score, similarity
 
 
 def small_settings(**overrides) -> EvaluationSettings:
-    base = dict(epochs=3, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", alpha=25, beta=25)
+    base = dict(
+        epochs=3,
+        stack_individuals=1,
+        batch_size=64,
+        feature_batch_size=64,
+        hidden=[64, 64],
+        pool="avg",
+        alpha=25,
+        beta=25,
+    )
     return EvaluationSettings(**{**base, **overrides})
 
 
@@ -104,8 +113,13 @@ class BatchLimit(nn.Module):
 
 
 def test_failing_individual_is_retried_at_half_batch_then_recorded_as_failed(data, tmp_path):
-    kb = build_knowledge_base([CutPointArchitecture("fits_half", nn.Sequential(BatchLimit(40)), ["0"]),
-                               CutPointArchitecture("never_fits", nn.Sequential(BatchLimit(10)), ["0"])], progress=False)
+    kb = build_knowledge_base(
+        [
+            CutPointArchitecture("fits_half", nn.Sequential(BatchLimit(40)), ["0"]),
+            CutPointArchitecture("never_fits", nn.Sequential(BatchLimit(10)), ["0"]),
+        ],
+        progress=False,
+    )
     evaluator = Evaluator(kb, data, 4, small_settings(), memo_path=tmp_path / "m.jsonl", progress=False)
     retried, failed = evaluator([(0,), (1,)])
     assert retried.status == "ok" and retried.score < WORST_SCORE

@@ -23,7 +23,9 @@ GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
 
 
 def settings(**overrides) -> EvaluationSettings:
-    base = dict(epochs=3, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", lr=3e-3)
+    base = dict(
+        epochs=3, stack_individuals=1, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", lr=3e-3
+    )
     return EvaluationSettings(**{**base, **overrides})
 
 

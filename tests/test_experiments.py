@@ -7,22 +7,67 @@ import json
 
 import pytest
 import torch
-
 from conftest import cifar_checkpoint
 from test_config import compose_search
+
 from modulenet.jobs import search_job
 
 PAPER = {  # experiment: (dataset target, archs, alpha, beta, gen, pop, search epochs, finetune epochs, cutout)
-    "paper_cifar100_craft": ("CIFAR100DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
-                                                    "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
-    "paper_cifar10_craft": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
-                                                  "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
-    "paper_cifar10_nas": ("CIFAR10DataModule", ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"],
-                          10, 30, 30, 40, 20, 50, 16),
-    "ablation_score_vs_test_error": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
-                                                           "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
-    "ablation_connections": ("CIFAR10DataModule", ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16",
-                                                   "vgg13_bn", "vgg16_bn"], 25, 25, 30, 40, 20, 50, 16),
+    "paper_cifar100_craft": (
+        "CIFAR100DataModule",
+        ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "vgg16_bn"],
+        25,
+        25,
+        30,
+        40,
+        20,
+        50,
+        16,
+    ),
+    "paper_cifar10_craft": (
+        "CIFAR10DataModule",
+        ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "vgg16_bn"],
+        25,
+        25,
+        30,
+        40,
+        20,
+        50,
+        16,
+    ),
+    "paper_cifar10_nas": (
+        "CIFAR10DataModule",
+        ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"],
+        10,
+        30,
+        30,
+        40,
+        20,
+        50,
+        16,
+    ),
+    "ablation_score_vs_test_error": (
+        "CIFAR10DataModule",
+        ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "vgg16_bn"],
+        25,
+        25,
+        30,
+        40,
+        20,
+        50,
+        16,
+    ),
+    "ablation_connections": (
+        "CIFAR10DataModule",
+        ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "vgg16_bn"],
+        25,
+        25,
+        30,
+        40,
+        20,
+        50,
+        16,
+    ),
 }
 
 
@@ -57,27 +102,65 @@ def test_paper_specific_choices(monkeypatch, tmp_path):
     assert real.knowledge_base.archs[0] == "resnet_cifar20" and real.finetune.after_search
 
 
-TINY_DATA = ["dataset=quickstart", "dataset.num_train=160", "dataset.num_val=64", "dataset.num_test=64",
-             "dataset.batch_size=32"]
-TINY_SEARCH = ["search.generations=2", "search.population_size=4", "search.epochs=2", "evaluator.hidden=[32,32]",
-               "evaluator.batch_size=32", "evaluator.pool=avg", "finetune.epochs=1", "finetune.batch_size=32",
-               "logger=none", "progress=false", "trainer.accelerator=cpu", "knowledge_base.allow_random=true"]
+TINY_DATA = [
+    "dataset=quickstart",
+    "dataset.num_train=160",
+    "dataset.num_val=64",
+    "dataset.num_test=64",
+    "dataset.batch_size=32",
+]
+TINY_SEARCH = [
+    "search.generations=2",
+    "search.population_size=4",
+    "search.epochs=2",
+    "evaluator.hidden=[32,32]",
+    "evaluator.batch_size=32",
+    "evaluator.pool=avg",
+    "finetune.epochs=1",
+    "finetune.batch_size=32",
+    "logger=none",
+    "progress=false",
+    "trainer.accelerator=cpu",
+    "knowledge_base.allow_random=true",
+]
 # Knowledge bases made small: CIFAR-sized networks of two families (c = 3) stand in for the craft set
-SMALL_CRAFT = ["knowledge_base.archs=[resnet_cifar8,vgg_cifar]", "knowledge_base.num_cells=3",
-               "knowledge_base.weights=null"]
+SMALL_CRAFT = [
+    "knowledge_base.archs=[resnet_cifar8,vgg_cifar]",
+    "knowledge_base.num_cells=3",
+    "knowledge_base.weights=null",
+]
 TINY = {  # the recipe, made small: fewer/smaller networks, generated data, short training
     "paper_cifar100_craft": [*SMALL_CRAFT, "knowledge_base.source_finetune_epochs=1"],
     "paper_cifar10_craft": SMALL_CRAFT,
-    "paper_cifar10_nas": ["knowledge_base.archs=[darts_v2,pdarts]", "~dataset.val_from", "search.generations=1",
-                          "search.population_size=2", "finetune.after_search=false"],
-    "paper_imagenet_transfer": ["knowledge_base.archs=[vgg11_bn,resnet18,resnet34]", "knowledge_base.image_size=32", "dataset.image_size=32", "knowledge_base.weights=null",
-                                "finetune.after_search=true", "search.generations=1", "search.population_size=5"],
+    "paper_cifar10_nas": [
+        "knowledge_base.archs=[darts_v2,pdarts]",
+        "~dataset.val_from",
+        "search.generations=1",
+        "search.population_size=2",
+        "finetune.after_search=false",
+    ],
+    "paper_imagenet_transfer": [
+        "knowledge_base.archs=[vgg11_bn,resnet18,resnet34]",
+        "knowledge_base.image_size=32",
+        "dataset.image_size=32",
+        "knowledge_base.weights=null",
+        "finetune.after_search=true",
+        "search.generations=1",
+        "search.population_size=5",
+    ],
     "ablation_score_vs_test_error": [*SMALL_CRAFT, "finetune.max_candidates=3"],
     "ablation_connections": [*SMALL_CRAFT, "ablation.max_architectures=3"],
     "cpu_cifar10_real": ["search.generations=1", "search.population_size=2"],  # the shared CIFAR ResNets
-    "cpu_cifar10_same_data": ["~dataset.val_from", "~dataset.val_size", "knowledge_base.train_epochs=1",
-                              "knowledge_base.archs=[resnet_cifar8,mobilenet_cifar]", "search.generations=1",
-                              "search.population_size=3", "finetune.max_candidates=2", "finetune.seeds=[0,1]"],
+    "cpu_cifar10_same_data": [
+        "~dataset.val_from",
+        "~dataset.val_size",
+        "knowledge_base.train_epochs=1",
+        "knowledge_base.archs=[resnet_cifar8,mobilenet_cifar]",
+        "search.generations=1",
+        "search.population_size=3",
+        "finetune.max_candidates=2",
+        "finetune.seeds=[0,1]",
+    ],
 }
 
 
@@ -107,8 +190,10 @@ def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tm
         assert len(rows) % len(seeds) == 0 and {r["seed"] for r in rows} == set(seeds)  # every one, every seed
         selected = [r for r in rows if r["selected"]]  # one architecture (each seed's row), by validation error
         assert len(selected) == len(seeds) and len({r["label"] for r in selected}) == 1 and selected[0] in searched
-        mean_val = {label: sum(r["val_error"] for r in searched if r["label"] == label) / len(seeds)
-                    for label in {r["label"] for r in searched}}
+        mean_val = {
+            label: sum(r["val_error"] for r in searched if r["label"] == label) / len(seeds)
+            for label in {r["label"] for r in searched}
+        }
         assert mean_val[selected[0]["label"]] == min(mean_val.values())
         if cfg.finetune.candidates == "population":  # every distinct genotype of the final population
             assert {tuple(r["genotype"]) for r in searched} == {tuple(p["genotype"]) for p in results["population"]}
@@ -124,7 +209,9 @@ def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tm
         ablation = json.loads((run / "ablation_connections.json").read_text())
         assert 2 <= len(ablation["rows"]) <= 3
         assert ablation["compared"] == ["conv1x1", "aligned", "least_squares"]  # Fig. 10 side by side
-        assert all(0.0 <= r[f"val_acc_{c}"] <= 1.0 for r in ablation["rows"] for c in ["channel_pool", *ablation["compared"]])
+        assert all(
+            0.0 <= r[f"val_acc_{c}"] <= 1.0 for r in ablation["rows"] for c in ["channel_pool", *ablation["compared"]]
+        )
         assert set(ablation["correlations"]) == set(ablation["compared"])
     if experiment == "paper_cifar100_craft":
         cached = list((tmp_path / "cache").glob("finetuned-kb-*/"))

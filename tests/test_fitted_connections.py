@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import CIFAR_NPZ, cifar_checkpoint
+
 from modulenet.errors import KnowledgeBaseError
 from modulenet.fitted_connections import (
     AlignedConnection,
@@ -30,7 +30,9 @@ def real():
     kb = build_knowledge_base(list(weights), weights=weights, progress=False)
     data = np.load(CIFAR_NPZ)
     x = torch.from_numpy(data["x_train"][:320]).permute(0, 3, 1, 2).float().div(255)
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     kb.fit_connections(x[:256], progress=False)
     return kb, x[256:]
 
@@ -81,8 +83,9 @@ def test_a_fitted_knowledge_base_saves_and_loads_the_same_trunks(real, tmp_path)
     loaded = load_knowledge_base(tmp_path / "kb")
     for connection in ("aligned", "least_squares"):
         with torch.no_grad():
-            assert torch.equal(loaded.assemble([1, 0, 1], connection=connection)(x),
-                               kb.assemble([1, 0, 1], connection=connection)(x))
+            assert torch.equal(
+                loaded.assemble([1, 0, 1], connection=connection)(x), kb.assemble([1, 0, 1], connection=connection)(x)
+            )
 
 
 def test_least_squares_is_frozen_in_the_search_and_trainable_in_fine_tuning(real):
@@ -96,8 +99,11 @@ def test_least_squares_is_frozen_in_the_search_and_trainable_in_fine_tuning(real
 
 def test_an_unfitted_knowledge_base_is_a_one_line_error():
     kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
-    with pytest.raises(KnowledgeBaseError, match=r"connection='aligned' needs connections fitted from data .*"
-                                                 r"call kb.fit_connections\(images") as info:
+    with pytest.raises(
+        KnowledgeBaseError,
+        match=r"connection='aligned' needs connections fitted from data .*"
+        r"call kb.fit_connections\(images",
+    ) as info:
         kb.assemble([0, 1, 0], connection="aligned")
     assert "\n" not in str(info.value)
     assert kb.assemble([1, 1, 1], connection="aligned") is not None  # no boundary between different networks
@@ -107,14 +113,21 @@ def test_an_unfitted_knowledge_base_is_a_one_line_error():
 def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, monkeypatch, tmp_path, caplog):
     import logging
 
-    from modulenet.jobs import search_job
     from test_config import compose_search
     from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
 
+    from modulenet.jobs import search_job
+
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
-    overrides = ["knowledge_base=craft", *TINY_DATA, *TINY_SEARCH, *SMALL_CRAFT, f"connection={connection}",
-                 "connection.fit_images=64",
-                 "search.generations=1"]
+    overrides = [
+        "knowledge_base=craft",
+        *TINY_DATA,
+        *TINY_SEARCH,
+        *SMALL_CRAFT,
+        f"connection={connection}",
+        "connection.fit_images=64",
+        "search.generations=1",
+    ]
     with caplog.at_level(logging.INFO, logger="modulenet.jobs"):
         search_job(compose_search(overrides), tmp_path / "a")
         assert "fitting the" in caplog.text and "on 64 training images" in caplog.text

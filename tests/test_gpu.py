@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_evaluators import GENERATION, data, kb, settings  # noqa: F401 (fixtures)
 
 from modulenet.evaluate import Evaluator
 from modulenet.evaluators import make_evaluator
 from modulenet.knowledge import build_knowledge_base
-from test_evaluators import GENERATION, data, kb, settings  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -45,8 +45,13 @@ def test_gpu_plain_way_matches_batched(kb, data, gpu_fp32):
 
 
 def test_gpu_bf16_and_tf32_rank_alike(kb, data, gpu_fp32):
-    fast = Evaluator(kb, data, 4, settings(stack_individuals=6, accelerator="gpu", precision="bf16-mixed",
-                                           float32_matmul_precision="high"), progress=False)(GENERATION)
+    fast = Evaluator(
+        kb,
+        data,
+        4,
+        settings(stack_individuals=6, accelerator="gpu", precision="bf16-mixed", float32_matmul_precision="high"),
+        progress=False,
+    )(GENERATION)
     assert_close(fast, gpu_fp32, tol_err=0.05)
 
 

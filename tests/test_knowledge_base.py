@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
+from conftest import cifar_checkpoint
 from torch import nn
 from torchvision.models import get_model
 
-from conftest import cifar_checkpoint
 from modulenet.errors import GenotypeError, KnowledgeBaseError, ModuleNetError, WeightsError
 from modulenet.knowledge import (
     CutPointArchitecture,
@@ -71,13 +71,16 @@ def saved_torchvision_networks(tmp_path_factory):
 def test_lossless_reassembly_of_torchvision_networks(saved_torchvision_networks, cifar_stem):
     networks, files = saved_torchvision_networks
     image_size = 32 if cifar_stem else 64
-    kb = build_knowledge_base(LOSSLESS_ARCHS, num_cells=5, weights=files, cifar_stem=cifar_stem,
-                              image_size=image_size, progress=False)
+    kb = build_knowledge_base(
+        LOSSLESS_ARCHS, num_cells=5, weights=files, cifar_stem=cifar_stem, image_size=image_size, progress=False
+    )
     assert kb.arch_names == LOSSLESS_ARCHS and kb.num_cells == 5
     x = torch.randn(2, 3, image_size, image_size)
     for i, name in enumerate(LOSSLESS_ARCHS):
         trunk = kb.assemble([i] * 5)
-        assert not any(n.startswith("link") for n, _ in trunk.named_children()), "the original genotype gets no adapters"
+        assert not any(n.startswith("link") for n, _ in trunk.named_children()), (
+            "the original genotype gets no adapters"
+        )
         with torch.no_grad():
             expected = reference_features(name, networks[name], cifar_stem)(x)
             assert torch.equal(trunk(x), expected), name
@@ -128,9 +131,12 @@ def test_every_family_combination_assembles_and_runs(family_kbs, image_size):
     for genotype in neighbour_covering_genotypes(kb.num_archs, kb.num_cells):
         trunk = kb.assemble(genotype)
         seen = []
-        hooks = [getattr(trunk, f"cell{j + 1}").register_forward_hook(
-            lambda m, inp, out, j=j: seen.append((j, tuple(inp[0].shape[1:]))))
-            for j in range(kb.num_cells)]
+        hooks = [
+            getattr(trunk, f"cell{j + 1}").register_forward_hook(
+                lambda m, inp, out, j=j, seen=seen: seen.append((j, tuple(inp[0].shape[1:])))
+            )
+            for j in range(kb.num_cells)
+        ]
         with torch.no_grad():
             out = trunk(torch.randn(1, 3, image_size, image_size))
         for h in hooks:
@@ -223,7 +229,9 @@ def test_wrong_trunk_shape_is_an_error_naming_the_key(tmp_path):
     state = randomised_network("resnet18").state_dict()
     state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
     torch.save(state, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match=r"'layer2\.0\.conv1\.weight' has shape \(128, 64, 5, 5\), resnet18 needs \(128, 64, 3, 3\)"):
+    with pytest.raises(
+        WeightsError, match=r"'layer2\.0\.conv1\.weight' has shape \(128, 64, 5, 5\), resnet18 needs \(128, 64, 3, 3\)"
+    ):
         build_knowledge_base(["resnet18"], weights=str(tmp_path / "bad.pt"), progress=False)
 
 
@@ -337,8 +345,11 @@ def test_cut_point_architecture_from_import_path_saves_and_loads(tmp_path, monke
     kb = build_knowledge_base([arch], progress=False)
     assert [s.out_channels for s in (row[0] for row in kb.specs)] == [6, 12]
     kb.save(tmp_path / "kb")
-    with pytest.raises(KnowledgeBaseError, match=r"names code to import and call \(seq: 'user_models:make'\).*"
-                                                 r"trust_code=True"):
+    with pytest.raises(
+        KnowledgeBaseError,
+        match=r"names code to import and call \(seq: 'user_models:make'\).*"
+        r"trust_code=True",
+    ):
         load_knowledge_base(tmp_path / "kb")  # a knowledge base is data until the user trusts it
     loaded = load_knowledge_base(tmp_path / "kb", trust_code=True)
     x = torch.randn(1, 3, 32, 32)
@@ -360,14 +371,21 @@ def test_a_crafted_knowledge_base_runs_no_code_unless_trusted(tmp_path):
     meta_path = tmp_path / "kb" / "knowledge_base.json"
     meta = json.loads(meta_path.read_text())
     marker = tmp_path / "pwned"
-    crafted = {"family": "cut_points", "name": "resnet_cifar8", "model": "os:system", "cut_points": ["a"],
-               "kwargs": {"command": f"touch {marker}"}}
+    crafted = {
+        "family": "cut_points",
+        "name": "resnet_cifar8",
+        "model": "os:system",
+        "cut_points": ["a"],
+        "kwargs": {"command": f"touch {marker}"},
+    }
     meta_path.write_text(json.dumps({**meta, "architectures": [crafted]}))
     with pytest.raises(KnowledgeBaseError, match=r"names code to import and call \(resnet_cifar8: 'os:system'\)"):
         load_knowledge_base(tmp_path / "kb")
     assert not marker.exists()
-    for broken, expected in (({k: v for k, v in meta.items() if k != "architectures"}, "lacks 'architectures'"),
-                             ({**meta, "num_cells": "three"}, "has a bad value")):
+    for broken, expected in (
+        ({k: v for k, v in meta.items() if k != "architectures"}, "lacks 'architectures'"),
+        ({**meta, "num_cells": "three"}, "has a bad value"),
+    ):
         meta_path.write_text(json.dumps(broken))
         with pytest.raises(KnowledgeBaseError, match=expected) as info:
             load_knowledge_base(tmp_path / "kb")

@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_config import compose_search
 from torch import nn
 
-from conftest import REPO
 from modulenet.connections import Conv1x1Connection, SpatialAdapter
 from modulenet.knowledge import CutPointArchitecture, build_knowledge_base
 from modulenet.knowledge.weights import torchvision_weights_url
 from modulenet.resolution import remove_reductions
-from test_config import compose_search
 
 PAPER_RECIPES = ["paper_cifar100_craft", "paper_cifar10_craft", "paper_cifar10_nas", "paper_imagenet_transfer"]
 
@@ -35,8 +34,13 @@ def test_paper_recipes_use_v1_weights_and_fine_tune_the_final_population(experim
 
 
 def test_cfg_job_shows_what_the_paper_used(tmp_path):
-    proc = subprocess.run([str(Path(sys.executable).parent / "modulenet-search"), "experiment=paper_cifar100_craft",
-                           "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "modulenet-search"), "experiment=paper_cifar100_craft", "--cfg", "job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "weights: IMAGENET1K_V1" in proc.stdout and "candidates: population" in proc.stdout
     assert "resolution: reduce" in proc.stdout
@@ -55,8 +59,11 @@ def test_v1_is_torchvision_030s_weights_and_default_is_not():
 def leaf_sizes(trunk: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]:
     """(leaf type, input side, output side) of every leaf module the image passes."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, a, o: seen.append((type(m).__name__, a[0].shape[-1], o.shape[-1])))
-             for m in trunk.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda m, a, o: seen.append((type(m).__name__, a[0].shape[-1], o.shape[-1])))
+        for m in trunk.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         trunk(x)
     for hook in hooks:
@@ -67,8 +74,9 @@ def leaf_sizes(trunk: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]:
 @pytest.mark.parametrize("image_size, cifar_stem", [(32, True), pytest.param(224, False, marks=pytest.mark.slow)])
 def test_the_resolution_rule_never_upsamples_and_leaves_the_knowledge_base_alone(image_size, cifar_stem):
     torch.manual_seed(0)
-    kb = build_knowledge_base(["vgg13", "resnet34"], num_cells=5, cifar_stem=cifar_stem, image_size=image_size,
-                              progress=False)
+    kb = build_knowledge_base(
+        ["vgg13", "resnet34"], num_cells=5, cifar_stem=cifar_stem, image_size=image_size, progress=False
+    )
     x = torch.randn(1, 3, image_size, image_size)
     originals = [kb.assemble([i] * 5)(x) for i in range(2)]
     reduced = 0
@@ -86,8 +94,11 @@ def test_the_resolution_rule_never_upsamples_and_leaves_the_knowledge_base_alone
     assert isinstance(kb.modules[1][0][-1], nn.MaxPool2d)
     assert kb.modules[2][1][0].conv1.stride == (2, 2) and kb.modules[2][1][0].downsample[0].stride == (2, 2)
     # The former adapters, kept as resolution=resample, upsample where the rule removes a reduction.
-    upsampled = [code for code in itertools.product(range(2), repeat=5)
-                 if any(o > i for _, i, o in leaf_sizes(kb.assemble(code, resolution="resample"), x))]
+    upsampled = [
+        code
+        for code in itertools.product(range(2), repeat=5)
+        if any(o > i for _, i, o in leaf_sizes(kb.assemble(code, resolution="resample"), x))
+    ]
     assert upsampled
 
 
@@ -150,16 +161,23 @@ def test_the_fine_tuned_knowledge_base_cache_depends_on_the_validation_split(tmp
     import numpy as np
     from omegaconf import OmegaConf
 
+    from modulenet.builders import finetuned_cache_dir
     from modulenet.data import NpzDataModule
-    from modulenet.jobs import finetuned_cache_dir
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8),
-             y_train=np.arange(40) % 4, x_test=rng.integers(0, 255, (8, 8, 8, 3), dtype=np.uint8),
-             y_test=np.arange(8) % 4)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(40) % 4,
+        x_test=rng.integers(0, 255, (8, 8, 8, 3), dtype=np.uint8),
+        y_test=np.arange(8) % 4,
+    )
     kb_cfg = OmegaConf.create({"archs": ["resnet_cifar8"], "cache_dir": str(tmp_path), "source_finetune_epochs": 1})
-    dirs = {finetuned_cache_dir(kb_cfg, NpzDataModule(str(tmp_path / "d.npz"), **split), 0)
-            for split in ({"val_size": 10}, {"val_size": 20}, {"val_from": "test"})}
+    dirs = {
+        finetuned_cache_dir(kb_cfg, NpzDataModule(str(tmp_path / "d.npz"), **split), 0)
+        for split in ({"val_size": 10}, {"val_size": 20}, {"val_from": "test"})
+    }
     assert len(dirs) == 3
-    assert finetuned_cache_dir(kb_cfg, NpzDataModule(str(tmp_path / "d.npz"), val_size=10, batch_size=7), 0) \
-        in dirs  # the batch size of a later stage does not change what the sources saw
+    assert (
+        finetuned_cache_dir(kb_cfg, NpzDataModule(str(tmp_path / "d.npz"), val_size=10, batch_size=7), 0) in dirs
+    )  # the batch size of a later stage does not change what the sources saw

@@ -4,7 +4,6 @@ shared files, no resume on other evaluations, corrupt checkpoints are one line."
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -15,13 +14,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_search import C, HiddenTarget, N
 
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationMemo
 from modulenet.records import Evaluation
 from modulenet.rundir import hold, write_atomic
 from modulenet.search import SearchConfig, run_search
-from test_search import C, N, HiddenTarget
 
 CONFIG = dict(generations=4, population_size=10, seed=3, mutation_prob=0.5)
 
@@ -44,8 +43,9 @@ class Reseeding(HiddenTarget):
 def test_the_search_draws_from_its_own_generator_only(tmp_path):
     reference = run_search(N, C, HiddenTarget(), SearchConfig(**CONFIG), tmp_path / "a", progress=False)
     # Evaluation that reseeds or draws from the global generators does not move the search.
-    assert summary(run_search(N, C, Reseeding(), SearchConfig(**CONFIG), tmp_path / "b", progress=False)) \
-        == summary(reference)
+    assert summary(run_search(N, C, Reseeding(), SearchConfig(**CONFIG), tmp_path / "b", progress=False)) == summary(
+        reference
+    )
     # And the search leaves the global generators as it found them.
     random.seed(11)
     before = random.getstate()
@@ -58,24 +58,53 @@ def test_the_search_draws_from_its_own_generator_only(tmp_path):
 
 def test_resume_refuses_evaluations_made_on_something_else(tmp_path, caplog):
     depends_on = {"archs": ["a", "b", "c", "d"], "weights": {"a": "11", "b": "22"}, "connection": "channel_pool"}
-    run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 1}), tmp_path, progress=False,
-               depends_on=depends_on)
+    run_search(
+        N,
+        C,
+        HiddenTarget(),
+        SearchConfig(**{**CONFIG, "generations": 1}),
+        tmp_path,
+        progress=False,
+        depends_on=depends_on,
+    )
     changed = {**depends_on, "weights": {"a": "11", "b": "33"}}
-    with pytest.raises(ModuleNetError, match=r"cannot resume .*: its evaluations were made with another weights "
-                                             r"\(weights: .*33.* now, .*22.* in the run\)") as info:
-        run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 2}), tmp_path, resume=True,
-                   progress=False, depends_on=changed)
+    with pytest.raises(
+        ModuleNetError,
+        match=r"cannot resume .*: its evaluations were made with another weights "
+        r"\(weights: .*33.* now, .*22.* in the run\)",
+    ) as info:
+        run_search(
+            N,
+            C,
+            HiddenTarget(),
+            SearchConfig(**{**CONFIG, "generations": 2}),
+            tmp_path,
+            resume=True,
+            progress=False,
+            depends_on=changed,
+        )
     assert "\n" not in str(info.value)
-    resumed = run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 2}), tmp_path, resume=True,
-                         progress=False, depends_on=dict(depends_on))
+    resumed = run_search(
+        N,
+        C,
+        HiddenTarget(),
+        SearchConfig(**{**CONFIG, "generations": 2}),
+        tmp_path,
+        resume=True,
+        progress=False,
+        depends_on=dict(depends_on),
+    )
     assert len(resumed.history) == 2
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda s: s.pop("population"), "lacks 'population'"),
-    (lambda s: s.update(generation="two"), "has a bad value"),
-    (lambda s: s.update(rng={}), "lacks 'python'"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda s: s.pop("population"), "lacks 'population'"),
+        (lambda s: s.update(generation="two"), "has a bad value"),
+        (lambda s: s.update(rng={}), "lacks 'python'"),
+    ],
+)
 def test_a_corrupt_checkpoint_is_one_line(tmp_path, edit, expected):
     run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 1}), tmp_path, progress=False)
     path = tmp_path / "search_state.json"
@@ -101,8 +130,11 @@ def test_one_search_per_run_directory_and_a_dead_holder_is_taken_over(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         evaluate = HiddenTarget()
-        with pytest.raises(ModuleNetError, match=rf"{tmp_path} is in use by pid {holder.pid} on .*: one search per "
-                                                 r"run directory") as info:
+        with pytest.raises(
+            ModuleNetError,
+            match=rf"{tmp_path} is in use by pid {holder.pid} on .*: one search per "
+            r"run directory",
+        ) as info:
             run_search(N, C, evaluate, SearchConfig(**CONFIG), tmp_path, progress=False)
         assert "\n" not in str(info.value) and evaluate.calls == []  # refused before any work
         assert not (tmp_path / "search_state.json").exists()
@@ -178,9 +210,9 @@ def test_a_torn_memo_line_is_set_aside_before_the_next_append(tmp_path):
 
 
 def test_evaluation_leaves_the_global_generators_alone(tmp_path):
-    from modulenet.evaluate import Evaluator
     from test_evaluators import settings
 
+    from modulenet.evaluate import Evaluator
     from modulenet.knowledge import build_knowledge_base
 
     kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
@@ -223,18 +255,26 @@ def real_search():
 
 def search_with(real_search, run_dir, name="local", resume=False, generations=SEARCH["generations"], **options):
     """The search with a real evaluator; returns it and how many genotypes were trained (memo lines added)."""
-    from modulenet.evaluators import make_evaluator
     from test_evaluators import settings
+
+    from modulenet.evaluators import make_evaluator
 
     kb, data = real_search
     memo = run_dir / "evaluations.jsonl"
     before = len(memo.read_text().splitlines()) if memo.is_file() else 0
-    evaluator = make_evaluator(name, kb, data, 3, settings(epochs=2, hidden=[32, 32]), progress=False, memo_path=memo,
-                               **options)
+    evaluator = make_evaluator(
+        name, kb, data, 3, settings(epochs=2, hidden=[32, 32]), progress=False, memo_path=memo, **options
+    )
     try:
-        result = run_search(kb.num_archs, kb.num_cells, evaluator,
-                            SearchConfig(**{**SEARCH, "generations": generations}), run_dir, resume=resume,
-                            progress=False)
+        result = run_search(
+            kb.num_archs,
+            kb.num_cells,
+            evaluator,
+            SearchConfig(**{**SEARCH, "generations": generations}),
+            run_dir,
+            resume=resume,
+            progress=False,
+        )
     finally:
         evaluator.close()
     return result, len(memo.read_text().splitlines()) - before

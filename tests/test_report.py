@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from modulenet.cli import report_main
-from modulenet.correlation import kendall, rankdata, spearman
+from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.errors import ModuleNetError
 from modulenet.records import Evaluation
-from modulenet.report import (PAPER_TABLES, calibrate, dataset_key, paper_table_for, read_evaluations_csv,
-                              write_report)
+from modulenet.report import PAPER_TABLES, calibrate, dataset_key, paper_table_for, write_report
+from modulenet.rundir import read_evaluations
 from modulenet.score import search_score, similarity
 from modulenet.search import SearchConfig, run_search
 
@@ -47,7 +47,9 @@ def test_spearman_and_kendall_match_hand_computed_values():
     # reversed order, monotone but not linear
     assert spearman([1, 2, 3, 4], [16, 9, 4, 1]) == pytest.approx(-1.0)
     assert kendall([1, 2, 3, 4], [16, 9, 4, 1]) == pytest.approx(-1.0)
-    assert rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    rows = [[1, 2, 3, 4], [16, 9, 4, 1], [1, 2, 2, 3], [5, 5, 5, 5]]
+    rho = spearman_rows(rows, [1, 3, 2, 4])  # the calibration grid's vectorised form agrees
+    assert rho[:3] == pytest.approx([spearman(r, [1, 3, 2, 4]) for r in rows[:3]]) and math.isnan(rho[3])
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1, 1, 1], [1, 2, 3]))
     with pytest.raises(ValueError):
         spearman([1, 2], [1, 2, 3])
@@ -71,40 +73,69 @@ def make_evaluate(alpha: float, beta: float):
         out = []
         for code in codes:
             err, l_rate, sim = formula(code)
-            out.append(Evaluation(code, search_score(err, l_rate, sim, alpha, beta), err, l_rate, sim,
-                                  epoch_losses=[1.0, 1.0 - l_rate], params=1000 + sum(code), flops=10 * sum(code),
-                                  seconds=0.01))
+            out.append(
+                Evaluation(
+                    code,
+                    search_score(err, l_rate, sim, alpha, beta),
+                    err,
+                    l_rate,
+                    sim,
+                    epoch_losses=[1.0, 1.0 - l_rate],
+                    params=1000 + sum(code),
+                    flops=10 * sum(code),
+                    seconds=0.01,
+                )
+            )
         return out
+
     return evaluate
 
 
-def write_config(run_dir: Path, alpha: float, beta: float, name: str = "craft_cifar100",
-                 target: str = "modulenet.data.CIFAR100DataModule") -> None:
+def write_config(
+    run_dir: Path,
+    alpha: float,
+    beta: float,
+    name: str = "craft_cifar100",
+    target: str = "modulenet.data.CIFAR100DataModule",
+) -> None:
     (run_dir / "config_resolved.yaml").write_text(
         f"name: {name}\ndataset:\n  _target_: {target}\n  root: data\nknowledge_base:\n  archs: {json.dumps(ARCHS)}\n"
         f"connection:\n  name: channel_pool\nsearch:\n  alpha: {alpha}\n  beta: {beta}\n  generations: 4\n"
-        "  population_size: 6\nseed: 0\n")
+        "  population_size: 6\nseed: 0\n"
+    )
 
 
 def make_search(run_dir: Path, alpha: float, beta: float, seed: int) -> None:
-    config = SearchConfig(generations=4, population_size=6, seed=seed,
-                          initial_genotypes=[(i,) * C for i in range(N)])  # the originals, as the README's recipe
+    config = SearchConfig(
+        generations=4, population_size=6, seed=seed, initial_genotypes=[(i,) * C for i in range(N)]
+    )  # the originals, as the README's recipe
     run_search(N, C, make_evaluate(alpha, beta), config, run_dir, arch_names=ARCHS, progress=False)
     write_config(run_dir, alpha, beta)
 
 
 def write_finetune(ft_dir: Path, search_dir: Path, rows: list[dict], cutout: int = 16) -> None:
     ft_dir.mkdir(parents=True)
-    payload = {"settings": {"top_k": 3, "include_originals": True, "epochs": 50, "seed": 0},
-               "search_run": str(search_dir), "results": rows}
+    payload = {
+        "settings": {"top_k": 3, "include_originals": True, "epochs": 50, "seed": 0},
+        "search_run": str(search_dir),
+        "results": rows,
+    }
     (ft_dir / "finetune.json").write_text(json.dumps(payload, indent=2))
     (ft_dir / "config_resolved.yaml").write_text(
-        f"search_run: {search_dir}\nfinetune:\n  epochs: 50\n  cutout: {cutout}\nname: finetune\n")
+        f"search_run: {search_dir}\nfinetune:\n  epochs: 50\n  cutout: {cutout}\nname: finetune\n"
+    )
 
 
 def row(label, code, test_error, search_score_=None):
-    return {"label": label, "genotype": list(code), "architecture": "+".join(ARCHS[i] for i in code),
-            "test_error": test_error, "search_score": search_score_, "epochs": 50, "seconds": 1.0}
+    return {
+        "label": label,
+        "genotype": list(code),
+        "architecture": "+".join(ARCHS[i] for i in code),
+        "test_error": test_error,
+        "search_score": search_score_,
+        "epochs": 50,
+        "seconds": 1.0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,24 +145,41 @@ def runs(tmp_path_factory):
     make_search(sweep / "0", 25.0, 25.0, seed=0)
     make_search(sweep / "1", 10.0, 30.0, seed=1)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    evaluations = read_evaluations_csv(sweep / "0" / "evaluations.csv", C)
-    top = sorted(((e["genotype"], e["score"]) for e in evaluations if len(set(e["genotype"])) > 1),
-                 key=lambda kv: kv[1])[:3]  # the final population may have converged to one genotype
-    searched = [row(f"ModuleNet #{k + 1}", code, [0.1750, 0.1890, 0.2050][k], score) for k, (code, score) in enumerate(top)]
-    originals = [row("resnet34", (0,) * C, 0.2410), row("vgg16_bn", (1,) * C, 0.3012), row("resnet50", (2,) * C, 0.2350)]
+    evaluations = read_evaluations(sweep / "0", C)
+    top = sorted(
+        ((e["genotype"], e["score"]) for e in evaluations if len(set(e["genotype"])) > 1), key=lambda kv: kv[1]
+    )[:3]  # the final population may have converged to one genotype
+    searched = [
+        row(f"ModuleNet #{k + 1}", code, [0.1750, 0.1890, 0.2050][k], score) for k, (code, score) in enumerate(top)
+    ]
+    originals = [
+        row("resnet34", (0,) * C, 0.2410),
+        row("vgg16_bn", (1,) * C, 0.3012),
+        row("resnet50", (2,) * C, 0.2350),
+    ]
     ft = root / "outputs" / "finetune" / "ft0"
     write_finetune(ft, sweep / "0", searched + originals)
     # Fig. 10: both connections' validation accuracy for the evaluated architectures
     acc_a = [0.91, 0.88, 0.86, 0.80, 0.77, 0.75]
     acc_b = [0.90, 0.85, 0.87, 0.79, 0.70, 0.74]
-    ablation = {"connection_a": "channel_pool", "connection_b": "conv1x1",
-                "rows": [{"genotype": list(e["genotype"]), "genotype_str": "".join(map(str, e["genotype"])),
-                          "val_acc_channel_pool": a, "val_acc_conv1x1": b, "score": e["score"]}
-                         for e, a, b in zip(evaluations, acc_a, acc_b)],
-                "spearman": spearman(acc_a, acc_b), "kendall": kendall(acc_a, acc_b)}
+    ablation = {
+        "connection_a": "channel_pool",
+        "connection_b": "conv1x1",
+        "rows": [
+            {
+                "genotype": list(e["genotype"]),
+                "genotype_str": "".join(map(str, e["genotype"])),
+                "val_acc_channel_pool": a,
+                "val_acc_conv1x1": b,
+                "score": e["score"],
+            }
+            for e, a, b in zip(evaluations, acc_a, acc_b)
+        ],
+        "spearman": spearman(acc_a, acc_b),
+        "kendall": kendall(acc_a, acc_b),
+    }
     (sweep / "0" / "ablation_connections.json").write_text(json.dumps(ablation))
-    return SimpleNamespace(root=root, sweep=sweep, ft=ft, searched=searched, originals=originals,
-                           acc=(acc_a, acc_b))
+    return SimpleNamespace(root=root, sweep=sweep, ft=ft, searched=searched, originals=originals, acc=(acc_a, acc_b))
 
 
 def assert_png(path: Path) -> None:
@@ -150,9 +198,15 @@ def test_report_fills_the_papers_tables_and_draws_every_figure(runs, tmp_path):
     report = write_report([runs.sweep, runs.ft], tmp_path / "report")
     text = report.path.read_text()
     names = {p.name for p in report.figures}
-    assert names == {"score_curves.png", "new_survival.png", "architecture_craft_cifar100_0.png",
-                     "architecture_craft_cifar100_1.png", "fig8_ft0.png", "fig10_craft_cifar100_0.png",
-                     "sweep_alpha_beta.png"}
+    assert names == {
+        "score_curves.png",
+        "new_survival.png",
+        "architecture_craft_cifar100_0.png",
+        "architecture_craft_cifar100_1.png",
+        "fig8_ft0.png",
+        "fig10_craft_cifar100_0.png",
+        "sweep_alpha_beta.png",
+    }
     for path in report.figures:
         assert path.parent == tmp_path / "report"
         assert_png(path)
@@ -162,20 +216,24 @@ def test_report_fills_the_papers_tables_and_draws_every_figure(runs, tmp_path):
     summary = [line for line in text.splitlines() if line.startswith("| craft_cifar100#")]
     assert len(summary) >= 2
     assert "| 25 | 25 |" in summary[0] and "| 10 | 30 |" in text
-    assert f"| cifar100 | {N} | {C} | {N ** C} |" in summary[0]
+    assert f"| cifar100 | {N} | {C} | {N**C} |" in summary[0]
 
     # Table I (CIFAR-100): the measured number next to the paper's, row by row
     assert PAPER_TABLES["I"].caption in text
     lines = text.splitlines()
     best_searched = next(line for line in lines if line.startswith("| ModuleNet #1 |"))
     assert "| 17.50 |" in best_searched and "ModuleNet (Ours) + cutout | 15.87 |" in best_searched
-    assert "| 23.50 | Best for ResNets + cutout | 22.97 |" in next(l for l in lines if l.startswith("| resnet50 |"))
-    assert "| 30.12 | Best for VGGs + cutout | 28.27 |" in next(l for l in lines if l.startswith("| vgg16_bn |"))
-    assert "| 24.10 | — (no paper row) | — |" in next(l for l in lines if l.startswith("| resnet34 |"))
+    assert "| 23.50 | Best for ResNets + cutout | 22.97 |" in next(
+        line for line in lines if line.startswith("| resnet50 |")
+    )
+    assert "| 30.12 | Best for VGGs + cutout | 28.27 |" in next(
+        line for line in lines if line.startswith("| vgg16_bn |")
+    )
+    assert "| 24.10 | — (no paper row) | — |" in next(line for line in lines if line.startswith("| resnet34 |"))
     assert "| ModuleNet #2 |" in text and "| 18.90 | — (no paper row) |" in text
 
     # Fig. 8: every fine-tuned architecture has a score (originals from evaluations.csv): rank correlation
-    evaluations = {e["genotype"]: e["score"] for e in read_evaluations_csv(runs.sweep / "0" / "evaluations.csv", C)}
+    evaluations = {e["genotype"]: e["score"] for e in read_evaluations(runs.sweep / "0", C)}
     rows = runs.searched + runs.originals
     scores = [r["search_score"] if r["search_score"] is not None else evaluations[tuple(r["genotype"])] for r in rows]
     errors = [r["test_error"] for r in rows]
@@ -188,7 +246,7 @@ def test_report_fills_the_papers_tables_and_draws_every_figure(runs, tmp_path):
 
     # alpha/beta sweep: one run without a fine-tune run, so the map falls back to err_val
     assert "## α/β sweep" in text and "validation error err_val of the best-score genotype" in text
-    assert "| 17.50 |" in next(l for l in lines if l.startswith("| craft_cifar100#0 | 25 | 25 |"))
+    assert "| 17.50 |" in next(line for line in lines if line.startswith("| craft_cifar100#0 | 25 | 25 |"))
 
     # Fig. 9: new survival of generation 1 is the whole distinct initial population
     history = json.loads((runs.sweep / "0" / "results.json").read_text())["history"]
@@ -227,19 +285,38 @@ def test_table_two_and_four_rows(tmp_path):
     from modulenet.report import FinetuneRun, SearchRun, finetune_section
 
     def search(target, archs, **dataset):
-        return SearchRun(tmp_path, {"best": {"genotype": [0] * 5}, "history": [], "arch_names": archs,
-                                    "num_archs": len(archs), "num_cells": 5}, [],
-                         {"dataset": {"_target_": target, **dataset}})
+        return SearchRun(
+            tmp_path,
+            {
+                "best": {"genotype": [0] * 5},
+                "history": [],
+                "arch_names": archs,
+                "num_archs": len(archs),
+                "num_cells": 5,
+            },
+            [],
+            {"dataset": {"_target_": target, **dataset}},
+        )
 
-    cifar = FinetuneRun(tmp_path, {"epochs": 50}, [row("ModuleNet #1", (1, 0, 0, 0), 0.0590)], {"finetune": {"cutout": 16}},
-                        search=search("modulenet.data.CIFAR10DataModule", ARCHS))
+    cifar = FinetuneRun(
+        tmp_path,
+        {"epochs": 50},
+        [row("ModuleNet #1", (1, 0, 0, 0), 0.0590)],
+        {"finetune": {"cutout": 16}},
+        search=search("modulenet.data.CIFAR10DataModule", ARCHS),
+    )
     text = "\n".join(finetune_section(cifar))
-    assert "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text and "| (not measured) |  |  | — | ModuleNet (Ours) | 5.81 |" in text
+    assert (
+        "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text
+        and "| (not measured) |  |  | — | ModuleNet (Ours) | 5.81 |" in text
+    )
 
     darts = ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"]
-    rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 2, 3], "architecture": "", "test_error": 0.0281},
-            {"label": "darts_v2", "genotype": [0] * 5, "architecture": "", "test_error": 0.0295},
-            {"label": "pc_darts_image", "genotype": [3] * 5, "architecture": "", "test_error": 0.0302}]
+    rows = [
+        {"label": "ModuleNet #1", "genotype": [0, 1, 1, 2, 3], "architecture": "", "test_error": 0.0281},
+        {"label": "darts_v2", "genotype": [0] * 5, "architecture": "", "test_error": 0.0295},
+        {"label": "pc_darts_image", "genotype": [3] * 5, "architecture": "", "test_error": 0.0302},
+    ]
     nas = FinetuneRun(tmp_path, {}, rows, {}, search=search("modulenet.data.CIFAR10DataModule", darts))
     text = "\n".join(finetune_section(nas))
     assert "Table III" in text and "| 2.81 | ModuleNet (Ours) + cutout | 2.77 |" in text
@@ -247,22 +324,51 @@ def test_table_two_and_four_rows(tmp_path):
     assert "| (not measured) |  |  | — | PDARTS + cutout | 2.91 |" in text and "differs from the paper" not in text
 
     archs = ["vgg13_bn", "resnet50", "resnet101"]
-    rows = [{"label": "ModuleNet #1", "genotype": [0, 1, 1, 1, 1], "architecture": "", "test_error": 0.2301,
-             "test_error_top5": 0.065},
-            {"label": "resnet50", "genotype": [1] * 5, "architecture": "", "test_error": 0.2410, "test_error_top5": 0.071}]
-    imagenet = FinetuneRun(tmp_path, {}, rows, {},
-                           search=search("modulenet.data.ImageFolderDataModule", archs, root="data/imagenet"))
+    rows = [
+        {
+            "label": "ModuleNet #1",
+            "genotype": [0, 1, 1, 1, 1],
+            "architecture": "",
+            "test_error": 0.2301,
+            "test_error_top5": 0.065,
+        },
+        {"label": "resnet50", "genotype": [1] * 5, "architecture": "", "test_error": 0.2410, "test_error_top5": 0.071},
+    ]
+    imagenet = FinetuneRun(
+        tmp_path, {}, rows, {}, search=search("modulenet.data.ImageFolderDataModule", archs, root="data/imagenet")
+    )
     text = "\n".join(finetune_section(imagenet))
     assert "| 23.01 / 6.50 | VGG13bn+ResNet-50 | 22.744 / 6.396 |" in text
     assert "| 24.10 / 7.10 | ResNet-50 | 23.85 / 7.13 |" in text
 
     # The ModuleNet row is the one selected by validation error, never the lowest test error.
-    rows = [{"label": "ModuleNet #1", "genotype": [1, 0, 0, 0], "architecture": "", "test_error": 0.0590,
-             "val_error": 0.061, "selected": True, "validated_on": "val"},
-            {"label": "ModuleNet #2", "genotype": [2, 0, 0, 0], "architecture": "", "test_error": 0.0500,
-             "val_error": 0.070, "selected": False, "validated_on": "val"}]
-    chosen = FinetuneRun(tmp_path, {"epochs": 50}, rows, {"finetune": {"cutout": 16}},
-                         search=search("modulenet.data.CIFAR10DataModule", ARCHS))
+    rows = [
+        {
+            "label": "ModuleNet #1",
+            "genotype": [1, 0, 0, 0],
+            "architecture": "",
+            "test_error": 0.0590,
+            "val_error": 0.061,
+            "selected": True,
+            "validated_on": "val",
+        },
+        {
+            "label": "ModuleNet #2",
+            "genotype": [2, 0, 0, 0],
+            "architecture": "",
+            "test_error": 0.0500,
+            "val_error": 0.070,
+            "selected": False,
+            "validated_on": "val",
+        },
+    ]
+    chosen = FinetuneRun(
+        tmp_path,
+        {"epochs": 50},
+        rows,
+        {"finetune": {"cutout": 16}},
+        search=search("modulenet.data.CIFAR10DataModule", ARCHS),
+    )
     text = "\n".join(finetune_section(chosen))
     assert "| ModuleNet #1 (selected by validation error) |" in text
     assert "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text and "| 5.00 | — (no paper row) |" in text
@@ -287,8 +393,17 @@ def synthetic_points(n: int = 40, alpha: float = 10.0, beta: float = 30.0):
         err, l_rate = 0.1 + 0.6 * float(rng.random()), float(rng.random())
         sim = similarity(code)
         score = search_score(err, l_rate, sim, alpha, beta)
-        points.append({"label": f"#{k}", "genotype": code, "err_val": err, "l_rate": l_rate, "sim": sim,
-                       "test_error": 0.02 + 0.5 / (1 + math.exp(-score / 10)), "run": run})
+        points.append(
+            {
+                "label": f"#{k}",
+                "genotype": code,
+                "err_val": err,
+                "l_rate": l_rate,
+                "sim": sim,
+                "test_error": 0.02 + 0.5 / (1 + math.exp(-score / 10)),
+                "run": run,
+            }
+        )
     return points
 
 
@@ -299,7 +414,7 @@ def test_calibration_recovers_the_weights_that_made_the_test_error():
     assert result.best_rho == pytest.approx(1.0) and result.best_kendall == pytest.approx(1.0)
     assert result.rho.shape == (51, 51) and result.rho[10, 30] == pytest.approx(1.0)
     assert result.ties == 1, "the synthetic data pin the weights down to one grid point"
-    (label, a, b, rho), = result.own
+    ((label, a, b, rho),) = result.own
     assert (label, a, b) == ("synthetic", 25.0, 25.0) and rho < 1.0
     with pytest.raises(ValueError, match="at least 3"):
         calibrate(points[:2])
@@ -309,7 +424,7 @@ def test_calibrate_true_in_the_report(runs, tmp_path):
     """Fine-tuned test error built monotone in the score at the run's own (10, 30): rho = 1 there and at the
     calibrated point; with fewer than 3 matched architectures the report says so instead."""
     search = runs.sweep / "1"
-    evaluations = read_evaluations_csv(search / "evaluations.csv", C)
+    evaluations = read_evaluations(search, C)
     rows = [row(f"ModuleNet #{k + 1}", e["genotype"], 0.05 + 0.01 * e["score"]) for k, e in enumerate(evaluations)]
     ft = tmp_path / "ft_all"
     write_finetune(ft, search, rows)
@@ -318,7 +433,7 @@ def test_calibrate_true_in_the_report(runs, tmp_path):
     c = report.calibration
     assert c is not None and len(c.points) == len(evaluations) >= 8
     assert c.best_rho == pytest.approx(1.0)
-    (label, a, b, rho), = c.own
+    ((label, a, b, rho),) = c.own
     assert (a, b) == (10.0, 30.0) and rho == pytest.approx(1.0)
     assert c.rho[10, 30] == pytest.approx(1.0)
     assert f"**Best: α = {c.best_alpha:g}, β = {c.best_beta:g}, Spearman ρ = 1.000" in text
@@ -352,8 +467,11 @@ def test_bad_input_is_a_module_net_error(runs, tmp_path):
 @pytest.mark.parametrize("runs_arg", ["runs=[{}]", "runs={}"])  # a list, or one run without brackets
 def test_bad_path_at_the_command_line_is_one_line_without_traceback(runs_arg, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["modulenet-report", runs_arg.format(tmp_path / "nowhere"), "logger=none",
-                                      f"hydra.run.dir={tmp_path / 'r'}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["modulenet-report", runs_arg.format(tmp_path / "nowhere"), "logger=none", f"hydra.run.dir={tmp_path / 'r'}"],
+    )
     with pytest.raises(SystemExit) as exit_info:
         report_main()
     assert exit_info.value.code == 1
@@ -366,9 +484,21 @@ def test_bad_path_at_the_command_line_is_one_line_without_traceback(runs_arg, tm
 def test_console_script_writes_the_report(runs, tmp_path):
     out = tmp_path / "report"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([str(BIN / "modulenet-report"), f"runs=[{runs.sweep},{runs.ft}]", f"output={out}",
-                           "calibrate=true", "title=Sweep report", f"hydra.run.dir={tmp_path / 'hydra'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(BIN / "modulenet-report"),
+            f"runs=[{runs.sweep},{runs.ft}]",
+            f"output={out}",
+            "calibrate=true",
+            "title=Sweep report",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out / "report.md")
     text = (out / "report.md").read_text()
@@ -381,9 +511,17 @@ def test_figures_go_to_an_offline_wandb_run_when_asked(runs, tmp_path):
     from modulenet.report import log_report_to_wandb
 
     report = write_report([runs.ft], tmp_path / "out")
-    assert log_report_to_wandb(report, {"name": "wandb", "mode": "auto"}, tmp_path / "out") is None
+    assert (
+        log_report_to_wandb(report, {"_target_": "modulenet.tracking.WandbTracker", "mode": "auto"}, tmp_path / "out")
+        is None
+    )
     assert log_report_to_wandb(report, {"name": "none", "mode": "offline"}, tmp_path / "out") is None
-    assert log_report_to_wandb(report, {"name": "wandb", "mode": "offline"}, tmp_path / "out") == "offline"
+    assert (
+        log_report_to_wandb(
+            report, {"_target_": "modulenet.tracking.WandbTracker", "mode": "offline"}, tmp_path / "out"
+        )
+        == "offline"
+    )
     (offline,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
     import re
 

@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,13 +41,27 @@ class HiddenTarget:
 
     def one(self, code):
         if code[0] == self.fail_first_gene:
-            return Evaluation(genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code),
-                              status="failed", error="out of memory")
+            return Evaluation(
+                genotype=code,
+                score=WORST_SCORE,
+                err_val=1.0,
+                l_rate=0.0,
+                sim=similarity(code),
+                status="failed",
+                error="out of memory",
+            )
         err_val = sum(a != b for a, b in zip(code, TARGET)) / len(code)
         sim = similarity(code)
-        return Evaluation(genotype=code, score=search_score(err_val, 0.0, sim, alpha=0.0, beta=BETA), err_val=err_val,
-                          l_rate=0.0, sim=sim, epoch_losses=[1.0, 0.9], params=sum(1000 * (i + 1) for i in code),
-                          flops=sum(7 * (N - i) for i in code))
+        return Evaluation(
+            genotype=code,
+            score=search_score(err_val, 0.0, sim, alpha=0.0, beta=BETA),
+            err_val=err_val,
+            l_rate=0.0,
+            sim=sim,
+            epoch_losses=[1.0, 0.9],
+            params=sum(1000 * (i + 1) for i in code),
+            flops=sum(7 * (N - i) for i in code),
+        )
 
     @property
     def requested(self) -> list[tuple]:
@@ -163,23 +176,39 @@ def _summary(result):
 def test_resume_gives_the_same_run_as_an_uninterrupted_one(tmp_path):
     # p_size 10 is not a multiple of 4: the tournament draws in several calls.
     config = dict(population_size=10, seed=7, mutation_prob=0.5)
-    straight = run_search(N, C, HiddenTarget(), SearchConfig(generations=4, **config), tmp_path / "straight",
-                          progress=False)
+    straight = run_search(
+        N, C, HiddenTarget(), SearchConfig(generations=4, **config), tmp_path / "straight", progress=False
+    )
 
     run_search(N, C, HiddenTarget(), SearchConfig(generations=2, **config), tmp_path / "split", progress=False)
     random.seed(999)  # whatever ran in between must not matter: the checkpoint restores the RNGs
     np.random.seed(999)
     evaluate, recorder = HiddenTarget(), Recorder()
-    resumed = run_search(N, C, evaluate, SearchConfig(generations=4, **config), tmp_path / "split",
-                         callbacks=[recorder], resume=True, progress=False)
+    resumed = run_search(
+        N,
+        C,
+        evaluate,
+        SearchConfig(generations=4, **config),
+        tmp_path / "split",
+        callbacks=[recorder],
+        resume=True,
+        progress=False,
+    )
     assert _summary(resumed) == _summary(straight)
     assert [g for g, *_ in recorder.generations] == [3, 4]
-    assert not set(evaluate.requested) & {e.genotype for e in resumed.evaluations[:_evaluated(resumed, 2)]}
+    assert not set(evaluate.requested) & {e.genotype for e in resumed.evaluations[: _evaluated(resumed, 2)]}
 
     # Already at generation 4: nothing is evaluated, the outputs are rewritten.
     (tmp_path / "split" / "search_curves.png").unlink()
-    again = run_search(N, C, HiddenTarget(fail_first_gene=-1), SearchConfig(generations=4, **config),
-                       tmp_path / "split", resume=True, progress=False)
+    again = run_search(
+        N,
+        C,
+        HiddenTarget(fail_first_gene=-1),
+        SearchConfig(generations=4, **config),
+        tmp_path / "split",
+        resume=True,
+        progress=False,
+    )
     assert _summary(again) == _summary(straight)
     assert (tmp_path / "split" / "search_curves.png").is_file()
 
@@ -199,8 +228,9 @@ def test_resume_from_a_directory_that_is_not_a_search_run(tmp_path):
 def test_resume_with_a_different_population_size_is_refused(tmp_path):
     run_search(N, C, HiddenTarget(), SearchConfig(generations=1, population_size=4), tmp_path, progress=False)
     with pytest.raises(ModuleNetError, match="population_size=6 but the stored run has population_size=4"):
-        run_search(N, C, HiddenTarget(), SearchConfig(generations=2, population_size=6), tmp_path, resume=True,
-                   progress=False)
+        run_search(
+            N, C, HiddenTarget(), SearchConfig(generations=2, population_size=6), tmp_path, resume=True, progress=False
+        )
 
 
 @pytest.mark.parametrize("objectives", [["score", "params"], ["score", "params", "flops"]])
@@ -223,8 +253,9 @@ def test_multi_objective_search(tmp_path, objectives):
 @pytest.mark.parametrize("population_size, num_cells", [(2, 1), (3, 2), (6, 3)])
 def test_small_populations_and_short_genotypes(tmp_path, population_size, num_cells):
     def evaluate(genotypes):
-        return [Evaluation(genotype=g, score=float(sum(g)), err_val=0.0, l_rate=0.0, sim=similarity(g))
-                for g in genotypes]
+        return [
+            Evaluation(genotype=g, score=float(sum(g)), err_val=0.0, l_rate=0.0, sim=similarity(g)) for g in genotypes
+        ]
 
     config = SearchConfig(generations=3, population_size=population_size, mutation_prob=1.0)
     result = run_search(3, num_cells, evaluate, config, tmp_path, progress=False)
@@ -234,8 +265,9 @@ def test_small_populations_and_short_genotypes(tmp_path, population_size, num_ce
 
 def test_failed_individuals_are_kept_out_of_the_statistics(tmp_path):
     evaluate = HiddenTarget(fail_first_gene=0)
-    result = run_search(N, C, evaluate, SearchConfig(generations=5, population_size=12, seed=1), tmp_path,
-                        progress=False)
+    result = run_search(
+        N, C, evaluate, SearchConfig(generations=5, population_size=12, seed=1), tmp_path, progress=False
+    )
     assert any(e.status == "failed" for e in result.evaluations)
     assert all(e.status == "ok" for e in result.population)  # WORST_SCORE loses every comparison
     assert all(row["max"] <= 1.0 + BETA for row in result.history)  # the worst ok score, not WORST_SCORE
@@ -250,8 +282,11 @@ def test_failed_individuals_are_kept_out_of_the_statistics(tmp_path):
         (dict(crossover_prob=1.5), r"search.crossover_prob=1.5 must be a probability"),
         (dict(mutation_prob=-0.1), r"search.mutation_prob=-0.1 must be a probability"),
         (dict(mutation_indpb=2), r"search.mutation_indpb=2 must be a probability"),
-        (dict(objectives=["score", "latency"]), r"unknown search objective 'latency'; valid objectives are "
-                                                r"\['score', 'params', 'flops'\]"),
+        (
+            dict(objectives=["score", "latency"]),
+            r"unknown search objective 'latency'; valid objectives are "
+            r"\['score', 'params', 'flops'\]",
+        ),
         (dict(objectives=[]), r"search.objectives is empty"),
         (dict(objectives=["score", "score"]), r"names an objective twice"),
     ],

@@ -20,9 +20,9 @@ from torch import nn
 
 from modulenet.assembly import ModuleSpec, Trunk, assemble
 from modulenet.errors import KnowledgeBaseError, ModuleNetError, WeightsError
+from modulenet.fitted_connections import FITTED, fitted_from_state, fitted_link, fitted_state
 from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
 from modulenet.knowledge.zoo import Architecture, architecture_from_config
-from modulenet.fitted_connections import FITTED, fitted_link, fitted_from_state, fitted_state
 from modulenet.resolution import RESOLUTIONS, remove_reductions
 from modulenet.rundir import write_atomic
 
@@ -36,8 +36,14 @@ CONNECTIONS_FILE = "connections.pt"  # fitted connections (fit_connections), whe
 class KnowledgeBase:
     """n architectures decomposed into c cells each: `modules[j][i]`, `specs[j][i]` (cell j, arch i)."""
 
-    def __init__(self, architectures: Sequence[Architecture], modules: Sequence[Sequence[nn.Module]],
-                 specs: Sequence[Sequence[ModuleSpec]], image_size: int, sources: Sequence[str]):
+    def __init__(
+        self,
+        architectures: Sequence[Architecture],
+        modules: Sequence[Sequence[nn.Module]],
+        specs: Sequence[Sequence[ModuleSpec]],
+        image_size: int,
+        sources: Sequence[str],
+    ):
         self.architectures = list(architectures)
         self.modules = [list(row) for row in modules]
         self.specs = [list(row) for row in specs]
@@ -87,8 +93,9 @@ class KnowledgeBase:
     def describe(self, genotype) -> list[str]:
         return describe_genotype(self.parse_genotype(genotype), self.arch_names)
 
-    def assemble(self, genotype, connection: str = "channel_pool", trainable: bool = False,
-                 resolution: str = "reduce") -> Trunk:
+    def assemble(
+        self, genotype, connection: str = "channel_pool", trainable: bool = False, resolution: str = "reduce"
+    ) -> Trunk:
         """The architecture `genotype` as an nn.Module from images to the last cell's feature map.
 
         Frozen and in eval mode unless `trainable=True` (the fine-tuning stage), which copies
@@ -104,13 +111,18 @@ class KnowledgeBase:
         modules, specs, removed = (list(column) for column in zip(*placed))
         links = None
         if connection in FITTED:
-            links = {j: fitted_link(self, connection, resolution, j, code[j - 1], code[j])
-                     for j in range(1, len(code)) if code[j - 1] != code[j]}
-        return assemble(modules, specs, code, connection=connection, trainable=trainable, removed=removed,
-                        channel_links=links)
+            links = {
+                j: fitted_link(self, connection, resolution, j, code[j - 1], code[j])
+                for j in range(1, len(code))
+                if code[j - 1] != code[j]
+            }
+        return assemble(
+            modules, specs, code, connection=connection, trainable=trainable, removed=removed, channel_links=links
+        )
 
-    def preceding(self, cell: int, arch: int, next_arch: int | None,
-                  resolution: str = "reduce") -> tuple[nn.Module, ModuleSpec, float]:
+    def preceding(
+        self, cell: int, arch: int, next_arch: int | None, resolution: str = "reduce"
+    ) -> tuple[nn.Module, ModuleSpec, float]:
         """Module (cell, arch) as it runs before module (cell + 1, next_arch): with the resolution
         rule applied, its spec as it now is, and the reduction factor it lost (1: unchanged)."""
         module, spec = self.modules[cell][arch], self.specs[cell][arch]
@@ -119,11 +131,24 @@ class KnowledgeBase:
         factor = spec.out_reduction / self.specs[cell + 1][next_arch].in_reduction
         if factor <= 1 + 1e-9 or (view := self._reduced_view(cell, arch, factor)) is None:
             return module, spec, 1.0
-        return view, dataclasses.replace(spec, out_reduction=spec.out_reduction / factor,
-                                         out_size=tuple(round(s * factor) for s in spec.out_size)), factor
+        return (
+            view,
+            dataclasses.replace(
+                spec,
+                out_reduction=spec.out_reduction / factor,
+                out_size=tuple(round(s * factor) for s in spec.out_size),
+            ),
+            factor,
+        )
 
-    def fit_connections(self, images: torch.Tensor, resolution: str = "reduce", batch_size: int = 256,
-                        device: torch.device | str = "cpu", progress: bool = True) -> "KnowledgeBase":
+    def fit_connections(
+        self,
+        images: torch.Tensor,
+        resolution: str = "reduce",
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ) -> KnowledgeBase:
         """Fit what the `aligned` and `least_squares` connections need at every boundary (preceding
         architecture, next architecture, position) from `images` (training images only, no
         gradient, no module changed); kept with the knowledge base and saved with it."""
@@ -141,8 +166,13 @@ class KnowledgeBase:
             spec = self.specs[cell][arch]
             view = remove_reductions(self.modules[cell][arch], (spec.in_channels, *spec.in_size), factor)
             if view is None:
-                log.warning("%s module %d cannot drop a reduction of %g (resolution.py): the boundary after it "
-                            "resamples instead", self.arch_names[arch], cell + 1, factor)
+                log.warning(
+                    "%s module %d cannot drop a reduction of %g (resolution.py): the boundary after it "
+                    "resamples instead",
+                    self.arch_names[arch],
+                    cell + 1,
+                    factor,
+                )
             self._reduced[key] = view
         return self._reduced[key]
 
@@ -166,18 +196,21 @@ class KnowledgeBase:
             self._weight_hashes = hashes
         return dict(self._weight_hashes)
 
-    def to(self, device: torch.device | str) -> "KnowledgeBase":
+    def to(self, device: torch.device | str) -> KnowledgeBase:
         for module in self.iter_modules():
             module.to(device)
         return self
 
     def summary(self) -> str:
         """A table of every module: channels and resolution at the knowledge base's image size."""
-        lines = [f"knowledge base: n = {self.num_archs} architectures, c = {self.num_cells} cells, "
-                 f"|Omega| = {self.search_space_size}, image {self.image_size}x{self.image_size}"]
+        lines = [
+            f"knowledge base: n = {self.num_archs} architectures, c = {self.num_cells} cells, "
+            f"|Omega| = {self.search_space_size}, image {self.image_size}x{self.image_size}"
+        ]
         for i, name in enumerate(self.arch_names):
             cells = ", ".join(
-                f"{s.in_channels}@{s.in_size[0]}->{s.out_channels}@{s.out_size[0]}" for s in (row[i] for row in self.specs)
+                f"{s.in_channels}@{s.in_size[0]}->{s.out_channels}@{s.out_size[0]}"
+                for s in (row[i] for row in self.specs)
             )
             lines.append(f"  [{i}] {name:<16} {cells}   ({self.sources[i]})")
         return "\n".join(lines)
@@ -214,7 +247,7 @@ class KnowledgeBase:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, trust_code: bool = False) -> "KnowledgeBase":
+    def load(cls, directory: str | os.PathLike, trust_code: bool = False) -> KnowledgeBase:
         """Read a knowledge base written by `save`: tensors with weights_only=True, and no code that
         the directory names is imported or called unless `trust_code=True` (a cut-point model's
         factory is such code, as `trust_remote_code` in transformers)."""
@@ -235,11 +268,12 @@ class KnowledgeBase:
             if isinstance(err, KnowledgeBaseError):
                 raise
             what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({str(err).splitlines()[0]})"
-            raise KnowledgeBaseError(f"{meta_path} {what}: it was not written by KnowledgeBase.save or was edited") \
-                from None
+            raise KnowledgeBaseError(
+                f"{meta_path} {what}: it was not written by KnowledgeBase.save or was edited"
+            ) from None
 
     @classmethod
-    def _from_metadata(cls, directory: Path, metadata: dict, trust_code: bool) -> "KnowledgeBase":
+    def _from_metadata(cls, directory: Path, metadata: dict, trust_code: bool) -> KnowledgeBase:
         from modulenet.knowledge.build import instantiate_empty
 
         configs = metadata["architectures"]
@@ -247,7 +281,8 @@ class KnowledgeBase:
         if code and not trust_code:
             raise KnowledgeBaseError(
                 f"{directory} names code to import and call ({'; '.join(code)}): a knowledge base is data, so it is "
-                "loaded only with trust_code=True (knowledge_base.trust_code=true), if you trust where it came from")
+                "loaded only with trust_code=True (knowledge_base.trust_code=true), if you trust where it came from"
+            )
         architectures = [architecture_from_config(c) for c in configs]
         num_cells = metadata["num_cells"]
         columns = []
@@ -259,14 +294,18 @@ class KnowledgeBase:
             except FileNotFoundError:
                 raise WeightsError(f"knowledge base {directory} lacks {path.name}") from None
             except Exception as err:
-                raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})") from None
+                raise WeightsError(
+                    f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})"
+                ) from None
             for j, cell in enumerate(cells):
                 prefix = f"cell{j}."
-                cell_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                cell_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 try:
                     cell.load_state_dict(cell_state, strict=True)
                 except RuntimeError as err:
-                    raise WeightsError(f"{path} does not match {arch.name} cell {j + 1}: {str(err).splitlines()[0]}") from None
+                    raise WeightsError(
+                        f"{path} does not match {arch.name} cell {j + 1}: {str(err).splitlines()[0]}"
+                    ) from None
             columns.append(cells)
         modules = [[columns[i][j] for i in range(len(architectures))] for j in range(num_cells)]
         specs = [
@@ -287,8 +326,9 @@ class KnowledgeBase:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})") \
-                from None
+            raise WeightsError(
+                f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})"
+            ) from None
         self.fitted.update(fitted_from_state(self, state))
         self.fitted_images = int(images)
 

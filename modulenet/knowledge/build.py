@@ -93,7 +93,9 @@ def instantiate(arch: Architecture, spec: WeightsSpec, progress: bool = True) ->
         state = download_state_dict(url, progress) if url else torchvision_weights(arch.name, spec, progress)
         source = f"pretrained {spec}"
     else:
-        raise KnowledgeBaseError(f"weights for {arch.name} must be None, 'random', 'DEFAULT' or a file path, got {spec!r}")
+        raise KnowledgeBaseError(
+            f"weights for {arch.name} must be None, 'random', 'DEFAULT' or a file path, got {spec!r}"
+        )
     model = instantiate_empty(arch)
     load_trunk_weights(model, arch.cells(model), state, arch.name, source)
     return model, source
@@ -126,14 +128,22 @@ def measure_specs(arch_name: str, cells: Sequence[nn.Module], image_size: int) -
         finally:
             cell.train(was_training)
         if y.dim() != 4:
-            raise KnowledgeBaseError(f"{arch_name} cell {j + 1} outputs shape {tuple(y.shape)}, not a feature map (N, C, H, W)")
-        specs.append(ModuleSpec(
-            arch=arch_name, cell=j,
-            in_channels=x.shape[1], out_channels=y.shape[1],
-            in_size=tuple(x.shape[-2:]), out_size=tuple(y.shape[-2:]),
-            in_reduction=image_size / x.shape[-1], out_reduction=image_size / y.shape[-1],
-            num_params=sum(p.numel() for p in cell.parameters()),
-        ))
+            raise KnowledgeBaseError(
+                f"{arch_name} cell {j + 1} outputs shape {tuple(y.shape)}, not a feature map (N, C, H, W)"
+            )
+        specs.append(
+            ModuleSpec(
+                arch=arch_name,
+                cell=j,
+                in_channels=x.shape[1],
+                out_channels=y.shape[1],
+                in_size=tuple(x.shape[-2:]),
+                out_size=tuple(y.shape[-2:]),
+                in_reduction=image_size / x.shape[-1],
+                out_reduction=image_size / y.shape[-1],
+                num_params=sum(p.numel() for p in cell.parameters()),
+            )
+        )
         x = y
     return specs
 

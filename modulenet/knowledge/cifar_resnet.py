@@ -24,9 +24,9 @@ class OptionAShortcut(nn.Module):
         self.pad = (planes - in_planes) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad, self.pad))
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
 
-    def without_reduction(self) -> "OptionAShortcut":
+    def without_reduction(self) -> OptionAShortcut:
         """The same shortcut at stride 1 (the resolution rule, resolution.py)."""
         return OptionAShortcut(self.in_planes, self.planes, stride=1)
 

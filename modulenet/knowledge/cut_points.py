@@ -30,8 +30,13 @@ class CutPointArchitecture(Architecture):
     family = "cut_points"
     init_on_meta = False  # a user's model may hold non-persistent buffers that no checkpoint restores
 
-    def __init__(self, name: str, model: str | Callable[..., nn.Module] | nn.Module, cut_points: Sequence[str],
-                 kwargs: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: str | Callable[..., nn.Module] | nn.Module,
+        cut_points: Sequence[str],
+        kwargs: dict | None = None,
+    ):
         super().__init__(name)
         if isinstance(cut_points, str) or not cut_points:
             raise KnowledgeBaseError(f"{name}: cut_points must be a non-empty list of node names, got {cut_points!r}")
@@ -61,11 +66,16 @@ class CutPointArchitecture(Architecture):
                 f"cannot save architecture {self.name!r}: give its model as an import path "
                 "('package.module:factory') so a saved knowledge base can rebuild it"
             )
-        return {"family": self.family, "name": self.name, "model": self.model, "cut_points": self.cut_points,
-                "kwargs": self.kwargs}
+        return {
+            "family": self.family,
+            "name": self.name,
+            "model": self.model,
+            "cut_points": self.cut_points,
+            "kwargs": self.kwargs,
+        }
 
     @classmethod
-    def from_config(cls, config: dict) -> "CutPointArchitecture":
+    def from_config(cls, config: dict) -> CutPointArchitecture:
         return cls(config["name"], config["model"], config["cut_points"], config.get("kwargs"))
 
 
@@ -95,9 +105,15 @@ def split_at_cut_points(model: nn.Module, cut_points: Sequence[str], name: str =
     ends = []
     for point in cut_points:
         if len(by_name.get(point, [])) > 1:
-            raise KnowledgeBaseError(f"{name}: cut point {point!r} is called {len(by_name[point])} times; name one call's fx node instead")
+            raise KnowledgeBaseError(
+                f"{name}: cut point {point!r} is called {len(by_name[point])} times; name one call's fx node instead"
+            )
         if point not in by_name:
-            valid = [str(n.target) if n.op == "call_module" else n.name for n in nodes if n.op not in ("placeholder", "output")]
+            valid = [
+                str(n.target) if n.op == "call_module" else n.name
+                for n in nodes
+                if n.op not in ("placeholder", "output")
+            ]
             raise KnowledgeBaseError(f"{name}: unknown cut point {point!r}; valid points are {valid}")
         ends.append(by_name[point][0])
     order = {node: i for i, node in enumerate(nodes)}
@@ -113,8 +129,9 @@ def split_at_cut_points(model: nn.Module, cut_points: Sequence[str], name: str =
     return cells
 
 
-def _segment_module(traced: fx.GraphModule, segment: list[fx.Node], boundary: fx.Node, end: fx.Node,
-                    what: str) -> fx.GraphModule:
+def _segment_module(
+    traced: fx.GraphModule, segment: list[fx.Node], boundary: fx.Node, end: fx.Node, what: str
+) -> fx.GraphModule:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {boundary: graph.placeholder("x")}
 
@@ -142,5 +159,7 @@ def _import(path: str, name: str) -> Callable[..., nn.Module]:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError, ValueError):
-        raise KnowledgeBaseError(f"{name}: cannot import model factory {path!r} (use 'package.module:callable')") from None
+        raise KnowledgeBaseError(
+            f"{name}: cannot import model factory {path!r} (use 'package.module:callable')"
+        ) from None
     return obj

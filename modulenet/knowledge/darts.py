@@ -94,8 +94,9 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(),
-            nn.Conv2d(c_in, c_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=c_in,
-                      bias=False),
+            nn.Conv2d(
+                c_in, c_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False
+            ),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out),
         )
@@ -158,8 +159,15 @@ def make_op(name: str, channels: int, stride: int) -> nn.Module:
 class DartsCell(nn.Module):
     """One cell: preprocess both inputs to C channels, then nodes summing two operations each, concatenated."""
 
-    def __init__(self, genotype: DartsGenotype, c_prev_prev: int, c_prev: int, channels: int, reduction: bool,
-                 reduction_prev: bool):
+    def __init__(
+        self,
+        genotype: DartsGenotype,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ):
         super().__init__()
         self.reduction = reduction
         if reduction_prev:  # s0 is at twice s1's resolution
@@ -170,9 +178,7 @@ class DartsCell(nn.Module):
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = tuple(genotype.reduce_concat if reduction else genotype.normal_concat)
         self.indices = tuple(index for _, index in edges)
-        self._ops = nn.ModuleList(
-            make_op(op, channels, 2 if reduction and index < 2 else 1) for op, index in edges
-        )
+        self._ops = nn.ModuleList(make_op(op, channels, 2 if reduction and index < 2 else 1) for op, index in edges)
         self.out_channels = len(self.concat) * channels
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
@@ -191,8 +197,15 @@ def paper_reductions(layers: int) -> tuple[int, ...]:
 class DartsNetwork(nn.Module):
     """The DARTS CIFAR evaluation network for one genotype; `forward` returns logits."""
 
-    def __init__(self, genotype: DartsGenotype, C: int = 36, num_classes: int = 10, layers: int = 20,
-                 reductions: Sequence[int] | None = None, stem_multiplier: int = 1):
+    def __init__(
+        self,
+        genotype: DartsGenotype,
+        C: int = 36,
+        num_classes: int = 10,
+        layers: int = 20,
+        reductions: Sequence[int] | None = None,
+        stem_multiplier: int = 1,
+    ):
         super().__init__()
         validate_genotype(genotype)
         self.reductions = tuple(paper_reductions(layers) if reductions is None else sorted(set(reductions)))
@@ -275,10 +288,12 @@ def module_bounds(layers: int, reductions: Sequence[int]) -> list[tuple[int, int
 def split_darts(network: DartsNetwork) -> list[nn.Module]:
     """The network's ModuleNet modules (stem, then one per reduction stage), sharing its tensors."""
     bounds = module_bounds(len(network.cells), network.reductions)
-    for start, end in bounds[:-1]:  # s0, s1 handed over at the boundary: same channels (and resolution)
+    for _start, end in bounds[:-1]:  # s0, s1 handed over at the boundary: same channels (and resolution)
         c0, c1 = network.out_channels[end - 1], network.out_channels[end]  # cells end-2 and end-1 (index + 1)
         if c0 != c1:
-            raise ValueError(f"cells {end - 2} and {end - 1} output {c0} and {c1} channels: they cannot share a boundary")
+            raise ValueError(
+                f"cells {end - 2} and {end - 1} output {c0} and {c1} channels: they cannot share a boundary"
+            )
     stages = [
         DartsStage(network.cells[start:end], last=(j == len(bounds) - 1)) for j, (start, end) in enumerate(bounds)
     ]

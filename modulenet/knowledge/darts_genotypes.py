@@ -42,14 +42,16 @@ class DartsGenotype(NamedTuple):
     reduce_concat: tuple[int, ...]
 
     @classmethod
-    def from_config(cls, config: Mapping | Sequence) -> "DartsGenotype":
+    def from_config(cls, config: Mapping | Sequence) -> DartsGenotype:
         """From `to_config()` output (lists, as JSON/YAML give them back), validated."""
         if isinstance(config, Mapping):
             config = [config[field] for field in cls._fields]
         normal, normal_concat, reduce, reduce_concat = config
         genotype = cls(
-            tuple((str(op), int(i)) for op, i in normal), tuple(int(i) for i in normal_concat),
-            tuple((str(op), int(i)) for op, i in reduce), tuple(int(i) for i in reduce_concat),
+            tuple((str(op), int(i)) for op, i in normal),
+            tuple(int(i) for i in normal_concat),
+            tuple((str(op), int(i)) for op, i in reduce),
+            tuple(int(i) for i in reduce_concat),
         )
         validate_genotype(genotype)
         return genotype
@@ -79,17 +81,25 @@ _NODES = (2, 3, 4, 5)
 # DARTS, second-order search on CIFAR-10 (quark0/darts, genotypes.DARTS_V2).
 DARTS_V2 = DartsGenotype(
     normal=(
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("skip_connect", 0), ("dil_conv_3x3", 2),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 2),
     ),
     normal_concat=_NODES,
     reduce=(
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("skip_connect", 2),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("skip_connect", 2),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
     ),
     reduce_concat=_NODES,
 )
@@ -97,17 +107,25 @@ DARTS_V2 = DartsGenotype(
 # P-DARTS, searched on CIFAR-10 (chenxin061/pdarts, genotypes.PDARTS).
 PDARTS = DartsGenotype(
     normal=(
-        ("skip_connect", 0), ("dil_conv_3x3", 1),
-        ("skip_connect", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 0), ("dil_conv_5x5", 4),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 4),
     ),
     normal_concat=_NODES,
     reduce=(
-        ("avg_pool_3x3", 0), ("sep_conv_5x5", 1),
-        ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
-        ("max_pool_3x3", 0), ("dil_conv_3x3", 1),
-        ("dil_conv_3x3", 1), ("dil_conv_5x5", 3),
+        ("avg_pool_3x3", 0),
+        ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 2),
+        ("max_pool_3x3", 0),
+        ("dil_conv_3x3", 1),
+        ("dil_conv_3x3", 1),
+        ("dil_conv_5x5", 3),
     ),
     reduce_concat=_NODES,
 )
@@ -115,17 +133,25 @@ PDARTS = DartsGenotype(
 # PC-DARTS, searched on CIFAR-10 (yuhuixu1993/PC-DARTS, genotypes.PC_DARTS_cifar, alias PCDARTS).
 PC_DARTS_CIFAR = DartsGenotype(
     normal=(
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
-        ("sep_conv_5x5", 0), ("sep_conv_3x3", 1),
-        ("avg_pool_3x3", 0), ("dil_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 1),
+        ("avg_pool_3x3", 0),
+        ("dil_conv_3x3", 1),
     ),
     normal_concat=_NODES,
     reduce=(
-        ("sep_conv_5x5", 1), ("max_pool_3x3", 0),
-        ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+        ("sep_conv_5x5", 1),
+        ("max_pool_3x3", 0),
+        ("sep_conv_5x5", 1),
+        ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 2),
     ),
     reduce_concat=_NODES,
 )
@@ -134,17 +160,25 @@ PC_DARTS_CIFAR = DartsGenotype(
 # stacks it as a CIFAR network like the other three.
 PC_DARTS_IMAGE = DartsGenotype(
     normal=(
-        ("skip_connect", 1), ("sep_conv_3x3", 0),
-        ("sep_conv_3x3", 0), ("skip_connect", 1),
-        ("sep_conv_3x3", 1), ("sep_conv_3x3", 3),
-        ("sep_conv_3x3", 1), ("dil_conv_5x5", 4),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 0),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 1),
+        ("dil_conv_5x5", 4),
     ),
     normal_concat=_NODES,
     reduce=(
-        ("sep_conv_3x3", 0), ("skip_connect", 1),
-        ("dil_conv_5x5", 2), ("max_pool_3x3", 1),
-        ("sep_conv_3x3", 2), ("sep_conv_3x3", 1),
-        ("sep_conv_5x5", 0), ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 0),
+        ("skip_connect", 1),
+        ("dil_conv_5x5", 2),
+        ("max_pool_3x3", 1),
+        ("sep_conv_3x3", 2),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 3),
     ),
     reduce_concat=_NODES,
 )

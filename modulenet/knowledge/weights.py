@@ -58,7 +58,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise WeightsError(f"refused to load {path}: {unsafe}") from None
         if isinstance(err, OSError):  # permissions, I/O: the file may be fine
             raise WeightsError(f"cannot read weights file {path} ({_reason(err)})") from None
-        raise WeightsError(f"cannot read weights file {path}: corrupt or not a torch checkpoint ({_reason(err)})") from None
+        raise WeightsError(
+            f"cannot read weights file {path}: corrupt or not a torch checkpoint ({_reason(err)})"
+        ) from None
     return _as_state_dict(obj, path)
 
 
@@ -111,8 +113,9 @@ def download_state_dict(url: str, progress: bool = True) -> dict[str, torch.Tens
     return _as_state_dict(obj, url)
 
 
-def load_trunk_weights(model: nn.Module, cells: list[nn.Module], state: dict[str, torch.Tensor], arch: str,
-                       source: str) -> None:
+def load_trunk_weights(
+    model: nn.Module, cells: list[nn.Module], state: dict[str, torch.Tensor], arch: str, source: str
+) -> None:
     """Copy the tensors that the cells use from `state` (keys of the full `model`) into `model`.
 
     Every trunk tensor must be in `state` with the model's shape; a missing one or another shape
@@ -137,14 +140,17 @@ def load_trunk_weights(model: nn.Module, cells: list[nn.Module], state: dict[str
             value = state[key]
             if tuple(value.shape) != tuple(target.shape):
                 raise WeightsError(
-                    f"{source}: trunk tensor {key!r} has shape {tuple(value.shape)}, "
-                    f"{arch} needs {tuple(target.shape)}"
+                    f"{source}: trunk tensor {key!r} has shape {tuple(value.shape)}, {arch} needs {tuple(target.shape)}"
                 )
             target.copy_(value)
-    heads = tuple(f"{name}." for name, child in model.named_children()
-                  if not any(id(t) in trunk_ids for t in child.state_dict(keep_vars=True).values()))
-    unexpected = [key for key in state
-                  if key not in full and not key.startswith(heads) and not key.startswith(_AUX_HEAD)]
+    heads = tuple(
+        f"{name}."
+        for name, child in model.named_children()
+        if not any(id(t) in trunk_ids for t in child.state_dict(keep_vars=True).values())
+    )
+    unexpected = [
+        key for key in state if key not in full and not key.startswith(heads) and not key.startswith(_AUX_HEAD)
+    ]
     if unexpected:
         shown = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
         raise WeightsError(
@@ -169,8 +175,15 @@ def _as_state_dict(obj, source) -> dict[str, torch.Tensor]:
 
 # torch's refusal text tells the user to re-run torch.load with weights_only=False (arbitrary code
 # execution) or to allowlist globals; none of its lines that say so may reach a message.
-_TORCH_ADVICE = ("weights_only", "weights only", "torch.load", "safe_globals", "file an issue", "documentation",
-                 "trust")
+_TORCH_ADVICE = (
+    "weights_only",
+    "weights only",
+    "torch.load",
+    "safe_globals",
+    "file an issue",
+    "documentation",
+    "trust",
+)
 _GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
@@ -199,11 +212,15 @@ def _unsafe_pickle(err: BaseException, head: bytes | None = None) -> str | None:
     how = "save one with torch.save(model.state_dict(), path)"
     found = _GLOBAL.search(text)
     if found:
-        return (f"it is not a safe checkpoint (not a plain tensor file: it pickles {found.group(1)}, "
-                f"which needs code to load); {how}")
+        return (
+            f"it is not a safe checkpoint (not a plain tensor file: it pickles {found.group(1)}, "
+            f"which needs code to load); {how}"
+        )
     if head is not None and len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle.dump's header
-        return (f"it is not a safe checkpoint (not a plain tensor file: a raw Python pickle from pickle.dump, "
-                f"which needs code to load); {how}")
+        return (
+            f"it is not a safe checkpoint (not a plain tensor file: a raw Python pickle from pickle.dump, "
+            f"which needs code to load); {how}"
+        )
     if head is None:
         return f"it is not a safe checkpoint (not a plain tensor file: {_reason(err)}); {how}"
     return None

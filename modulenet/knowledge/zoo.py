@@ -162,22 +162,40 @@ class DartsArchitecture(Architecture):
 
     family = "darts"
 
-    def __init__(self, name: str, C: int = 36, layers: int = 20, reductions=None, stem_multiplier: int = 1,
-                 num_classes: int = 10, genotype: DartsGenotype | dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        C: int = 36,
+        layers: int = 20,
+        reductions=None,
+        stem_multiplier: int = 1,
+        num_classes: int = 10,
+        genotype: DartsGenotype | dict | None = None,
+    ):
         super().__init__(name)
         if genotype is None:
             if name not in GENOTYPES:
-                raise KnowledgeBaseError(f"no published DARTS genotype {name!r}; valid are {list(GENOTYPES)} "
-                                         "(or pass genotype=)")
+                raise KnowledgeBaseError(
+                    f"no published DARTS genotype {name!r}; valid are {list(GENOTYPES)} (or pass genotype=)"
+                )
             self.genotype, self.custom_genotype = GENOTYPES[name], False
         else:
             self.genotype = DartsGenotype.from_config(genotype if isinstance(genotype, dict) else genotype.to_config())
             self.custom_genotype = True
-        self.C, self.layers, self.stem_multiplier, self.num_classes = int(C), int(layers), int(stem_multiplier), int(num_classes)
-        self.reductions = tuple(paper_reductions(self.layers) if reductions is None else sorted(int(r) for r in reductions))
+        self.C, self.layers, self.stem_multiplier, self.num_classes = (
+            int(C),
+            int(layers),
+            int(stem_multiplier),
+            int(num_classes),
+        )
+        self.reductions = tuple(
+            paper_reductions(self.layers) if reductions is None else sorted(int(r) for r in reductions)
+        )
         if self.C <= 0 or self.C % 2 or self.stem_multiplier <= 0:
-            raise KnowledgeBaseError(f"{name}: C must be a positive even number and stem_multiplier positive, "
-                                     f"got C={C}, stem_multiplier={stem_multiplier}")
+            raise KnowledgeBaseError(
+                f"{name}: C must be a positive even number and stem_multiplier positive, "
+                f"got C={C}, stem_multiplier={stem_multiplier}"
+            )
         try:
             module_bounds(self.layers, self.reductions)
         except ValueError as err:
@@ -194,8 +212,14 @@ class DartsArchitecture(Architecture):
         return split_darts(model)
 
     def to_config(self) -> dict:
-        config = {**super().to_config(), "C": self.C, "layers": self.layers, "reductions": list(self.reductions),
-                  "stem_multiplier": self.stem_multiplier, "num_classes": self.num_classes}
+        config = {
+            **super().to_config(),
+            "C": self.C,
+            "layers": self.layers,
+            "reductions": list(self.reductions),
+            "stem_multiplier": self.stem_multiplier,
+            "num_classes": self.num_classes,
+        }
         if self.custom_genotype:
             config["genotype"] = self.genotype.to_config()
         return config
@@ -237,6 +261,8 @@ def architecture_from_config(config: dict) -> Architecture:
 
         return CutPointArchitecture.from_config(config)
     if family not in FAMILIES:
-        raise KnowledgeBaseError(f"unknown architecture family {family!r}; valid are {sorted(FAMILIES) + ['cut_points']}")
+        raise KnowledgeBaseError(
+            f"unknown architecture family {family!r}; valid are {sorted(FAMILIES) + ['cut_points']}"
+        )
     kwargs = {k: v for k, v in config.items() if k != "family"}
     return FAMILIES[family](**kwargs)

@@ -1,0 +1,287 @@
+"""Objects from config groups, each checked before any long work: the dataset (`_target_`), the
+knowledge base (saved, quickstart, trained from scratch, or built from architectures and weights),
+fitted connections (cached), and the checks of trainer, connection and saved-config targets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from modulenet.config import ClassifierSettings
+from modulenet.connections import CONNECTIONS
+from modulenet.errors import ModuleNetError
+from modulenet.evaluate import EvaluationSettings
+from modulenet.evaluators import evaluator_class
+from modulenet.fitted_connections import FITTED
+from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
+from modulenet.knowledge.base import METADATA_FILE
+from modulenet.knowledge.build import untrained_architectures
+from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.resolution import RESOLUTIONS
+from modulenet.runtime import check_accelerator, check_precision, use_float32_matmul_precision
+from modulenet.search import SearchConfig
+from modulenet.tracking import tracker_class
+
+log = logging.getLogger(__name__)
+
+
+def make_datamodule(dataset_cfg):
+    """Instantiate the dataset group's `_target_`; a bad argument is a one-line error."""
+    try:
+        datamodule = instantiate(dataset_cfg)
+    except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError
+        cause = err.__cause__ or err
+        if isinstance(cause, ModuleNetError):
+            raise cause from None
+        raise ModuleNetError(
+            f"cannot build dataset {dataset_cfg.get('_target_')}: {str(cause).splitlines()[0]}"
+        ) from None
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def make_knowledge_base(
+    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
+) -> KnowledgeBase:
+    """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
+    if kb_cfg.path:
+        return load_knowledge_base(kb_cfg.path, trust_code=kb_cfg.trust_code)
+    if kb_cfg.quickstart:
+        check_quickstart_overrides(kb_cfg)
+        if datamodule is None:
+            raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
+        return quickstart_knowledge_base(
+            datamodule,
+            kb_cfg.cache_dir,
+            epochs=kb_cfg.quickstart_epochs,
+            seed=seed,
+            progress=progress,
+            accelerator=accelerator,
+        )
+    if not kb_cfg.archs:
+        raise ModuleNetError(
+            "knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
+            "or set knowledge_base.path to a saved knowledge base"
+        )
+    if kb_cfg.train_epochs > 0:  # trained from scratch on the dataset, as the quickstart's are
+        if kb_cfg.weights is not None or kb_cfg.source_finetune_epochs > 0:
+            raise ModuleNetError(
+                "knowledge_base.train_epochs > 0 trains the architectures from scratch: "
+                "knowledge_base.weights and source_finetune_epochs cannot take effect with it"
+            )
+        if datamodule is None:
+            raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
+        return quickstart_knowledge_base(
+            datamodule,
+            kb_cfg.cache_dir,
+            archs=list(kb_cfg.archs),
+            epochs=kb_cfg.train_epochs,
+            lr=kb_cfg.train_lr,
+            seed=seed,
+            progress=progress,
+            accelerator=accelerator,
+        )
+    weights = kb_cfg.weights
+    if isinstance(weights, DictConfig):
+        weights = OmegaConf.to_container(weights, resolve=True)
+    if kb_cfg.source_finetune_epochs > 0:
+        if datamodule is None:
+            raise ModuleNetError(
+                "knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
+                "dataset: give one (e.g. dataset=cifar10)"
+            )
+        cached = finetuned_cache_dir(kb_cfg, datamodule, seed)  # once, then reused by sweeps and fine-tuning
+        if (cached / METADATA_FILE).is_file():
+            log.info("knowledge base fine-tuned on the target: loading %s", cached)
+            return load_knowledge_base(cached, trust_code=kb_cfg.trust_code)
+    kb = build_knowledge_base(
+        list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size, progress=progress
+    )
+    if kb_cfg.source_finetune_epochs > 0:
+        from modulenet.source_training import finetune_sources
+
+        log.info(
+            "fine-tuning the %d source networks on the target dataset for %d epochs",
+            kb.num_archs,
+            kb_cfg.source_finetune_epochs,
+        )
+        accuracies = finetune_sources(
+            kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr, accelerator, progress
+        )
+        log.info(
+            "source networks' validation accuracy after fine-tuning: %s",
+            ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()),
+        )
+        kb.save(cached)
+    return kb
+
+
+def check_quickstart_overrides(kb_cfg) -> None:
+    """The quickstart base trains its own three networks: an override naming others cannot take effect."""
+    ignored = {key: kb_cfg[key] for key in ("archs", "weights", "num_cells") if kb_cfg[key] not in (None, [], "")}
+    if kb_cfg.source_finetune_epochs > 0:
+        ignored["source_finetune_epochs"] = kb_cfg.source_finetune_epochs
+    if ignored:
+        key, value = next(iter(ignored.items()))
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        raise ModuleNetError(
+            f"knowledge_base.{key}={value} cannot take effect: the knowledge base is the quickstart's "
+            "(knowledge_base.quickstart=true); choose a knowledge_base group (e.g. knowledge_base=craft)"
+            " or add knowledge_base.quickstart=false"
+        )
+
+
+def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: str, progress: bool) -> None:
+    """`connection=aligned | least_squares`: fitted on the first `connection.fit_images` images of the
+    search's training split, once, then cached beside the knowledge bases (keyed by their weights,
+    the data and the resolution rule)."""
+    name, resolution = connection_cfg.name, connection_cfg.get("resolution", "resample")
+    if name not in FITTED or resolution in kb.fitted:
+        return
+    count = connection_cfg.fit_images
+    if count < 1:
+        raise ModuleNetError(f"connection.fit_images={count} must be a positive integer")
+    images = datamodule.search_tensors()[0][:count]
+    recipe = {
+        "weights": kb.weight_hashes(),
+        "data": datamodule_signature(datamodule),
+        "dataset": type(datamodule).__name__,
+        "images": len(images),
+        "resolution": resolution,
+    }
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cached = Path(cache_dir).expanduser() / f"fitted-connections-{key}.pt"
+    if cached.is_file():
+        log.info("fitted connections: loading %s", cached)
+        kb.load_fitted(cached, len(images))
+        return
+    log.info("fitting the %s connections on %d training images (cached at %s)", name, len(images), cached)
+    kb.fit_connections(images, resolution=resolution, progress=progress)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    kb.save_fitted(cached)
+
+
+def refuse_untrained(untrained: list[str], kb_cfg) -> None:
+    """A search over modules with no trained weights finds nothing of the knowledge the method is
+    about: refused unless asked for (`knowledge_base.allow_random=true`, as tests do)."""
+    if untrained and not kb_cfg.allow_random:
+        raise ModuleNetError(
+            f"knowledge base architectures {untrained} have no trained weights (random init): give each a checkpoint "
+            f"(knowledge_base.weights={{{untrained[0]}: FILE}}) or pretrained weights (e.g. IMAGENET1K_V1), or set "
+            "knowledge_base.allow_random=true to search random modules on purpose"
+        )
+
+
+def check_connection_name(what: str, name: str) -> None:
+    """A connection name the search can build: the parameter-free, trainable and fitted ones."""
+    if name not in (*CONNECTIONS, *FITTED):
+        raise ModuleNetError(f"{what}{name!r}: valid connections are {sorted((*CONNECTIONS, *FITTED))}")
+
+
+def check_trainer(trainer_cfg) -> None:
+    """trainer.accelerator and trainer.precision, checked before any work."""
+    check_accelerator(trainer_cfg.accelerator)
+    check_precision(trainer_cfg.precision)
+    use_float32_matmul_precision(torch.device("cpu"), trainer_cfg.float32_matmul_precision)  # validates only
+
+
+def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
+    """Where a knowledge base fine-tuned on the target is cached: keyed by everything that decides
+    what its source networks saw (the knowledge base's recipe, the dataset and its search split)."""
+    recipe = {
+        "kb": OmegaConf.to_container(kb_cfg, resolve=True),
+        "data": datamodule_signature(datamodule),
+        "dataset": type(datamodule).__name__,
+        "seed": seed,
+    }
+    for key in ("cache_dir", "trust_code", "allow_random"):  # where it lives and what loading may do
+        recipe["kb"].pop(key, None)
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
+
+
+def check_search_config(cfg: DictConfig) -> None:
+    """What a search can check before any work: trainer, connection and resolution, the ablation's
+    connections, the evaluator and logger classes, untrained architectures, positive sizes."""
+    check_positive(cfg)
+    check_trainer(cfg.trainer)
+    check_connection_name("connection.name=", cfg.connection.name)
+    if cfg.connection.resolution not in RESOLUTIONS:
+        raise ModuleNetError(
+            f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
+        )
+    for name in cfg.ablation.compare if cfg.ablation.connections else ():
+        check_connection_name("ablation.compare has ", name)
+    evaluator_class(cfg.evaluator._target_)
+    tracker_class(cfg.logger._target_)
+    kb_cfg = cfg.knowledge_base
+    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
+        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
+        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
+
+
+def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
+    """What decides an individual's result: the evaluator group's classifier settings, the search's
+    epochs and score weights (Eq. 4), the connection, the seed and the trainer's settings."""
+    evaluator = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    return EvaluationSettings(
+        **{f.name: evaluator[f.name] for f in fields(ClassifierSettings)},
+        epochs=cfg.search.epochs,
+        connection=cfg.connection.name,
+        resolution=cfg.connection.resolution,
+        alpha=cfg.search.alpha,
+        beta=cfg.search.beta,
+        seed=cfg.seed,
+        accelerator=cfg.trainer.accelerator,
+        precision=cfg.trainer.precision,
+        float32_matmul_precision=cfg.trainer.float32_matmul_precision,
+    )
+
+
+def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
+    """What else an evaluation depends on (the memo's key): the data and the knowledge base's sources."""
+    context = {
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "archs": kb.arch_names,
+        "sources": kb.sources,
+    }
+    if cfg.connection.name in FITTED:  # fitted on this many training images
+        context["fit_images"] = kb.fitted_images
+    return context
+
+
+def search_config(cfg: DictConfig, kb: KnowledgeBase) -> SearchConfig:
+    """The search group's NSGA-II settings (its epochs, alpha and beta go to the evaluation)."""
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    search.update(seed=cfg.seed, initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes])
+    return SearchConfig(**{f.name: search[f.name] for f in fields(SearchConfig)})
+
+
+def check_positive(cfg: DictConfig) -> None:
+    """Sizes that must be positive, and the evaluator's pool, in one line each."""
+    checks = {
+        "search.generations": cfg.search.generations,
+        "search.population_size": cfg.search.population_size,
+        "search.epochs": cfg.search.epochs,
+        "evaluator.batch_size": cfg.evaluator.batch_size,
+        "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
+        "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
+    }
+    if cfg.evaluator.num_workers is not None:
+        checks["evaluator.num_workers"] = cfg.evaluator.num_workers
+    if cfg.evaluator.feature_memory_gb <= 0:
+        raise ModuleNetError(f"evaluator.feature_memory_gb={cfg.evaluator.feature_memory_gb} must be positive")
+    checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
+    for key, value in checks.items():
+        if value <= 0:
+            raise ModuleNetError(f"{key}={value} must be a positive integer")
+    if cfg.evaluator.pool not in ("flatten", "avg"):
+        raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")
