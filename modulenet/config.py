@@ -136,7 +136,8 @@ class FinetuneConf:
     top_k: int = 1
     include_originals: bool = True
     # population (the paper: the final population's distinct genotypes, at most max_candidates by score; the
-    # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8)
+    # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8: every
+    # generation's population) | evaluated (Fig. 8: every genotype the search evaluated)
     candidates: str = "top_k"
     max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
     after_search: bool = False  # modulenet-search: run this stage at the end, into <run>/finetune/

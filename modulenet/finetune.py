@@ -25,12 +25,12 @@ from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
 from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
-from modulenet.search_outputs import search_path
+from modulenet.search_outputs import search_path, spread_over_ranking
 
 log = logging.getLogger(__name__)
 
 
-CANDIDATES = ("population", "top_k", "every_generation")
+CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
 
 
 @dataclass
@@ -80,7 +80,8 @@ def select_candidates(
 
     `top_k`: the k best distinct genotypes of the final population. `every_generation`: the
     distinct genotypes of all generations' populations (`results["populations"]`, scores from
-    `scores`); beyond `max_candidates`, evenly spaced ranks, so the picks span good to bad."""
+    `scores`); `evaluated`: every genotype the search evaluated (`scores`, from evaluations.csv),
+    survivor or not. Beyond `max_candidates`, evenly spaced ranks, so the picks span good to bad."""
     if settings.candidates not in CANDIDATES:
         raise ModuleNetError(f"finetune.candidates={settings.candidates!r}; valid values are {list(CANDIDATES)}")
     scores = dict(scores or {})
@@ -89,8 +90,10 @@ def select_candidates(
         finals = dict.fromkeys(tuple(row["genotype"]) for row in results["population"])
         limit = settings.top_k if settings.candidates == "top_k" else settings.max_candidates
         ranked = sorted(finals, key=lambda code: scores[code])[:limit]
-    else:
+    elif settings.candidates == "every_generation":
         ranked = search_path(results, scores, settings.max_candidates)
+    else:
+        ranked = spread_over_ranking(sorted(scores, key=lambda code: scores[code]), settings.max_candidates)
     chosen = [(f"ModuleNet #{rank}", code) for rank, code in enumerate(ranked, start=1)]
     if settings.include_originals:
         chosen += [(name, kb.original_genotype(i)) for i, name in enumerate(kb.arch_names)]

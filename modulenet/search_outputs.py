@@ -91,7 +91,11 @@ def search_path(results: dict, scores: dict[tuple, float], limit: int) -> list[t
         for pop in populations
         for code in pop
     )
-    ranked = sorted((code for code in codes if code in scores), key=lambda code: scores[code])
+    return spread_over_ranking(sorted((code for code in codes if code in scores), key=lambda code: scores[code]), limit)
+
+
+def spread_over_ranking(ranked: list[tuple], limit: int) -> list[tuple]:
+    """All of `ranked` (best first), or `limit` of them at evenly spaced ranks from best to worst."""
     if len(ranked) > limit:
         ranked = [ranked[round(i * (len(ranked) - 1) / max(1, limit - 1))] for i in range(limit)]
     return ranked

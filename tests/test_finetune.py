@@ -59,3 +59,20 @@ def test_fine_tuning_the_sources_trains_batchnorm_in_train_mode(kb_and_data):
     with batchnorm_modes() as modes:
         finetune_sources(kb, dm, epochs=1, progress=False)
     assert modes and all(modes)
+
+
+def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
+    """`evaluated` takes every genotype the search scored, survivor or not; `every_generation` only
+    the populations'; beyond max_candidates, evenly spaced ranks from best to worst."""
+    from modulenet.finetune import select_candidates
+
+    results = {"population": [{"genotype": [0, 0, 0], "score": 1.0}], "populations": [[[0, 0, 0]]]}
+    scores = {(0, 1, 1): 0.5, (1, 1, 0): 2.0, (0, 0, 0): 1.0, (1, 0, 1): 3.0}
+
+    def codes(candidates, limit=10):
+        settings = FinetuneSettings(candidates=candidates, max_candidates=limit, include_originals=False)
+        return [code for _, code in select_candidates(results, None, settings, scores)]
+
+    assert codes("every_generation") == [(0, 0, 0)]
+    assert codes("evaluated") == [(0, 1, 1), (0, 0, 0), (1, 1, 0), (1, 0, 1)]
+    assert codes("evaluated", limit=2) == [(0, 1, 1), (1, 0, 1)]
