@@ -310,6 +310,10 @@ def test_table_two_and_four_rows(tmp_path):
         "| 5.90 | ModuleNet (Ours) + cutout | 4.64 |" in text
         and "| (not measured) |  |  | — | ModuleNet (Ours) | 5.81 |" in text
     )
+    seeds = [{**row("ModuleNet #1", (1, 0, 0, 0), e), "seed": k} for k, e in enumerate((0.0590, 0.0610))]
+    cifar.results = seeds  # two fine-tuning seeds: one row each, told apart
+    text = "\n".join(finetune_section(cifar))
+    assert "| ModuleNet #1 (seed 0) |" in text and "| ModuleNet #1 (seed 1) |" in text
 
     darts = ["darts_v2", "pdarts", "pc_darts_cifar", "pc_darts_image"]
     rows = [

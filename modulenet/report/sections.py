@@ -143,6 +143,7 @@ def finetune_section(ft: FinetuneRun) -> list[str]:
         return lines + [""]
     matches = _match_paper_rows(table, ft)
     two = len(table.columns) > 1
+    seeds = len({r.get("seed", 0) for r in ft.results}) > 1  # one row per architecture and seed
     header = [
         "Method",
         "Architecture",
@@ -160,7 +161,9 @@ def finetune_section(ft: FinetuneRun) -> list[str]:
         )
         rows.append(
             [
-                r["label"] + (" (selected by validation error)" if r.get("selected") else ""),
+                r["label"]
+                + (f" (seed {r.get('seed', 0)})" if seeds else "")
+                + (" (selected by validation error)" if r.get("selected") else ""),
                 r.get("architecture", ""),
                 num(r.get("search_score")),
                 measured,
