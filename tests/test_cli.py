@@ -126,6 +126,7 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     assert "| Method |" in (ft / "finetune.md").read_text()
 
 
+@pytest.mark.slow  # make test-all: four end-to-end jobs (about 30 s); keeps make test under 5 minutes
 def test_multirun_sweep_is_four_jobs_in_one_wandb_group(tmp_path, cache_dir):
     sweep = tmp_path / "sweep-7f3a9c"
     proc = run_cli(
