@@ -27,7 +27,7 @@ from modulenet.connections import TRAINABLE
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
-from modulenet.records import WORST_SCORE, Evaluation
+from modulenet.records import Evaluation
 from modulenet.rng import seeded
 from modulenet.rundir import append_line
 from modulenet.runtime import (
@@ -220,15 +220,7 @@ class Evaluator:
                     torch.cuda.empty_cache()
                 batch_size, feature_batch_size = max(1, batch_size // 2), max(1, feature_batch_size // 2)
         else:
-            evaluation = Evaluation(
-                genotype=code,
-                score=WORST_SCORE,
-                err_val=1.0,
-                l_rate=0.0,
-                sim=similarity(code),
-                status="failed",
-                error=error,
-            )
+            evaluation = Evaluation.failed(code, error)
         if self.memo is not None:
             self.memo.put(evaluation)
         return evaluation

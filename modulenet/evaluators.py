@@ -32,8 +32,7 @@ from tqdm.auto import tqdm
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, Evaluator
 from modulenet.genotype import Genotype, format_genotype
-from modulenet.records import WORST_SCORE, Evaluation
-from modulenet.score import similarity
+from modulenet.records import Evaluation
 from modulenet.targets import target_class
 
 log = logging.getLogger(__name__)
@@ -45,13 +44,6 @@ EVALUATORS = {
     "ray": "modulenet.evaluators.RayEvaluator",
 }
 DISPATCH_ARGUMENTS = ("devices", "num_workers", "address", "gpus_per_worker")
-
-
-def worker_died(code: Genotype, error: str) -> Evaluation:
-    """The record of an individual whose worker died twice: failed, worst score."""
-    return Evaluation(
-        genotype=code, score=WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(code), status="failed", error=error
-    )
 
 
 def _worker_settings(settings: EvaluationSettings, device: int | None) -> EvaluationSettings:
@@ -153,7 +145,7 @@ class WorkerPoolEvaluator(Evaluator):
                         self.requeued += 1
                         queue.appendleft(code)
                         continue
-                    evaluation = worker_died(code, f"worker died twice (exit code {worker.process.exitcode})")
+                    evaluation = Evaluation.failed(code, f"worker died twice (exit code {worker.process.exitcode})")
                 else:
                     worker.task = None
                 if self.memo is not None:
@@ -236,7 +228,7 @@ class RayEvaluator(Evaluator):
                 evaluation = Evaluation.from_dict(ray.get(ref))
             except ray.exceptions.RayActorError as err:  # died again after its one restart
                 log.warning("Ray worker died evaluating %s: %s", format_genotype(code), str(err).splitlines()[0])
-                evaluation = worker_died(code, "Ray worker died twice")
+                evaluation = Evaluation.failed(code, "Ray worker died twice")
             if self.memo is not None:
                 self.memo.put(evaluation)
             bar.set_postfix_str(format_genotype(code))

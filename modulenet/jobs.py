@@ -64,7 +64,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         memo_path=search_dir / rundir.MEMO,
         context=context,
         progress=cfg.progress,
-        dispatch={k: OmegaConf.to_container(cfg.evaluator, resolve=True)[k] for k in DISPATCH_ARGUMENTS},
+        dispatch={
+            k: v for k, v in OmegaConf.to_container(cfg.evaluator, resolve=True).items() if k in DISPATCH_ARGUMENTS
+        },
     )
     tracker = make_tracker(
         cfg.logger,

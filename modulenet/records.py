@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from modulenet.score import similarity
+
 # A failed individual gets this score: finite, so JSON files and plots stay valid.
 WORST_SCORE = 1e9
 
@@ -29,6 +31,14 @@ class Evaluation:
         d = asdict(self)
         d["genotype"] = list(self.genotype)
         return d
+
+    @classmethod
+    def failed(cls, genotype, error: str) -> Evaluation:
+        """An individual that could not be evaluated (out of memory twice, its worker dead twice):
+        the worst score, so the search goes on without it."""
+        return cls(
+            genotype, WORST_SCORE, err_val=1.0, l_rate=0.0, sim=similarity(genotype), status="failed", error=error
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> Evaluation:
