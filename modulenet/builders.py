@@ -23,9 +23,10 @@ from modulenet.fitted_connections import FITTED
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
 from modulenet.knowledge.build import untrained_architectures
+from modulenet.precision import check_precision
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
-from modulenet.runtime import check_accelerator, check_precision, use_float32_matmul_precision
+from modulenet.runtime import check_accelerator, use_float32_matmul_precision
 from modulenet.search import SearchConfig
 from modulenet.tracking import tracker_class
 

@@ -122,7 +122,7 @@ class LoggerConf:
 @dataclass
 class TrainerConf:
     accelerator: str = "cpu"
-    precision: str = "32-true"
+    precision: str = "auto"  # measured where a choice exists (precision.py); or a Lightning precision
     # float32 matrix products on GPUs: highest (exact fp32) | high (TF32 tensor cores) | medium
     float32_matmul_precision: str = "highest"
 

@@ -27,16 +27,11 @@ from modulenet.connections import TRAINABLE
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
+from modulenet.precision import AUTO, HeadShape, choose_precision
 from modulenet.records import Evaluation
 from modulenet.rng import seeded
 from modulenet.rundir import append_line
-from modulenet.runtime import (
-    accelerator_device,
-    has_fast_bf16,
-    make_trainer,
-    quiet_lightning,
-    use_float32_matmul_precision,
-)
+from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
 from modulenet.score import loss_rate, search_score, similarity
 
 log = logging.getLogger(__name__)
@@ -72,6 +67,17 @@ class EvaluationSettings(ClassifierSettings):
         """A short hash of `relevant(context)`: the memo's key."""
         text = json.dumps(self.relevant(context), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def measured_head(settings: EvaluationSettings, num_classes: int) -> HeadShape | None:
+    """What `trainer.precision=auto` times: the classifiers as an evaluator with `settings` trains
+    them (the input width varies by genotype: the first hidden width stands in for it). None where
+    the frozen trunk runs in every training step, which makes it a whole network's precision."""
+    s = settings
+    if not s.cache_features or s.connection in TRAINABLE:
+        return None
+    copies = min(8, max(1, s.stack_individuals))  # the timing's cost stays bounded
+    return HeadShape(s.hidden[0] if s.hidden else 64, tuple(s.hidden), num_classes, copies, s.batch_size)
 
 
 class EvaluationMemo:
@@ -149,14 +155,10 @@ class Evaluator:
         use_float32_matmul_precision(self.device, settings.float32_matmul_precision)
         if self.device.type == "cuda":  # faster host-to-device copies of image batches
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
-        if settings.precision.startswith("bf16") and not has_fast_bf16(self.device):
-            log.warning(
-                "precision=%s: this %s has no bf16 matrix units (bf16 products run far slower than "
-                "float32 here), so individuals are evaluated in 32-true",
-                settings.precision,
-                self.device.type,
-            )
-            self.settings = settings = replace(settings, precision="32-true")
+        self.precision = choose_precision(settings.precision, self.device, measured_head(settings, num_classes))
+        if settings.precision == AUTO:
+            log.info("trainer.precision=auto chose %s: %s", self.precision.precision, self.precision.reason)
+            self.settings = settings = replace(settings, precision=self.precision.precision)
         self.memo = EvaluationMemo(memo_path, settings.fingerprint(context)) if memo_path else None
 
     @property

@@ -1,48 +1,20 @@
-"""Runtime set-up, in one place: the device an accelerator setting means, precision checks,
-float32 matrix-product precision, and the one quiet Lightning trainer that evaluation (Sec.
-III-E), fine-tuning (Sec. IV) and source training use."""
+"""Runtime set-up, in one place: the device an accelerator setting means, float32 matrix-product
+precision (which precision trains is `precision.py`'s), and the one quiet Lightning trainer that
+evaluation (Sec. III-E), fine-tuning (Sec. IV) and source training use."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import warnings
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from modulenet.errors import ModuleNetError
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products beat float32 here: GPUs with bf16 support, CPUs with AVX-512
-    BF16 or AMX. A plain AVX2 CPU emulates them, about 100x slower than float32 (measured)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
+from modulenet.precision import AUTO, choose_precision
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-# Lightning's precision names (lightning_fabric's _PRECISION_INPUT), spelled out to keep a one-line error.
-PRECISIONS = (
-    "32-true",
-    "32",
-    "16-mixed",
-    "16",
-    "bf16-mixed",
-    "bf16",
-    "16-true",
-    "bf16-true",
-    "64-true",
-    "64",
-    "transformer-engine",
-    "transformer-engine-float16",
-)
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -55,11 +27,6 @@ def check_accelerator(accelerator: str) -> None:
         )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ModuleNetError("trainer.accelerator=mps but this machine has no Apple GPU: use trainer.accelerator=cpu")
-
-
-def check_precision(precision) -> None:
-    if str(precision) not in PRECISIONS:
-        raise ModuleNetError(f"trainer.precision={precision!r}: valid values are {', '.join(PRECISIONS[:10])}")
 
 
 def accelerator_device(accelerator: str) -> torch.device:
@@ -116,7 +83,10 @@ def make_trainer(
 ) -> pl.Trainer:
     """The one Lightning trainer of evaluation, fine-tuning and source training: one device, no
     logger of its own (the search's W&B run is the only run), no checkpoints, no sanity pass; a
-    progress bar only where one run is long (`progress`; a search shows its own)."""
+    progress bar only where one run is long (`progress`; a search shows its own). `precision="auto"`
+    here means whole networks (`precision.choose_precision`)."""
+    if precision == AUTO:
+        precision = choose_precision(AUTO, accelerator_device(accelerator)).precision
     return pl.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,

@@ -17,9 +17,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("modulenet-cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline_and_seeded(monkeypatch):
+def _offline_and_seeded(monkeypatch, _session_cache):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("MODULENET_CACHE", str(_session_cache))  # tests never write to the user's cache
     torch.manual_seed(0)
 
 

@@ -213,7 +213,7 @@ def bad_input(
         (["search.population_size=-2"], "search.population_size=-2 must be a positive integer"),
         (["evaluator.hidden=[0,16]"], "evaluator.hidden[0]=0 must be a positive integer"),
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
-        (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are 32-true, 32, 16-mixed"),
+        (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are auto, 32-true, 32, 16-mixed"),
         (["trainer.accelerator=tpu"], "trainer.accelerator='tpu': valid values are cpu, gpu, cuda, mps, auto"),
         (
             ["connection.name=foo"],

@@ -1,0 +1,88 @@
+"""trainer.precision=auto: the classifiers' step measured in float32 and bf16, the choice cached
+per machine; explicit precisions obeyed (issue 15)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from modulenet import precision
+from modulenet.errors import ModuleNetError
+from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.knowledge import build_knowledge_base
+from modulenet.precision import BF16, FLOAT32, MARGIN, HeadShape, choose_precision
+
+CPU = torch.device("cpu")
+HEAD = HeadShape(in_features=32, hidden=(64, 64), classes=4, copies=2, batch_size=16)
+
+
+@pytest.mark.parametrize("given", ["32-true", "bf16-mixed", "16-mixed"])
+def test_an_explicit_precision_is_obeyed(given):
+    assert choose_precision(given, CPU, HEAD).precision == given
+
+
+def test_a_bad_precision_is_one_line():
+    with pytest.raises(ModuleNetError, match="trainer.precision='fp8': valid values are auto, 32-true"):
+        choose_precision("fp8", CPU, HEAD)
+
+
+def test_auto_without_bf16_units_is_float32_without_measuring(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: False)
+    monkeypatch.setattr(precision, "head_step_seconds", lambda *a, **k: pytest.fail("measured"))
+    choice = choose_precision("auto", CPU, HEAD, cache=tmp_path / "precision.json")
+    assert choice.precision == FLOAT32 and "no bf16 matrix units" in choice.reason
+    assert not (tmp_path / "precision.json").exists()
+
+
+def test_auto_for_whole_networks_on_a_cpu_is_float32(monkeypatch):
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    assert choose_precision("auto", CPU, None).precision == FLOAT32
+
+
+def test_auto_measures_once_picks_the_faster_and_caches_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)  # measure even on AVX2
+    cache = tmp_path / "precision.json"
+    rng_before = torch.get_rng_state()
+    first = choose_precision("auto", CPU, HEAD, cache=cache)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global generator is left alone
+    fp32, bf16 = first.seconds[FLOAT32], first.seconds[BF16]
+    assert fp32 > 0 and bf16 > 0
+    assert first.precision == (BF16 if fp32 >= MARGIN * bf16 else FLOAT32)
+    ((key, entry),) = json.loads(cache.read_text()).items()
+    assert precision.device_model(CPU) in key and f"torch {torch.__version__}" in key
+    assert entry["seconds"] == first.seconds
+
+    monkeypatch.setattr(precision, "head_step_seconds", lambda *a, **k: pytest.fail("measured twice"))
+    again = choose_precision("auto", CPU, HEAD, cache=cache)
+    assert again.precision == first.precision and "cached" in again.reason
+
+    # The cached numbers decide: a machine measured with bf16 twice as fast chooses bf16.
+    cache.write_text(json.dumps({key: {**entry, "seconds": {FLOAT32: 2.0, BF16: 1.0}}}))
+    assert choose_precision("auto", CPU, HEAD, cache=cache).precision == BF16
+    cache.write_text(json.dumps({key: {**entry, "seconds": {FLOAT32: 1.0, BF16: 0.95}}}))
+    assert choose_precision("auto", CPU, HEAD, cache=cache).precision == FLOAT32  # within the margin
+
+
+def test_an_unreadable_cache_is_measured_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    cache = tmp_path / "precision.json"
+    cache.write_text("{not json")
+    choice = choose_precision("auto", CPU, HEAD, cache=cache)
+    assert choice.precision in (FLOAT32, BF16) and "measured now" in choice.reason
+    assert len(json.loads(cache.read_text())) == 1
+
+
+def test_the_evaluator_resolves_auto_and_keys_its_memo_by_the_choice(tmp_path):
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    x, y = torch.randn(48, 3, 32, 32), torch.randint(0, 4, (48,))
+    data = (x[:32], y[:32], x[32:], y[32:])
+    base = dict(epochs=1, hidden=[32, 32], pool="avg", batch_size=16, feature_batch_size=16)
+    auto = Evaluator(kb, data, 4, EvaluationSettings(**base, precision="auto"), progress=False)
+    assert auto.settings.precision in (FLOAT32, BF16) and auto.precision.reason
+    explicit = Evaluator(kb, data, 4, EvaluationSettings(**base, precision=auto.settings.precision), progress=False)
+    assert auto.settings.fingerprint() == explicit.settings.fingerprint()
+    (result,) = auto([(0, 1, 0)])
+    assert result.status == "ok"
