@@ -4,7 +4,9 @@ Modes (same seed, same individuals, same data):
   plain   (a) a Lightning trainer per individual, the frozen trunk in every training step
   cached  (b) the trunk's features computed once per individual, the classifier trained on them
   fast    (c) (b) + module prefixes shared across the generation + all classifiers stacked into
-              one batched model on resident features + bf16 matrix products
+              one batched model on resident features, in the precision `trainer.precision=auto`
+              chooses here; where the device has bf16 units (c) runs in both precisions
+              (fast-32, fast-bf16) and the table shows what auto's choice cost against float32
 
 Data and knowledge are real: the CIFAR-10 images and the four pretrained CIFAR ResNets of
 ../shared (MODULENET_SHARED overrides the path). Each mode runs in its own process, so its
@@ -22,7 +24,6 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import resource
 import sys
@@ -34,13 +35,13 @@ SHARED = Path(os.environ.get("MODULENET_SHARED", HERE.parents[1] / "shared"))
 MODES = {
     "plain": dict(cache_features=False, stack_individuals=1, share_prefixes=False),
     "cached": dict(cache_features=True, stack_individuals=1, share_prefixes=False),
-    "fast": dict(
-        cache_features=True,
-        share_prefixes=True,
-        precision="bf16-mixed",  # stack: the whole generation
-        float32_matmul_precision="high",
-    ),  # TF32 where a GPU has it
+    # stack: the whole generation; TF32 where a GPU has it
+    "fast-32": dict(cache_features=True, share_prefixes=True, precision="32-true", float32_matmul_precision="high"),
+    "fast-bf16": dict(
+        cache_features=True, share_prefixes=True, precision="bf16-mixed", float32_matmul_precision="high"
+    ),
 }
+FAST = {"32-true": "fast-32", "bf16-mixed": "fast-bf16"}
 
 
 def matmul_peak(dtype_name: str, device: str, small: bool = False) -> float:
@@ -111,10 +112,8 @@ def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_
     width = width or args.width
     kb, data, num_classes = load(train_images or args.train_images)
     options = dict(MODES[mode])
-    if mode == "fast":
+    if mode.startswith("fast"):
         options["stack_individuals"] = len(genotypes)
-        if args.device == "cpu" and not args.cpu_bf16:
-            options["precision"] = "32-true"
     settings = EvaluationSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -175,12 +174,6 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument(
-        "--cpu-bf16",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="(c) in bf16 on CPU: auto = where the CPU has bf16 matrix units (AVX-512 BF16 / AMX)",
-    )
     parser.add_argument("--quick", action="store_true", help="4 individuals, 3 epochs, 1024 wide: a smoke run")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--out", default=str(HERE / "results.json"))
@@ -192,39 +185,51 @@ def main() -> None:
 
     import torch
 
-    from modulenet.runtime import has_fast_bf16
+    from modulenet.evaluate import EvaluationSettings, measured_head
+    from modulenet.precision import AUTO, choose_precision, device_model, has_bf16_units
 
     torch.set_num_threads(args.threads)
-    args.cpu_bf16 = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and has_fast_bf16(torch.device("cpu")))
+    device = torch.device(args.device)
+    bf16 = has_bf16_units(device)
     peak = {
         "float32": matmul_peak("float32", args.device),
-        "bfloat16": matmul_peak("bfloat16", args.device, small=True),
+        "bfloat16": matmul_peak("bfloat16", args.device, small=not bf16),
     }
-    device_name = (
-        torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    # What trainer.precision=auto chooses for this generation's stack (measured once, cached).
+    fast_settings = EvaluationSettings(
+        hidden=[args.width] * 2, batch_size=args.batch_size, pool=args.pool, stack_individuals=len(genotypes)
     )
+    choice = choose_precision(AUTO, device, measured_head(fast_settings, 10))
+    device_name = device_model(device) + ("" if args.device == "cuda" else f", {os.cpu_count()} CPU cores")
+    run = ["plain", "cached", "fast-32"] + (["fast-bf16"] if bf16 else [])
     modes = {}
-    for mode in MODES:
+    for mode in run:
         modes[mode] = in_process(mode, args, genotypes)
         print(f"  {mode}: {modes[mode]['seconds']:.1f} s", flush=True)
     base = modes["plain"]
-    fast_peak = peak["bfloat16"] if (args.device == "cuda" or args.cpu_bf16) else peak["float32"]
     for mode, m in modes.items():
         m["speedup"] = base["seconds"] / m["seconds"]
         m["gflops_per_s"] = m["flops"] / m["seconds"] / 1e9
-        m["fraction_of_peak"] = m["flops"] / m["seconds"] / (fast_peak if mode == "fast" else peak["float32"])
+        m["fraction_of_peak"] = m["flops"] / m["seconds"] / peak["bfloat16" if mode == "fast-bf16" else "float32"]
         m["scores_equal"] = meets_rule(mode, m["results"], base["results"])
         m["max_abs_delta_err_val"] = max(
             abs(a["err_val"] - b["err_val"]) for a, b in zip(m["results"], base["results"])
         )
+    auto_mode = FAST[choice.precision]
+    auto = {
+        "precision": choice.precision,
+        "reason": choice.reason,
+        "mode": auto_mode,
+        "speedup_over_plain": modes[auto_mode]["speedup"],
+        "seconds_vs_float32": modes[auto_mode]["seconds"] / modes["fast-32"]["seconds"],
+        "fast_seconds": {k: m["seconds"] for k, m in modes.items() if k.startswith("fast")},
+    }
 
     scaling = []
-    if args.scaling:  # cost growth of (c): a generation of 4 individuals, 2 epochs
+    if args.scaling:  # cost growth of (c) in auto's precision: a generation of 4 individuals, 2 epochs
         small = argparse.Namespace(**{**vars(args), "epochs": 2})
         for width, images in itertools.product((1024, 4096), (512, 1024, 2048, 4096)):
-            m = in_process("fast", small, genotypes[:4], width=width, train_images=images)
+            m = in_process(auto_mode, small, genotypes[:4], width=width, train_images=images)
             scaling.append({"width": width, "train_images": images, "seconds_per_individual": m["seconds"] / 4})
 
     report = {
@@ -232,6 +237,7 @@ def main() -> None:
         "device": args.device,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "matmul_peak_gflops_per_s": {k: v / 1e9 for k, v in peak.items()},
+        "auto_precision": auto,
         "modes": {k: {kk: vv for kk, vv in v.items() if kk != "results"} for k, v in modes.items()},
         "individuals": {mode: m["results"] for mode, m in modes.items()},
         "scaling": scaling,
@@ -243,17 +249,23 @@ def main() -> None:
         f"bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
     )
     print(
-        f"{'mode':<8} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>9} {'of peak':>8} {'peak RSS MB':>12} "
+        f"{'mode':<9} {'seconds':>9} {'speedup':>8} {'GFLOP/s':>9} {'of peak':>8} {'peak RSS MB':>12} "
         f"{'max|d err|':>11} {'scores equal':>13}"
     )
     for mode, m in modes.items():
         print(
-            f"{mode:<8} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:9.1f} "
+            f"{mode:<9} {m['seconds']:9.1f} {m['speedup']:8.2f} {m['gflops_per_s']:9.1f} "
             f"{100 * m['fraction_of_peak']:7.1f}% {m['peak_rss_mb']:12.0f} {m['max_abs_delta_err_val']:11.4f} "
             f"{str(m['scores_equal']):>13}"
         )
+    print(
+        f"\ntrainer.precision=auto chose {choice.precision} ({auto_mode}): {choice.reason}.\n"
+        f"Its fast mode: {auto['speedup_over_plain']:.2f}x the plain way, "
+        f"{auto['seconds_vs_float32']:.2f}x the float32 fast mode's time"
+        + ("" if bf16 else f" (this {args.device} has no bf16 units: bf16 not run)")
+    )
     if scaling:
-        print("\n(c) seconds per individual (4 individuals, 2 epochs)")
+        print(f"\n(c) in {choice.precision}: seconds per individual (4 individuals, 2 epochs)")
         images = sorted({row["train_images"] for row in scaling})
         print(f"{'width':>6} " + " ".join(f"{n:>9}" for n in images))
         for width in sorted({row["width"] for row in scaling}):
