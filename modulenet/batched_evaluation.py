@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,9 +117,19 @@ class StackedClassifier(nn.Module):
         return sum(p[0].numel() for p in (*self.weights, *self.biases))
 
 
-class StackedIndividualsModule(pl.LightningModule):
-    """The classifiers of G individuals on their resident cached features: per-individual epoch
-    losses (Eq. 6) and validation accuracy (Eq. 5), as `IndividualModule` records them."""
+class StackedIndividuals:
+    """The classifiers of G individuals trained on their resident cached features, with per-
+    individual epoch losses (Eq. 6) and validation accuracy (Eq. 5) as `IndividualModule`
+    records them.
+
+    A plain loop, not a Lightning trainer (ours, for speed): all batches are drawn before training
+    (from the same generator and `DataLoader` as the plain way, so in the same order) and stay on
+    the device, and nothing in a step waits for the host. On a GPU the whole step (forward,
+    backward, fused Adam) is captured once as a CUDA graph and replayed (`graph=True`), which
+    removes Python and kernel-launch overhead per step; its first steps run eagerly to warm up,
+    and a last, shorter batch of an epoch runs eagerly too."""
+
+    WARMUP = 3  # eager steps before the capture (CUDA graphs need warmed-up kernels and optimizer state)
 
     def __init__(
         self,
@@ -130,51 +139,109 @@ class StackedIndividualsModule(pl.LightningModule):
         y_val: torch.Tensor,
         template: Classifier,
         optimizer,
+        precision: str = "32-true",
     ):
-        super().__init__()
         self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val  # (G, N, in), (N,)
+        self.device = x_train.device
         self.copies = x_train.shape[0]
-        self.classifier = StackedClassifier(template, self.copies)
+        self.classifier = StackedClassifier(template, self.copies).to(self.device)
         self.optimizer_factory = optimizer
+        self.bf16 = precision.startswith("bf16")
         self.epoch_losses: list[list[float]] = [[] for _ in range(self.copies)]
-        self._loss_sum = torch.zeros(self.copies)
-        self._seen = 0
-        self.correct = torch.zeros(self.copies, dtype=torch.long)
-        self.total = 0
+        self.val_accuracies: list[float] = []
+
+    def _autocast(self):
+        # cache_enabled=False: autocast's weight-cast cache must not outlive a captured graph
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False)
 
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features.to(self.classifier.weights[0].dtype))
 
-    def training_step(self, index, batch_idx):
-        index = index.to(self.x_train.device)
+    def _loss(self, index: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
+        """The summed loss of one batch (each classifier gets exactly its own gradient); the
+        per-individual mean loss, times the batch size, is added to `loss_sum` on the device."""
         y = self.y_train[index]
-        logits = self._logits(self.x_train[:, index])
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), y.repeat(self.copies), reduction="none")
+        with self._autocast():
+            logits = self._logits(self.x_train[:, index])
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), y.repeat(self.copies), reduction="none")
         per_individual = losses.view(self.copies, -1).mean(1)
-        self._loss_sum = self._loss_sum.to(per_individual.device) + per_individual.detach() * len(y)
-        self._seen += len(y)
+        loss_sum.add_(per_individual.detach() * len(index))
         return per_individual.sum()
 
-    def on_train_epoch_end(self) -> None:
-        for g, value in enumerate((self._loss_sum / max(1, self._seen)).tolist()):
-            self.epoch_losses[g].append(value)
-        self._loss_sum, self._seen = torch.zeros(self.copies), 0
+    def fit(self, epochs: int, batch_size: int, generator: torch.Generator, graph: bool = False) -> None:
+        n = self.x_train.shape[1]
+        order = torch.stack([epoch_order(n, batch_size, generator) for _ in range(epochs)]).to(self.device)
+        capturable = graph and self.device.type == "cuda"
+        optimizer = self.optimizer_factory(self.classifier.parameters(), capturable)
+        loss_sum = torch.zeros(self.copies, device=self.device)
 
-    def validation_step(self, index, batch_idx):
-        index = index.to(self.x_val.device)
-        predictions = self._logits(self.x_val[:, index]).argmax(-1)
-        self.correct += (predictions == self.y_val[index]).sum(1).cpu()
-        self.total += len(index)
+        def eager(index: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            self._loss(index, loss_sum).backward()
+            optimizer.step()
 
-    def on_validation_epoch_start(self) -> None:
-        self.correct, self.total = torch.zeros(self.copies, dtype=torch.long), 0
+        replay = None
+        side = torch.cuda.Stream(self.device) if capturable else None
+        steps = 0
+        self.classifier.train()
+        for epoch in range(epochs):
+            for start in range(0, n, batch_size):
+                index = order[epoch, start : start + batch_size]
+                if capturable and len(index) == batch_size and steps >= self.WARMUP:
+                    if replay is None:
+                        replay = self._capture(optimizer, index, loss_sum)
+                    replay(index)
+                elif capturable:  # eager work beside a graph runs on a side stream, as capture requires
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side):
+                        eager(index)
+                    torch.cuda.current_stream().wait_stream(side)
+                else:
+                    eager(index)
+                steps += 1
+            for g, value in enumerate((loss_sum / n).tolist()):  # the one host sync of an epoch
+                self.epoch_losses[g].append(value)
+            loss_sum.zero_()
 
-    @property
-    def val_accuracies(self) -> list[float]:
-        return (self.correct.double() / max(1, self.total)).tolist()
+    def _capture(self, optimizer, first: torch.Tensor, loss_sum: torch.Tensor):
+        """One full-batch step (gradients allocated by the captured backward, fused Adam) as a
+        CUDA graph over a static index buffer; returns `replay(index)`. An eager step between
+        replays sets the gradients aside and allocates its own; the graph keeps its memory."""
+        torch.cuda.synchronize(self.device)
+        static_index = first.clone()
+        optimizer.zero_grad(set_to_none=True)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph):
+            self._loss(static_index, loss_sum).backward()
+            optimizer.step()
 
-    def configure_optimizers(self):
-        return self.optimizer_factory(self.classifier.parameters())
+        def replay(index: torch.Tensor) -> None:
+            static_index.copy_(index)
+            cuda_graph.replay()
+
+        return replay
+
+    @torch.no_grad()
+    def validate(self, batch_size: int) -> list[float]:
+        self.classifier.eval()
+        correct = torch.zeros(self.copies, dtype=torch.long, device=self.device)
+        n = self.x_val.shape[1]
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(n, start + batch_size), device=self.device)
+            with self._autocast():
+                predictions = self._logits(self.x_val[:, index]).argmax(-1)
+            correct += (predictions == self.y_val[index]).sum(1)
+        self.val_accuracies = (correct.double() / max(1, n)).tolist()
+        return self.val_accuracies
+
+
+def epoch_order(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """One epoch's shuffled indices, drawn as a Lightning trainer draws them from
+    `batch_loader`: a fresh iterator per epoch, stopped after `len(loader)` batches (Lightning
+    stops by length, so when `batch_size` divides `n` the sampler's exhausting draw never comes)."""
+    loader = batch_loader(n, batch_size, generator)
+    batches = iter(loader)
+    return torch.cat([next(batches) for _ in range(len(loader))])
 
 
 def batch_loader(n: int, batch_size: int, generator: torch.Generator | None) -> DataLoader:

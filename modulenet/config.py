@@ -77,7 +77,7 @@ class ClassifierSettings:
     the paper names none); then options that change speed only, never results (batched_evaluation.py):
     cached trunk features, module prefixes shared within a generation, classifiers of up to
     `stack_individuals` individuals trained as one batched model on resident features of at most
-    `feature_memory_gb`."""
+    `feature_memory_gb`, their step replayed as a CUDA graph on GPUs (`graph_step`)."""
 
     batch_size: int = 256
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
@@ -90,6 +90,7 @@ class ClassifierSettings:
     share_prefixes: bool = True
     stack_individuals: int = 8
     feature_memory_gb: float = 4.0
+    graph_step: bool = True  # on GPUs: the stacked classifiers' step captured once as a CUDA graph
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from modulenet.batched_evaluation import StackedIndividualsModule, batch_loader, group_by_width, prefix_shared_features
+from modulenet.batched_evaluation import StackedIndividuals, group_by_width, prefix_shared_features
 from modulenet.config import ClassifierSettings
 from modulenet.connections import TRAINABLE
 from modulenet.genotype import Genotype, format_genotype
@@ -52,7 +52,14 @@ class EvaluationSettings(ClassifierSettings):
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"  # on GPUs; "high" = TF32
 
-    SPEED_ONLY = ("cache_features", "feature_batch_size", "stack_individuals", "share_prefixes", "feature_memory_gb")
+    SPEED_ONLY = (
+        "cache_features",
+        "feature_batch_size",
+        "stack_individuals",
+        "share_prefixes",
+        "feature_memory_gb",
+        "graph_step",
+    )
 
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""
@@ -234,8 +241,8 @@ class Evaluator:
         and took a third of each stacked step (measured: 1.0 s vs 0.13 s for 8 4096-4096 heads).
         Same update up to float rounding; the plain way keeps torch's default."""
         s = self.settings
-        return lambda params: torch.optim.Adam(
-            params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None
+        return lambda params, capturable=False: torch.optim.Adam(
+            params, lr=s.lr, weight_decay=s.weight_decay, fused=True if fused else None, capturable=capturable
         )
 
     def _trunk(self, code: Genotype):
@@ -306,19 +313,19 @@ class Evaluator:
                 )
         x_train = torch.stack([train.pop(code) for code in group])
         x_val = torch.stack([val.pop(code) for code in group])
-        with seeded(s.seed, self.device), quiet_lightning():
+        with seeded(s.seed, self.device):
             template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
-            model = StackedIndividualsModule(
+            model = StackedIndividuals(
                 x_train,
                 self.y_train.to(self.device),
                 x_val,
                 self.y_val.to(self.device),
                 template,
                 optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
+                precision=s.precision,
             )
-            trainer = make_trainer(s.epochs, s.accelerator, s.precision)
-            trainer.fit(model, batch_loader(x_train.shape[1], s.batch_size, torch.Generator().manual_seed(s.seed)))
-            trainer.validate(model, batch_loader(x_val.shape[1], s.batch_size, None), verbose=False)
+            model.fit(s.epochs, s.batch_size, torch.Generator().manual_seed(s.seed), graph=s.graph_step)
+            model.validate(s.batch_size)
         seconds = (time.perf_counter() - start) / len(group)
         results = []
         for g, code in enumerate(group):

@@ -11,13 +11,15 @@ import threading
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from modulenet.batched_evaluation import prefix_shared_features, trunk_stages
+from modulenet.batched_evaluation import batch_loader, epoch_order, prefix_shared_features, trunk_stages
 from modulenet.evaluate import EvaluationSettings, Evaluator, trunk_features
 from modulenet.evaluators import make_evaluator
 from modulenet.knowledge import build_knowledge_base
 from modulenet.lit_module import pool_features
+from modulenet.runtime import make_trainer, quiet_lightning
 
 GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
 
@@ -69,6 +71,28 @@ def test_prefix_sharing_computes_each_prefix_once_and_changes_nothing(kb, data):
     for code in codes:
         alone = pool_features(trunk_features(trunks[code], data[0], 64, torch.device("cpu")), "avg")
         assert torch.equal(shared[code], alone)
+
+
+class _RecordsBatches(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer, self.seen = torch.nn.Linear(1, 1), []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(batch.clone())
+        return self.layer(batch.float().view(-1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.parametrize("n", [10, 12])  # a last, shorter batch, and none
+def test_pre_drawn_batches_are_the_ones_a_lightning_trainer_draws(n):
+    module = _RecordsBatches()
+    with quiet_lightning():
+        make_trainer(3).fit(module, batch_loader(n, 4, torch.Generator().manual_seed(0)))
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(torch.cat(module.seen), torch.cat([epoch_order(n, 4, generator) for _ in range(3)]))
 
 
 def test_stacked_classifiers_with_shared_prefixes_equal_the_plain_way(kb, data, plain):

@@ -73,3 +73,22 @@ def test_generations_after_a_first_one_find_the_whole_knowledge_base_on_the_devi
     evaluator(GENERATION[:1])
     assert all(e.status == "ok" for e in evaluator(GENERATION))
     assert {p.device.type for m in fresh.iter_modules() for p in m.parameters()} == {"cuda"}
+
+
+@pytest.mark.parametrize("batch_size", [64, 48])  # 256 images: whole batches only, and a shorter last one
+def test_gpu_graph_step_gives_the_eager_step_results(kb, data, batch_size):
+    """The stacked step captured as a CUDA graph and replayed equals the same step run eagerly."""
+    graphed, eager = (
+        Evaluator(
+            kb,
+            data,
+            4,
+            settings(stack_individuals=6, batch_size=batch_size, accelerator="gpu", graph_step=graph),
+            progress=False,
+        )(GENERATION)
+        for graph in (True, False)
+    )
+    assert_close(graphed, eager, tol_err=0.01)
+    for a, b in zip(graphed, eager):
+        assert a.epoch_losses == pytest.approx(b.epoch_losses, rel=1e-3)
+    assert sorted(range(6), key=lambda i: graphed[i].score) == sorted(range(6), key=lambda i: eager[i].score)
