@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install lint format test test-all clean bench
+.PHONY: install lint format test test-all clean bench bench-dispatch
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ clean:
 # Evaluation cost per generation, modes side by side (writes benchmarks/results.json).
 bench:
 	$(PY) benchmarks/bench_evaluation.py $(ARGS)
+
+# evaluator=gpus with CPU workers against local, same generations (writes benchmarks/results_dispatch.json).
+bench-dispatch:
+	$(PY) benchmarks/bench_dispatch.py $(ARGS)

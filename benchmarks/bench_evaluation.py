@@ -63,6 +63,24 @@ def matmul_peak(dtype_name: str, device: str, small: bool = False) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a large on-device copy (read + write): the memory roof of the optimizer's update."""
+    import torch
+
+    numel = (1 << 28) if device == "cuda" else (1 << 25)  # 1 GiB on a GPU, 128 MiB on a CPU
+    a = torch.ones(numel, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    _sync(device)
+    repeats = 20
+    start = time.perf_counter()
+    for _ in range(repeats):
+        b.copy_(a)
+    _sync(device)
+    return 2 * a.nbytes * repeats / (time.perf_counter() - start)
+
+
 def _sync(device: str) -> None:
     import torch
 

@@ -10,6 +10,13 @@ are random normal tensors (cost does not depend on pixel values) and the modules
 weights: no download. The estimate multiplies the measured seconds per individual by the most
 evaluations a search can need, p_size * gen = 1200 (the memo makes the real count lower).
 
+Beside the measured time it prints a roofline: the fastest a step of a stacked head could be on
+this device, the larger of its products at the measured matmul peak (6 x params x batch FLOPs)
+and its memory traffic at the measured copy bandwidth (STEP_BYTES per parameter: fused Adam
+reads parameter, gradient and both moments and writes three of them, 28 bytes; the backward
+writes the gradient and forward and backward read the weights, 8 more), times the steps an
+individual takes (epochs x batches). The fraction reached is that limit over the measured time.
+
 Meant for a GPU (`--device cuda`); on CPU use small `--individuals/--epochs/--train-images`.
 """
 
@@ -23,6 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+STEP_BYTES = 36  # per head parameter per training step (float32 master weights, fused Adam)
 ARCHS = ["resnet34", "resnet50", "resnet101", "vgg13", "vgg16", "vgg13_bn", "vgg16_bn"]
 
 
@@ -36,7 +44,8 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=10_000)
     parser.add_argument("--stack", type=int, default=16, help="classifiers trained together")
     parser.add_argument("--feature-memory-gb", type=float, default=24.0)
-    parser.add_argument("--precision", default="bf16-mixed")
+    parser.add_argument("--precision", default="auto", help="auto: measured on the device (precision.py)")
+    parser.add_argument("--eager", action="store_true", help="the stacked step without CUDA graph capture")
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--population", type=int, default=40)
     parser.add_argument("--out", default=str(HERE / "results_paper_scale.json"))
@@ -44,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from bench_evaluation import matmul_peak, work_flops
+    from bench_evaluation import copy_bandwidth, matmul_peak, work_flops
 
     from modulenet.evaluate import EvaluationSettings, Evaluator
     from modulenet.knowledge import build_knowledge_base
@@ -73,6 +82,7 @@ def main() -> None:
         float32_matmul_precision="high",
         accelerator="gpu" if args.device == "cuda" else "cpu",
         feature_batch_size=1024,
+        graph_step=not args.eager,
     )
     # warm-up on a sliver: CUDA context, cuDNN autotuning, kernels
     Evaluator(kb, tuple(t[:512] for t in data), 100, settings, progress=False)(genotypes[:2])
@@ -90,10 +100,17 @@ def main() -> None:
         kb, results, args.train_images, args.val_images, args.epochs, (3, 32, 32), trunk_every_epoch=False
     )
     peak = matmul_peak("bfloat16" if evaluator.settings.precision.startswith("bf16") else "float32", args.device)
+    bandwidth = copy_bandwidth(args.device)
+    steps = args.epochs * -(-args.train_images // settings.batch_size)
     by_head = {}  # seconds per individual by classifier size (a group's time shared by its members)
     for e in results:
         head_params = e.params - sum(p.numel() for p in kb.assemble(e.genotype).parameters())
         by_head.setdefault(head_params, []).append(e.seconds)
+    roofline = {
+        params: steps * max(6 * params * settings.batch_size / peak, STEP_BYTES * params / bandwidth)
+        for params in by_head
+    }
+    limit = sum(roofline[p] * len(v) for p, v in by_head.items()) / len(results)
     report = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -105,6 +122,11 @@ def main() -> None:
         "work_tflop": flops / 1e12,
         "achieved_tflop_per_s": flops / seconds / 1e12,
         "matmul_peak_tflop_per_s": peak / 1e12,
+        "copy_bandwidth_tb_per_s": bandwidth / 1e12,
+        "steps_per_individual": steps,
+        "roofline_seconds_per_individual": limit,
+        "fraction_of_roofline": limit / per_individual,
+        "roofline_seconds_by_head_params": {str(k): v for k, v in sorted(roofline.items())},
         "peak_gpu_gb": peak_gpu_gb,
         "seconds_per_individual_by_head_params": {str(k): sum(v) / len(v) for k, v in sorted(by_head.items())},
         "individuals": [
@@ -120,11 +142,19 @@ def main() -> None:
         f"{flops / 1e12:.0f} TFLOP of work at {flops / seconds / 1e12:.1f} TFLOP/s "
         f"({100 * flops / seconds / peak:.0f}% of a measured {peak / 1e12:.0f} TFLOP/s matmul peak)"
     )
+    print(
+        f"roofline: {steps} steps per individual, matmul peak {peak / 1e12:.0f} TFLOP/s, copy bandwidth "
+        f"{bandwidth / 1e12:.2f} TB/s, {STEP_BYTES} bytes per parameter per step"
+    )
     for params, values in sorted(by_head.items()):
         print(
             f"  head of {params / 1e6:6.1f} M params: {len(values):3d} individuals, "
-            f"{sum(values) / len(values):6.2f} s each"
+            f"{sum(values) / len(values):6.2f} s each; roofline {roofline[params]:6.2f} s"
         )
+    print(
+        f"measured {per_individual:.2f} s per individual against a roofline of {limit:.2f} s: "
+        f"{100 * limit / per_individual:.0f}% of the way ({per_individual / limit:.1f}x above it)"
+    )
     print(
         f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
         f"about {report['estimated_search_hours']:.2f} GPU-hours"

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -176,6 +176,8 @@ class Evaluator:
         return s.cache_features and s.connection not in TRAINABLE and (s.stack_individuals > 1 or s.share_prefixes)
 
     def __call__(self, genotypes: Sequence[Sequence[int]]) -> list[Evaluation]:
+        """Every genotype's evaluation, in order: from the memo where one exists, else trained
+        (by `_evaluate_pending`: here, or on workers) and written to the memo, here only."""
         codes = [self.kb.parse_genotype(g) for g in genotypes]
         bar = tqdm(total=len(codes), desc="individuals", unit="ind", leave=False, disable=not self.progress)
         done: dict[Genotype, Evaluation] = {}
@@ -185,54 +187,69 @@ class Evaluator:
         pending = list(dict.fromkeys(c for c in codes if c not in done))
         bar.update(len(codes) - len(pending))
         try:
-            for evaluation in self._evaluate_pending(pending, bar):
+            for evaluation in self._evaluate_pending(pending):
+                if self.memo is not None:
+                    self.memo.put(evaluation)
                 done[evaluation.genotype] = evaluation
+                bar.set_postfix_str(format_genotype(evaluation.genotype))
+                bar.update(1)
         finally:
             bar.close()
         return [done[code] for code in codes]
 
-    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm):
-        """Yields an `Evaluation` for every genotype in `pending` (memo written). This process
-        does the work; `evaluators.py` overrides it to dispatch to workers."""
+    def tasks(self, pending: list[Genotype], workers: int = 1) -> list[list[Genotype]]:
+        """The units of work: groups trained together (shared prefixes, stacked classifiers) where
+        evaluation is batched, else single individuals. With several workers the largest groups are
+        halved until each worker has one, so no worker idles while another trains a whole stack."""
+        tasks = self._groups(pending) if self.batched else [[code] for code in pending]
+        while len(tasks) < workers and (largest := max(tasks, key=len, default=[])) and len(largest) > 1:
+            i, half = tasks.index(largest), (len(largest) + 1) // 2
+            tasks[i : i + 1] = [largest[:half], largest[half:]]  # contiguous halves keep shared prefixes
+        return tasks
+
+    def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
+        """Yields an `Evaluation` for every genotype in `pending`, task by task, in this process;
+        `evaluators.py` overrides it to send the tasks to workers."""
+        for task in self.tasks(pending):
+            yield from self.evaluate_task(task)
+
+    def evaluate_task(self, task: list[Genotype]) -> list[Evaluation]:
+        """One task (see `tasks`), trained here; the memo is the caller's."""
         # Frozen trunks share the knowledge base's modules, so all of them go to this device at
         # once: a trunk moved alone would leave its modules' neighbours on another device.
         self.kb.to(self.device)
         if self.batched:
-            for group in self._groups(pending):
-                bar.set_postfix_str(" ".join(format_genotype(c) for c in group))
-                yield from self._evaluate_group(group)
-                bar.update(len(group))
-        else:
-            for code in pending:
-                bar.set_postfix_str(format_genotype(code))
-                yield self.evaluate(code)
-                bar.update(1)
+            return self._evaluate_group(task)
+        return [self._evaluate_one(code) for code in task]
 
     def close(self) -> None:
         """Release workers (none here)."""
 
     def evaluate(self, genotype: Sequence[int]) -> Evaluation:
-        """One individual, memoised; a failure is retried once at half the batch size, then
-        recorded as failed with the worst score so the search goes on."""
+        """One individual, memoised."""
         code = self.kb.parse_genotype(genotype)
         if self.memo is not None and (done := self.memo.get(code)) is not None:
             return done
+        self.kb.to(self.device)
+        evaluation = self._evaluate_one(code)
+        if self.memo is not None:
+            self.memo.put(evaluation)
+        return evaluation
+
+    def _evaluate_one(self, code: Genotype) -> Evaluation:
+        """One individual; a failure is retried once at half the batch size, then recorded as
+        failed with the worst score so the search goes on."""
         batch_size, feature_batch_size, error = self.settings.batch_size, self.settings.feature_batch_size, ""
         for _attempt in range(2):
             try:
-                evaluation = self._train(code, batch_size, feature_batch_size)
-                break
+                return self._train(code, batch_size, feature_batch_size)
             except (RuntimeError, MemoryError) as err:  # out of memory and friends
                 error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 log.warning("individual %s failed at batch size %d: %s", format_genotype(code), batch_size, error)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 batch_size, feature_batch_size = max(1, batch_size // 2), max(1, feature_batch_size // 2)
-        else:
-            evaluation = Evaluation.failed(code, error)
-        if self.memo is not None:
-            self.memo.put(evaluation)
-        return evaluation
+        return Evaluation.failed(code, error)
 
     def _adam(self, fused: bool) -> Callable[..., torch.optim.Optimizer]:
         """The classifier's optimizer: Adam (lr 1e-3, batch 256 by default) is this project's choice,
@@ -264,9 +281,9 @@ class Evaluator:
 
     def _evaluate_group(self, group: list[Genotype]) -> list[Evaluation]:
         """A group trained together; if that fails (out of memory, say), each individual alone
-        (with the retry at half batch size of `evaluate`)."""
+        (with the retry at half batch size of `_evaluate_one`)."""
         try:
-            results = self._train_group(group)
+            return self._train_group(group)
         except (RuntimeError, MemoryError) as err:
             log.warning(
                 "group %s failed together (%s); evaluating one by one",
@@ -275,11 +292,7 @@ class Evaluator:
             )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            return [self.evaluate(code) for code in group]
-        if self.memo is not None:
-            for evaluation in results:
-                self.memo.put(evaluation)
-        return results
+            return [self._evaluate_one(code) for code in group]
 
     def _train_group(self, group: list[Genotype]) -> list[Evaluation]:
         s = self.settings

@@ -5,13 +5,17 @@ workers and returns one `Evaluation` each, in order:
 
 * `local` (`Evaluator`, evaluate.py): in this process, the generation batched.
 * `gpus` (`WorkerPoolEvaluator`): one worker process per visible GPU (or `num_workers` CPU
-  workers where there is none); an individual goes to whichever worker frees up first.
+  workers where there is none); a task goes to whichever worker frees up first.
 * `ray` (`RayEvaluator`): one Ray actor per worker, on a cluster (`address=`) or a local Ray.
 
-Every individual is trained from the same seed, so where it runs does not change its result:
-all three give what `local` gives. The memo is written by this process only. A worker that
-dies mid-evaluation (killed, segfault, lost node) is replaced and its individual re-queued
-once; a second death records the individual as failed and the search goes on.
+A task is what `Evaluator.tasks` cuts a generation into: a group trained together (shared module
+prefixes, stacked classifiers) where evaluation is batched, so workers keep the single process's
+speed-ups; the largest groups are halved until every worker has one. Every individual is trained
+from the same seed, so where it runs does not change its result: all three give what `local`
+gives (to float rounding where a stack is split differently). The memo and the progress bar are
+`Evaluator.__call__`'s, in this process. A worker that dies mid-task (killed, segfault, lost
+node) is replaced and its task re-queued once; a second death records its individuals as failed
+and the search goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from multiprocessing.connection import wait
 
 import torch
 import torch.multiprocessing as tmp
-from tqdm.auto import tqdm
 
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings, Evaluator
@@ -47,7 +50,7 @@ DISPATCH_ARGUMENTS = ("devices", "num_workers", "address", "gpus_per_worker")
 
 
 def _worker_settings(settings: EvaluationSettings, device: int | None) -> EvaluationSettings:
-    """A worker evaluates one individual at a time, on its own device."""
+    """A worker evaluates its tasks on its own device (the precision was chosen by the dispatcher)."""
     return EvaluationSettings(**{**asdict(settings), "accelerator": "gpu" if device is not None else "cpu"})
 
 
@@ -57,17 +60,16 @@ def _worker_settings(settings: EvaluationSettings, device: int | None) -> Evalua
 def _worker_main(
     conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None, threads: int
 ) -> None:
-    """A worker process: owns one device, evaluates the genotypes it is sent until told to stop."""
+    """A worker process: owns one device, evaluates the tasks it is sent until told to stop."""
     if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     torch.set_num_threads(max(1, threads))
     evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, device), progress=False)
     while True:
-        code = conn.recv()
-        if code is None:
+        task = conn.recv()
+        if task is None:
             break
-        (evaluation,) = evaluator([code])
-        conn.send(evaluation.to_dict())
+        conn.send([evaluation.to_dict() for evaluation in evaluator.evaluate_task(task)])
 
 
 @dataclass
@@ -75,7 +77,7 @@ class _Worker:
     process: tmp.Process
     conn: object  # the parent's end of the pipe
     device: int | None
-    task: Genotype | None = None
+    task: list[Genotype] | None = None
 
 
 class WorkerPoolEvaluator(Evaluator):
@@ -111,12 +113,12 @@ class WorkerPoolEvaluator(Evaluator):
         child.close()
         return _Worker(process, parent, device)
 
-    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
+    def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
         if not pending:
             return
         if not self.workers:
             self.workers = [self._start(device) for device in self.slots]
-        queue, deaths = deque(pending), {}
+        queue, deaths = deque(self.tasks(pending, len(self.workers))), {}
         while queue or any(w.task is not None for w in self.workers):
             for worker in self.workers:
                 if worker.task is None and queue:
@@ -127,32 +129,30 @@ class WorkerPoolEvaluator(Evaluator):
             for i, worker in enumerate(self.workers):
                 if worker.task is None or (worker.conn not in ready and worker.process.sentinel not in ready):
                     continue
+                task = worker.task
                 try:
-                    evaluation = Evaluation.from_dict(worker.conn.recv())
+                    evaluations = [Evaluation.from_dict(row) for row in worker.conn.recv()]
                 except (EOFError, OSError):  # the worker died with the task
-                    code = worker.task
                     worker.process.join(timeout=5)
                     log.warning(
                         "worker %d (pid %s) died evaluating %s (exit code %s); starting another",
                         i,
                         worker.process.pid,
-                        format_genotype(code),
+                        " ".join(format_genotype(code) for code in task),
                         worker.process.exitcode,
                     )
                     self.workers[i] = self._start(worker.device)
-                    deaths[code] = deaths.get(code, 0) + 1
-                    if deaths[code] == 1:
+                    key = tuple(task)
+                    deaths[key] = deaths.get(key, 0) + 1
+                    if deaths[key] == 1:
                         self.requeued += 1
-                        queue.appendleft(code)
+                        queue.appendleft(task)
                         continue
-                    evaluation = Evaluation.failed(code, f"worker died twice (exit code {worker.process.exitcode})")
+                    error = f"worker died twice (exit code {worker.process.exitcode})"
+                    evaluations = [Evaluation.failed(code, error) for code in task]
                 else:
                     worker.task = None
-                if self.memo is not None:
-                    self.memo.put(evaluation)
-                bar.set_postfix_str(format_genotype(evaluation.genotype))
-                bar.update(1)
-                yield evaluation
+                yield from evaluations
 
     def close(self) -> None:
         for worker in self.workers:
@@ -182,9 +182,8 @@ class _RayWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def evaluate(self, code: Genotype) -> dict:
-        (evaluation,) = self.evaluator([code])
-        return evaluation.to_dict()
+    def evaluate(self, task: list[Genotype]) -> list[dict]:
+        return [evaluation.to_dict() for evaluation in self.evaluator.evaluate_task(task)]
 
 
 class RayEvaluator(Evaluator):
@@ -214,26 +213,23 @@ class RayEvaluator(Evaluator):
             actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0) for _ in range(count)
         ]
 
-    def _evaluate_pending(self, pending: list[Genotype], bar: tqdm) -> Iterator[Evaluation]:
+    def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
         ray = self.ray
-        queue, idle, running = deque(pending), list(self.actors), {}
+        queue, idle, running = deque(self.tasks(pending, len(self.actors))), list(self.actors), {}
         while queue or running:
             while queue and idle:
-                actor, code = idle.pop(), queue.popleft()
-                running[actor.evaluate.remote(code)] = (actor, code)
+                actor, task = idle.pop(), queue.popleft()
+                running[actor.evaluate.remote(task)] = (actor, task)
             (ref,), _ = ray.wait(list(running), num_returns=1)
-            actor, code = running.pop(ref)
+            actor, task = running.pop(ref)
             idle.append(actor)
             try:
-                evaluation = Evaluation.from_dict(ray.get(ref))
+                evaluations = [Evaluation.from_dict(row) for row in ray.get(ref)]
             except ray.exceptions.RayActorError as err:  # died again after its one restart
-                log.warning("Ray worker died evaluating %s: %s", format_genotype(code), str(err).splitlines()[0])
-                evaluation = Evaluation.failed(code, "Ray worker died twice")
-            if self.memo is not None:
-                self.memo.put(evaluation)
-            bar.set_postfix_str(format_genotype(code))
-            bar.update(1)
-            yield evaluation
+                names = " ".join(format_genotype(code) for code in task)
+                log.warning("Ray worker died evaluating %s: %s", names, str(err).splitlines()[0])
+                evaluations = [Evaluation.failed(code, "Ray worker died twice") for code in task]
+            yield from evaluations
 
     def close(self) -> None:
         for actor in self.actors:

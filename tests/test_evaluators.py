@@ -108,9 +108,27 @@ def test_bf16_evaluation_stays_close_to_float32(kb, data, plain):
         assert a.epoch_losses[-1] < a.epoch_losses[0]  # it still trains
 
 
+def test_tasks_are_stackable_groups_halved_until_every_worker_has_one(kb, data):
+    evaluator = Evaluator(kb, data, 4, settings(stack_individuals=6), progress=False)
+    codes = sorted(GENERATION)
+    alone = evaluator.tasks(codes)
+    for workers in (1, 2, 4, 6, 8):
+        tasks = evaluator.tasks(codes, workers)
+        assert sorted(c for task in tasks for c in task) == codes  # each genotype once
+        assert len(tasks) == max(len(alone), min(workers, len(codes)))
+        # a task is a contiguous run of one stackable group (so its prefixes are shared)
+        runs = [group[i:j] for group in alone for i in range(len(group)) for j in range(i + 1, len(group) + 1)]
+        assert all(task in runs for task in tasks)
+    unbatched = Evaluator(kb, data, 4, settings(cache_features=False), progress=False)
+    assert unbatched.tasks(codes, 2) == [[code] for code in codes]
+
+
 def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_worker(kb, data, plain, tmp_path):
     memo = tmp_path / "evaluations.jsonl"
-    evaluator = make_evaluator("gpus", kb, data, 4, settings(), num_workers=2, memo_path=memo, progress=False)
+    # Stacks of up to 6: workers receive whole groups (tasks), a dead worker's group is re-queued.
+    evaluator = make_evaluator(
+        "gpus", kb, data, 4, settings(stack_individuals=6), num_workers=2, memo_path=memo, progress=False
+    )
     try:
         assert len(evaluator.slots) == 2 and evaluator.slots == [None, None]  # CPU workers here
         assert_same(evaluator(GENERATION[:4]), plain[:4])
