@@ -5,9 +5,10 @@ Both evaluate the fast way (cached features, shared module prefixes, stacked cla
 trains each group in this process on every core; `gpus` sends whole groups (`Evaluator.tasks`:
 halved until each worker has one) to `--workers` processes with cores / workers threads each.
 Real data and knowledge (the shared CIFAR-10 images and CIFAR ResNets, as `make bench`). Two
-generations of different genotypes: the first includes the workers' start-up (spawning, sending
-the knowledge base and data), the second runs on warm workers. Prints the table and writes
-benchmarks/results_dispatch.json.
+generations of different genotypes, and `gpus` once more with one individual a task (what it did
+before tasks: nothing stacked or shared on a worker). The first generation includes the workers'
+start-up (spawning, sending the knowledge base and data), the second runs on warm workers.
+Prints the table and writes benchmarks/results_dispatch.json.
 
 Score rule: the same ranking, |delta err_val| <= 0.01 (a stack split across workers is trained
 in smaller batched products, so float rounding may differ).
@@ -27,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(name: str, args, generations, kb, data, num_classes) -> dict:
+def run(name: str, args, generations, kb, data, num_classes, stack: int | None = None) -> dict:
     from modulenet.evaluate import EvaluationSettings
     from modulenet.evaluators import make_evaluator
 
@@ -36,7 +37,7 @@ def run(name: str, args, generations, kb, data, num_classes) -> dict:
         batch_size=256,
         hidden=[args.width] * 2,
         pool="avg",
-        stack_individuals=len(generations[0]),
+        stack_individuals=stack or len(generations[0]),
         precision=args.precision,
     )
     options = {"num_workers": args.workers} if name == "gpus" else {}
@@ -77,6 +78,8 @@ def main() -> None:
     generations = [sample[: args.individuals], sample[args.individuals :]]
     kb, data, num_classes = load(args.train_images)
     modes = {name: run(name, args, generations, kb, data, num_classes) for name in ("local", "gpus")}
+    # what `gpus` did before tasks: one individual per message, so nothing stacked or shared
+    modes["gpus-single"] = run("gpus", args, generations, kb, data, num_classes, stack=1)
 
     local, gpus = modes["local"]["results"], modes["gpus"]["results"]
     rank = lambda rows: sorted(range(len(rows)), key=lambda i: rows[i]["score"])
@@ -95,12 +98,18 @@ def main() -> None:
         f"head {args.width}-{args.width}, {args.train_images} train images, {modes['local']['precision']}"
     )
     print(f"{'evaluator':<28} {'generation 1 s':>15} {'generation 2 s':>15}")
-    for name, label in (("local", "local (this process)"), ("gpus", f"gpus ({args.workers} CPU workers)")):
+    labels = {
+        "local": "local (this process)",
+        "gpus": f"gpus ({args.workers} CPU workers)",
+        "gpus-single": "gpus, one individual a task",
+    }
+    for name, label in labels.items():
         first, second = modes[name]["seconds"]
         print(f"{label:<28} {first:15.1f} {second:15.1f}")
-    ratio = modes["local"]["seconds"][1] / modes["gpus"]["seconds"][1]
+    warm = {name: m["seconds"][1] for name, m in modes.items()}
     print(
-        f"warm workers take {1 / ratio:.2f}x local's time; max |d err_val| {delta:.4f}, "
+        f"warm workers take {warm['gpus'] / warm['local']:.2f}x local's time (one individual a task: "
+        f"{warm['gpus-single'] / warm['local']:.2f}x); max |d err_val| {delta:.4f}, "
         f"same ranking: {report['same_ranking']}\nwrote {args.out}"
     )
 

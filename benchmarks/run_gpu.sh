@@ -12,6 +12,10 @@ echo "tests/test_gpu.py exit $?"; tail -n 5 "$out/test_gpu.log"
 timeout "${PAPER_SCALE_S:-270}" python3 benchmarks/bench_paper_scale.py --device cuda \
     --individuals "${PAPER_SCALE_INDIVIDUALS:-40}" --out "$out/results_paper_scale.json" --memo "$out/paper_scale_evaluations.jsonl" >"$out/paper_scale.log" 2>&1
 echo "bench_paper_scale exit $?"; grep -v "individuals:" "$out/paper_scale.log" | tail -n 12
+# The same generation's step without CUDA graph capture: what the graph saves, side by side.
+timeout "${PAPER_SCALE_S:-270}" python3 benchmarks/bench_paper_scale.py --device cuda --eager \
+    --individuals "${PAPER_SCALE_INDIVIDUALS:-40}" --out "$out/results_paper_scale_eager.json" >"$out/paper_scale_eager.log" 2>&1
+echo "bench_paper_scale --eager exit $?"; grep -v "individuals:" "$out/paper_scale_eager.log" | tail -n 12
 timeout "${EVALUATION_S:-180}" python3 benchmarks/bench_evaluation.py --device cuda --no-scaling \
     --out "$out/results_gpu.json" >"$out/evaluation.log" 2>&1
 echo "bench_evaluation exit $?"; tail -n 9 "$out/evaluation.log"
