@@ -286,3 +286,24 @@ def check_positive(cfg: DictConfig) -> None:
             raise ModuleNetError(f"{key}={value} must be a positive integer")
     if cfg.evaluator.pool not in ("flatten", "avg"):
         raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")
+
+
+def command_line_keys() -> set[str]:
+    """The config keys this command line set (Hydra's task overrides, `+`/`++`/`~` stripped);
+    empty outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+
+
+def inherited_finetune(finetune_cfg: DictConfig, search_cfg: DictConfig, given: set[str]) -> DictConfig:
+    """`modulenet-finetune search_run=X`: X's own `finetune` group (its recipe's budget), with what
+    this command line set (`given`, e.g. "finetune.epochs") on top. Keys a run saved before they
+    existed come from this command's defaults."""
+    if "finetune" in given or "finetune" not in search_cfg:
+        return finetune_cfg
+    saved = {k: v for k, v in OmegaConf.to_container(search_cfg.finetune, resolve=True).items() if k in finetune_cfg}
+    here = {k: finetune_cfg[k] for k in finetune_cfg if f"finetune.{k}" in given}
+    return OmegaConf.merge(finetune_cfg, saved, here)

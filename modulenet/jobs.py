@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import fields
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,9 +15,11 @@ from modulenet.builders import (
     check_quickstart_overrides,
     check_search_config,
     check_trainer,
+    command_line_keys,
     evaluation_context,
     evaluation_settings,
     fit_connections,
+    inherited_finetune,
     make_datamodule,
     make_knowledge_base,
     refuse_untrained,
@@ -185,8 +188,9 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     # The run directory is data: only this command line may trust code, never the saved config.
     search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
     check_targets(search_cfg, config_path, trusted=cfg.trust_code)
+    finetune_cfg = inherited_finetune(cfg.finetune, search_cfg, command_line_keys())
     return finetune_stage(
-        cfg.finetune, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer, group, cfg.seed, cfg.progress
+        finetune_cfg, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer, group, cfg.seed, cfg.progress
     )
 
 
@@ -222,15 +226,9 @@ def finetune_stage(
         source_data = make_datamodule(search_cfg.dataset)
         kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
         fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
+    own = OmegaConf.to_container(ft, resolve=True)
     settings = FinetuneSettings(
-        top_k=ft.top_k,
-        include_originals=ft.include_originals,
-        candidates=ft.candidates,
-        max_candidates=ft.max_candidates,
-        epochs=ft.epochs,
-        lr=ft.lr,
-        momentum=ft.momentum,
-        weight_decay=ft.weight_decay,
+        **{f.name: own[f.name] for f in fields(FinetuneSettings) if f.name in own},  # the finetune group's
         hidden=list(search_cfg.evaluator.hidden),
         pool=search_cfg.evaluator.pool,
         connection=search_cfg.connection.name,
@@ -239,7 +237,6 @@ def finetune_stage(
         precision=trainer_cfg.precision,
         float32_matmul_precision=trainer_cfg.float32_matmul_precision,
         seed=seed,
-        seeds=list(ft.seeds),
     )
     tracker = make_tracker(
         logger_cfg,

@@ -104,7 +104,11 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     ), proc.stderr[-2000:]
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == len(lines)
 
-    # the evaluation stage: top-1 of the final population and the three originals, fine-tuned
+    # the evaluation stage: top-1 of the final population and the three originals, fine-tuned, with
+    # the search run's own finetune settings (as a recipe saved them) under this command line's
+    saved = (run / "config_resolved.yaml").read_text()
+    assert saved.count("  momentum: 0.9\n") == 1  # the finetune group's
+    (run / "config_resolved.yaml").write_text(saved.replace("  momentum: 0.9\n", "  momentum: 0.8\n"))
     ft = tmp_path / "ft"
     proc = run_cli(
         "modulenet-finetune",
@@ -120,6 +124,8 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
         cache_dir,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = json.loads((ft / "finetune.json").read_text())["settings"]
+    assert settings["momentum"] == 0.8 and settings["epochs"] == 1 and settings["top_k"] == 1
     finetuned = json.loads((ft / "finetune.json").read_text())["results"]
     assert [r["label"] for r in finetuned] == ["ModuleNet #1", "resnet_cifar8", "vgg_cifar", "allconv_cifar"]
     assert all(0.0 <= r["test_error"] <= 1.0 for r in finetuned)

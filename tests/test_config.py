@@ -84,3 +84,16 @@ def test_slurm_launcher_preset_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.partition == "gpu"
+
+
+def test_finetune_inherits_the_search_runs_group_under_the_command_line():
+    from omegaconf import OmegaConf
+
+    from modulenet.builders import inherited_finetune
+
+    here = OmegaConf.create({"epochs": 50, "lr": 0.01, "candidates": "top_k", "cutout": 16})
+    run = OmegaConf.create({"finetune": {"epochs": 6, "lr": 0.02, "after_search": True}})  # saved before candidates
+    merged = inherited_finetune(here, run, {"finetune.lr", "logger"})
+    assert OmegaConf.to_container(merged) == {"epochs": 6, "lr": 0.01, "candidates": "top_k", "cutout": 16}
+    assert inherited_finetune(here, run, {"finetune"}) is here  # the whole group given on the command line
+    assert inherited_finetune(here, OmegaConf.create({}), set()) is here  # a run without one
