@@ -149,6 +149,7 @@ def test_every_family_combination_assembles_and_runs(family_kbs, image_size):
         assert tuple(out.shape[1:]) == (last.out_channels, *last.out_size)
 
 
+@pytest.mark.slow  # make test-all: every genotype of four families (about 15 s); make test keeps the pairs test
 def test_all_genotypes_of_four_families_run_at_32px(family_kbs):
     kb = family_kbs[32]
     x = torch.randn(1, 3, 32, 32)

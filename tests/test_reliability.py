@@ -321,6 +321,7 @@ def test_same_search_with_worker_processes(real_search, reference, tmp_path):
     assert trained == len(result.evaluations) and summary(result) == summary(reference[0])
 
 
+@pytest.mark.slow  # make test-all: a local Ray cluster's start-up (about 12 s); keeps make test under 5 minutes
 def test_same_search_with_ray(real_search, reference, tmp_path):
     ray = pytest.importorskip("ray")
     try:
