@@ -241,7 +241,7 @@ def finetune_stage(
     tracker = make_tracker(
         logger_cfg,
         out_dir,
-        {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
+        {"finetune": own, "search_run": str(search_run)},
         group=group,
         job_type="finetune",
         name=f"finetune-{search_run.name}",

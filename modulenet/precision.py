@@ -14,6 +14,7 @@ with bf16 and float32 on CPUs. An explicit precision (`32-true`, `bf16-mixed`, .
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -63,24 +64,27 @@ def has_bf16_units(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    flags = _cpuinfo().split()
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def device_model(device: torch.device) -> str:
     """The device's model name: the GPU's, or the CPU's from /proc/cpuinfo."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -163,16 +167,17 @@ def choose_precision(
                 device_model(device),
             )
         return PrecisionChoice(precision, "set by trainer.precision")
+    model = device_model(device)
     if not has_bf16_units(device):
-        return PrecisionChoice(FLOAT32, f"{device_model(device)} has no bf16 matrix units (bf16 would be emulated)")
+        return PrecisionChoice(FLOAT32, f"{model} has no bf16 matrix units (bf16 would be emulated)")
     if head is None:
         if device.type == "cuda":
-            return PrecisionChoice(BF16, f"whole networks on a GPU with bf16 ({device_model(device)})")
+            return PrecisionChoice(BF16, f"whole networks on a GPU with bf16 ({model})")
         return PrecisionChoice(FLOAT32, "whole networks on a CPU train in float32 (only classifiers are measured)")
     cache = cache or cache_path()
     key = " | ".join(
         (
-            device_model(device),
+            model,
             f"torch {torch.__version__}",
             f"{torch.get_num_threads()} threads",
             f"head {head.copies}x{head.batch_size}x{head.in_features}-{'-'.join(map(str, head.hidden))}-{head.classes}",
@@ -182,7 +187,7 @@ def choose_precision(
     if key in entries:
         seconds, where = entries[key]["seconds"], f"measured {entries[key]['measured']}, cached in {cache}"
     else:
-        log.info("trainer.precision=auto: timing the classifiers' step in float32 and bf16 on %s", device_model(device))
+        log.info("trainer.precision=auto: timing the classifiers' step in float32 and bf16 on %s", model)
         seconds = head_step_seconds(head, device)
         where = f"measured now, cached in {cache}"
         entries[key] = {"seconds": seconds, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -190,7 +195,7 @@ def choose_precision(
     chosen = BF16 if seconds[FLOAT32] >= MARGIN * seconds[BF16] else FLOAT32
     reason = (
         f"classifier step {seconds[FLOAT32]:.3g} s in float32, {seconds[BF16]:.3g} s in bf16 on "
-        f"{device_model(device)} ({where}); bf16 needs {MARGIN:g}x"
+        f"{model} ({where}); bf16 needs {MARGIN:g}x"
     )
     return PrecisionChoice(chosen, reason, dict(seconds))
 
