@@ -61,6 +61,12 @@ class EvaluationSettings(ClassifierSettings):
         "graph_step",
     )
 
+    @property
+    def features_cached(self) -> bool:
+        """Whether the trunk's features are computed once (`cache_features`), which only a frozen,
+        parameter-free trunk allows: a conv1x1 link trains, so its trunk runs in every step."""
+        return self.cache_features and self.connection not in TRAINABLE
+
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in self.SPEED_ONLY}
@@ -81,7 +87,7 @@ def measured_head(settings: EvaluationSettings, num_classes: int) -> HeadShape |
     them (the input width varies by genotype: the first hidden width stands in for it). None where
     the frozen trunk runs in every training step, which makes it a whole network's precision."""
     s = settings
-    if not s.cache_features or s.connection in TRAINABLE:
+    if not s.features_cached:
         return None
     copies = min(8, max(1, s.stack_individuals))  # the timing's cost stays bounded
     return HeadShape(s.hidden[0] if s.hidden else 64, tuple(s.hidden), num_classes, copies, s.batch_size)
@@ -173,7 +179,7 @@ class Evaluator:
         """Whether a generation goes through `batched_evaluation` (cached features of a frozen,
         parameter-free trunk; a conv1x1 link trains, so it takes the plain way)."""
         s = self.settings
-        return s.cache_features and s.connection not in TRAINABLE and (s.stack_individuals > 1 or s.share_prefixes)
+        return s.features_cached and (s.stack_individuals > 1 or s.share_prefixes)
 
     def __call__(self, genotypes: Sequence[Sequence[int]]) -> list[Evaluation]:
         """Every genotype's evaluation, in order: from the memo where one exists, else trained
@@ -367,7 +373,7 @@ class Evaluator:
         trunk = self._trunk(code).to(self.device)
         out = self.kb.output_spec(code)
         in_features = classifier_input_size(out.out_channels, trunk.output_size(tuple(self.x_train.shape[-2:])), s.pool)
-        if s.cache_features and s.connection not in TRAINABLE:
+        if s.features_cached:
             x_train = trunk_features(trunk, self.x_train, feature_batch_size, self.device)
             x_val = trunk_features(trunk, self.x_val, feature_batch_size, self.device)
             model_trunk = None
