@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modulenet.config import ClassifierSettings
-from modulenet.connections import CONNECTIONS
+from modulenet.connections import BUILT_IN, connection_id
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
 from modulenet.evaluators import evaluator_class
@@ -144,7 +144,7 @@ def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: st
     """`connection=aligned | least_squares`: fitted on the first `connection.fit_images` images of the
     search's training split, once, then cached beside the knowledge bases (keyed by their weights,
     the data and the resolution rule)."""
-    name, resolution = connection_cfg.name, connection_cfg.get("resolution", "resample")
+    name, resolution = connection_of(connection_cfg), connection_cfg.get("resolution", "resample")
     if name not in FITTED or resolution in kb.fitted:
         return
     count = connection_cfg.fit_images
@@ -181,10 +181,9 @@ def refuse_untrained(untrained: list[str], kb_cfg) -> None:
         )
 
 
-def check_connection_name(what: str, name: str) -> None:
-    """A connection name the search can build: the parameter-free, trainable and fitted ones."""
-    if name not in (*CONNECTIONS, *FITTED):
-        raise ModuleNetError(f"{what}{name!r}: valid connections are {sorted((*CONNECTIONS, *FITTED))}")
+def connection_of(connection_cfg) -> str:
+    """The connection group's choice (connections.connection_id): a built-in's name or your own class."""
+    return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
 
 
 def check_trainer(trainer_cfg) -> None:
@@ -214,13 +213,14 @@ def check_search_config(cfg: DictConfig) -> None:
     connections, the evaluator and logger classes, untrained architectures, positive sizes."""
     check_positive(cfg)
     check_trainer(cfg.trainer)
-    check_connection_name("connection.name=", cfg.connection.name)
+    connection_of(cfg.connection)
     if cfg.connection.resolution not in RESOLUTIONS:
         raise ModuleNetError(
             f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
         )
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
-        check_connection_name("ablation.compare has ", name)
+        if name not in BUILT_IN:
+            raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are {sorted(BUILT_IN)}")
     evaluator_class(cfg.evaluator._target_)
     tracker_class(cfg.logger._target_)
     kb_cfg = cfg.knowledge_base
@@ -236,7 +236,7 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
     return EvaluationSettings(
         **{f.name: evaluator[f.name] for f in fields(ClassifierSettings)},
         epochs=cfg.search.epochs,
-        connection=cfg.connection.name,
+        connection=connection_of(cfg.connection),
         resolution=cfg.connection.resolution,
         alpha=cfg.search.alpha,
         beta=cfg.search.beta,
@@ -254,7 +254,7 @@ def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
         "archs": kb.arch_names,
         "sources": kb.sources,
     }
-    if cfg.connection.name in FITTED:  # fitted on this many training images
+    if connection_of(cfg.connection) in FITTED:  # fitted on this many training images
         context["fit_images"] = kb.fitted_images
     return context
 

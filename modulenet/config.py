@@ -45,8 +45,12 @@ class KnowledgeBaseConf:
 
 @dataclass
 class ConnectionConf:
+    """How neighbouring modules are joined (connections.py): the built-ins by `name` with their
+    `_target_`, or your own class as `connection._target_=mypkg.MyConnection` (connections.own_connection)."""
+
+    _target_: str | None = "modulenet.connections.parameter_free_connection"  # null: the built-in `name`'s
     # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C: a 1x1 convolution at every
-    # boundary) | conv1x1_where_needed (ours: only where channel counts differ)
+    # boundary) | conv1x1_where_needed (ours: only where channel counts differ) | aligned | least_squares
     name: str = "channel_pool"
     # Sec. III-B: reduce (the paper's: the preceding module drops its last reduction, or pools more;
     # never upsampled) | resample (ours before: pool or upsample between modules) - resolution.py

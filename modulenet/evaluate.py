@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from modulenet.batched_evaluation import StackedIndividuals, group_by_width, prefix_shared_features
 from modulenet.config import ClassifierSettings
-from modulenet.connections import TRAINABLE
+from modulenet.connections import trains
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
@@ -65,7 +65,7 @@ class EvaluationSettings(ClassifierSettings):
     def features_cached(self) -> bool:
         """Whether the trunk's features are computed once (`cache_features`), which only a frozen,
         parameter-free trunk allows: a conv1x1 link trains, so its trunk runs in every step."""
-        return self.cache_features and self.connection not in TRAINABLE
+        return self.cache_features and not trains(self.connection)
 
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""

@@ -16,6 +16,7 @@ from modulenet.builders import (
     check_search_config,
     check_trainer,
     command_line_keys,
+    connection_of,
     evaluation_context,
     evaluation_settings,
     fit_connections,
@@ -133,9 +134,9 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
     """Fig. 10: the search path's architectures again with the connections of `ablation.compare`."""
     from modulenet.ablation import connection_ablation
 
-    compare = [name for name in cfg.ablation.compare if name != cfg.connection.name]
+    compare = [name for name in cfg.ablation.compare if name != settings.connection]
     for name in compare:
-        connection = OmegaConf.merge(cfg.connection, {"name": name})
+        connection = OmegaConf.merge(cfg.connection, {"name": name, "_target_": None})
         fit_connections(kb, connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
     connection_ablation(
         kb,
@@ -231,7 +232,7 @@ def finetune_stage(
         **{f.name: own[f.name] for f in fields(FinetuneSettings) if f.name in own},  # the finetune group's
         hidden=list(search_cfg.evaluator.hidden),
         pool=search_cfg.evaluator.pool,
-        connection=search_cfg.connection.name,
+        connection=connection_of(search_cfg.connection),
         resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
         accelerator=trainer_cfg.accelerator,
         precision=trainer_cfg.precision,

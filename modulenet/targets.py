@@ -4,23 +4,27 @@ built from it unless the user trusts the run)."""
 
 from __future__ import annotations
 
-from hydra.utils import get_class
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modulenet.errors import ModuleNetError
 
 
-def target_class(key: str, target: str, builtins: str) -> type:
-    """The class `target` names (given as `key`, e.g. "evaluator._target_"); one line naming the
-    built-in choices (`builtins`, e.g. "evaluator=local|gpus|ray") when it cannot be imported."""
+def target_class(key: str, target: str, builtins: str):
+    """The class (or factory function) `target` names (given as `key`, e.g. "evaluator._target_");
+    one line naming the built-in choices (`builtins`, e.g. "evaluator=local|gpus|ray") when it
+    cannot be imported or called."""
     try:
-        return get_class(target)
+        found = get_object(target)
     except Exception as err:  # Hydra wraps ImportError / AttributeError
         cause = str(err.__cause__ or err).strip().splitlines()
         raise ModuleNetError(
             f"{key}={target!r} cannot be imported ({cause[0] if cause else type(err).__name__}); "
             f"the built-in ones are {builtins}"
         ) from None
+    if not callable(found):
+        raise ModuleNetError(f"{key}={target!r} is not a class or function; the built-in ones are {builtins}")
+    return found
 
 
 def check_targets(cfg, source, trusted: bool = False, prefix: str = "modulenet.") -> None:

@@ -93,10 +93,80 @@ def test_conv1x1_connection_is_trainable_and_selected_by_name():
 def test_unknown_connection_is_a_clear_error():
     with pytest.raises(
         ModuleNetError,
-        match=r"unknown connection 'conv3x3'; valid connections are \['channel_pool', 'conv1x1', "
-        r"'conv1x1_where_needed'\]",
+        match=r"unknown connection 'conv3x3'; valid connections are \['aligned', 'channel_pool', 'conv1x1', "
+        r"'conv1x1_where_needed', 'least_squares'\] or your own class's dotted path",
     ):
         build_connection("conv3x3", 4, 8)
+
+
+OWN_CONNECTIONS = """
+import torch
+from torch import nn
+
+
+class Stitch(nn.Conv2d):  # trains with the classifier; only where channel counts differ
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=False)
+
+
+class FirstChannel(nn.Module):  # nothing to train, at every boundary
+    parameter_free = True
+    every_boundary = True
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        return x[:, :1].expand(-1, self.out_channels, -1, -1)
+
+
+not_callable = 3
+"""
+
+
+@pytest.fixture
+def own_connections(tmp_path, monkeypatch):
+    (tmp_path / "my_connections.py").write_text(OWN_CONNECTIONS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    return importlib.import_module("my_connections")
+
+
+def test_your_own_connection_class_is_built_from_connection_target(own_connections):
+    from modulenet.connections import connection_id, trains
+    from modulenet.evaluate import EvaluationSettings
+
+    assert connection_id("channel_pool", "my_connections.Stitch") == "my_connections.Stitch"
+    assert connection_id("conv1x1", "modulenet.connections.Conv1x1Connection") == "conv1x1"
+    assert connection_id("least_squares") == "least_squares"  # a config saved before the group had a _target_
+    assert isinstance(build_connection("my_connections.Stitch", 4, 8), own_connections.Stitch)
+    assert isinstance(build_connection("my_connections.Stitch", 4, 4), torch.nn.Identity)
+    assert isinstance(build_connection("my_connections.FirstChannel", 4, 4), own_connections.FirstChannel)
+    link = ModuleLink(4, 8, 1.0, 1.0, connection="my_connections.FirstChannel")
+    x = channel_ramp(4)
+    assert torch.equal(link(x), torch.zeros_like(x[:, :1]).expand(-1, 8, -1, -1))
+    assert trains("my_connections.Stitch") and not trains("my_connections.FirstChannel")
+    assert not EvaluationSettings(connection="my_connections.Stitch").features_cached
+    assert EvaluationSettings(connection="my_connections.FirstChannel").features_cached
+
+
+@pytest.mark.parametrize(
+    "name, target, error",
+    [
+        ("foo", None, r"connection.name='foo': valid connections are \['aligned', .* \(or your own class as "),
+        ("channel_pool", "modulenet.connections.Conv1x1Connection", r"is not connection.name='channel_pool''s class"),
+        ("channel_pool", "no_such_module.Stitch", r"connection._target_='no_such_module.Stitch' cannot be imported"),
+        ("channel_pool", "my_connections.not_callable", r"is not a class or function"),
+    ],
+)
+def test_a_bad_connection_is_one_line(name, target, error, own_connections):
+    from modulenet.connections import connection_id
+
+    with pytest.raises(ModuleNetError, match=error) as caught:
+        connection_id(name, target)
+    assert "\n" not in str(caught.value)
 
 
 def test_spatial_adapter_restores_native_resolution():
@@ -115,3 +185,22 @@ def test_module_link_is_empty_between_native_neighbours():
     link = ModuleLink(64, 128, 2.0, 4.0)
     assert [type(m) for m in link] == [SpatialAdapter, ChannelDePool]
     assert link(torch.randn(1, 64, 16, 16)).shape == (1, 128, 8, 8)
+
+
+def test_a_search_with_your_own_connection_from_the_command_line(own_connections, tmp_path):
+    from test_config import compose_search
+    from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
+
+    from modulenet.jobs import search_job
+    from modulenet.rundir import read_results
+
+    overrides = ["knowledge_base=craft", *TINY_DATA, *TINY_SEARCH, *SMALL_CRAFT, "search.generations=1"]
+    search_job(compose_search([*overrides, "connection._target_=my_connections.Stitch"]), tmp_path / "own")
+    search_job(compose_search(overrides), tmp_path / "channel_pool")
+    own, paper = (read_results(tmp_path / run) for run in ("own", "channel_pool"))
+    assert all(row["status"] == "ok" for row in own["population"])
+    mixed = [row for row in own["population"] if len(set(row["genotype"])) > 1]
+    assert mixed, "the initial population has a genotype mixing both networks"
+    by_genotype = {tuple(row["genotype"]): row["err_val"] for row in paper["population"]}
+    # the same seed draws the same genotypes; a trained 1x1 stitch is not ChP/ChDP
+    assert any(by_genotype[tuple(row["genotype"])] != row["err_val"] for row in mixed)

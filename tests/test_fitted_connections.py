@@ -128,7 +128,7 @@ def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, mo
         "connection.fit_images=64",
         "search.generations=1",
     ]
-    with caplog.at_level(logging.INFO, logger="modulenet.jobs"):
+    with caplog.at_level(logging.INFO, logger="modulenet"):
         search_job(compose_search(overrides), tmp_path / "a")
         assert "fitting the" in caplog.text and "on 64 training images" in caplog.text
         (cached,) = (tmp_path / "cache").glob("fitted-connections-*.pt")
