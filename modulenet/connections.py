@@ -203,7 +203,8 @@ def own_connection(connection: str):
 
     if "." not in connection:
         raise ModuleNetError(
-            f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} or your own class's dotted path"
+            f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} "
+            "or your own class's dotted path"
         )
     return target_class("connection._target_", connection, f"connection={'|'.join(BUILT_IN)}")
 
