@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.config import ClassifierSettings
+from modulenet.config import ClassifierSettings, TrainerSettings
 from modulenet.connections import BUILT_IN, connection_id
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
@@ -23,27 +22,29 @@ from modulenet.fitted_connections import FITTED
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
 from modulenet.knowledge.build import untrained_architectures
-from modulenet.precision import check_precision
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
-from modulenet.runtime import check_accelerator, use_float32_matmul_precision
 from modulenet.search import SearchConfig
 from modulenet.tracking import tracker_class
 
 log = logging.getLogger(__name__)
 
 
-def make_datamodule(dataset_cfg):
-    """Instantiate the dataset group's `_target_`; a bad argument is a one-line error."""
+def build(node, key: str, convert: str = "none"):
+    """Instantiate a config group's `_target_` (given as `key`, e.g. "dataset"; `convert`: Hydra's
+    `_convert_`); a bad argument or value is a one-line error."""
     try:
-        datamodule = instantiate(dataset_cfg)
+        return instantiate(node, _convert_=convert)
     except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError
         cause = err.__cause__ or err
         if isinstance(cause, ModuleNetError):
             raise cause from None
-        raise ModuleNetError(
-            f"cannot build dataset {dataset_cfg.get('_target_')}: {str(cause).splitlines()[0]}"
-        ) from None
+        raise ModuleNetError(f"cannot build {key} {node.get('_target_')}: {str(cause).splitlines()[0]}") from None
+
+
+def make_datamodule(dataset_cfg):
+    """The dataset group's `_target_`, prepared and set up."""
+    datamodule = build(dataset_cfg, "dataset")
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -186,11 +187,9 @@ def connection_of(connection_cfg) -> str:
     return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
 
 
-def check_trainer(trainer_cfg) -> None:
-    """trainer.accelerator and trainer.precision, checked before any work."""
-    check_accelerator(trainer_cfg.accelerator)
-    check_precision(trainer_cfg.precision)
-    use_float32_matmul_precision(torch.device("cpu"), trainer_cfg.float32_matmul_precision)  # validates only
+def check_trainer(trainer_cfg) -> TrainerSettings:
+    """The trainer group's settings, built (and so checked) before any work."""
+    return build(trainer_cfg, "trainer")
 
 
 def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
@@ -212,6 +211,7 @@ def check_search_config(cfg: DictConfig) -> None:
     """What a search can check before any work: trainer, connection and resolution, the ablation's
     connections, the evaluator and logger classes, untrained architectures, positive sizes."""
     check_positive(cfg)
+    search_config(cfg)
     check_trainer(cfg.trainer)
     connection_of(cfg.connection)
     if cfg.connection.resolution not in RESOLUTIONS:
@@ -259,11 +259,13 @@ def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
     return context
 
 
-def search_config(cfg: DictConfig, kb: KnowledgeBase) -> SearchConfig:
-    """The search group's NSGA-II settings (its epochs, alpha and beta go to the evaluation)."""
-    search = OmegaConf.to_container(cfg.search, resolve=True)
-    search.update(seed=cfg.seed, initial_genotypes=[kb.parse_genotype(g) for g in cfg.search.initial_genotypes])
-    return SearchConfig(**{f.name: search[f.name] for f in fields(SearchConfig)})
+def search_config(cfg: DictConfig, kb: KnowledgeBase | None = None) -> SearchConfig:
+    """The search group's `_target_` (its epochs, alpha and beta also go to the evaluation), with
+    its initial genotypes parsed by the knowledge base (`kb`; None: as given, for the checks)."""
+    config = build(cfg.search, "search", convert="all")
+    if kb is None:
+        return config
+    return replace(config, initial_genotypes=[kb.parse_genotype(g) for g in config.initial_genotypes])
 
 
 def check_positive(cfg: DictConfig) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import II, MISSING, OmegaConf
+
+from modulenet.search import SearchConfig
 
 
 def shared_dir() -> str:
@@ -59,19 +61,12 @@ class ConnectionConf:
 
 
 @dataclass
-class SearchConf:
-    """NSGA-II (Algorithm 1) and the score's weights (Eq. 4). Paper: gen 30, p_size 40, 20 epochs."""
+class SearchConf(SearchConfig):
+    """The search group's schema: SearchConfig's settings (one definition, search.py), built from
+    its `_target_`; the search's generator follows the run's `seed`."""
 
-    generations: int = 30
-    population_size: int = 40
-    crossover_prob: float = 0.9
-    mutation_prob: float = 0.3
-    mutation_indpb: float = 0.2
-    objectives: list[str] = field(default_factory=lambda: ["score"])
-    initial_genotypes: list[Any] = field(default_factory=list)  # e.g. ["000", [1,1,1]]: seeded into generation 1
-    alpha: float = 25.0
-    beta: float = 25.0
-    epochs: int = 20
+    _target_: str = "modulenet.search.SearchConfig"
+    seed: int = II("seed")
 
 
 @dataclass
@@ -125,11 +120,31 @@ class LoggerConf:
 
 
 @dataclass
-class TrainerConf:
-    accelerator: str = "cpu"
+class TrainerSettings:
+    """The `trainer` group (conf/trainer/): where Lightning trains and in what precision (set up by
+    runtime.py and precision.py for evaluation, fine-tuning and source training); checked when built."""
+
+    accelerator: str = "cpu"  # cpu | gpu | cuda | mps | auto
     precision: str = "auto"  # measured where a choice exists (precision.py); or a Lightning precision
     # float32 matrix products on GPUs: highest (exact fp32) | high (TF32 tensor cores) | medium
     float32_matmul_precision: str = "highest"
+
+    def __post_init__(self) -> None:
+        import torch  # here, not at the top: composing configs needs no torch
+
+        from modulenet.precision import check_precision
+        from modulenet.runtime import check_accelerator, use_float32_matmul_precision
+
+        check_accelerator(self.accelerator)
+        check_precision(self.precision)
+        use_float32_matmul_precision(torch.device("cpu"), self.float32_matmul_precision)  # validates only
+
+
+@dataclass
+class TrainerConf(TrainerSettings):
+    """The trainer group's schema: TrainerSettings (one definition) built from its `_target_`."""
+
+    _target_: str = "modulenet.config.TrainerSettings"
 
 
 @dataclass
@@ -172,10 +187,10 @@ class SearchAppConf:
     dataset: Any = MISSING
     knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
     connection: ConnectionConf = field(default_factory=ConnectionConf)
-    search: SearchConf = field(default_factory=SearchConf)
+    search: SearchConf = MISSING  # a group (search=nsga2); MISSING: the schema is never constructed (its checks)
     evaluator: EvaluatorConf = field(default_factory=EvaluatorConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
+    trainer: TrainerConf = MISSING  # a group (trainer=cpu | gpu): the schema is never constructed (its checks)
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
     ablation: AblationConf = field(default_factory=AblationConf)
     seed: int = 0
@@ -188,7 +203,7 @@ class SearchAppConf:
 class KbAppConf:
     dataset: Any = None
     knowledge_base: KnowledgeBaseConf = field(default_factory=KnowledgeBaseConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
+    trainer: TrainerConf = MISSING  # a group (trainer=cpu | gpu): the schema is never constructed (its checks)
     output: str | None = None  # where to save; default: the run directory's knowledge_base/
     seed: int = 0
     progress: bool = True
@@ -200,7 +215,7 @@ class FinetuneAppConf:
     trust_code: bool = False  # let the run's config and knowledge base name code to import (never read from the run)
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
+    trainer: TrainerConf = MISSING  # a group (trainer=cpu | gpu): the schema is never constructed (its checks)
     seed: int = 0
     progress: bool = True
     name: str = "finetune"

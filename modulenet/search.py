@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
@@ -53,7 +54,9 @@ def individual_class(num_objectives: int) -> type:
 
 @dataclass
 class SearchConfig:
-    """NSGA-II settings; the paper uses gen = 30 and p_size = 40 (Sec. IV)."""
+    """The `search` group (conf/search/nsga2.yaml, `_target_`): NSGA-II (Algorithm 1) and what the
+    paper sets beside it (Sec. IV: gen = 30, p_size = 40, 20 classifier epochs, alpha = beta = 25).
+    Yours: `search._target_=mypkg.MySearch`, a subclass; `toolbox` is where operators change."""
 
     generations: int = 30  # gen, counting the initial population as generation 1
     population_size: int = 40  # p_size
@@ -61,13 +64,25 @@ class SearchConfig:
     mutation_prob: float = 0.3  # probability that an offspring is mutated
     mutation_indpb: float = 0.2  # per-gene probability inside mutUniformInt
     objectives: list[str] = field(default_factory=lambda: ["score"])  # subset of OBJECTIVES, minimised
-    seed: int = 0
-    # Genotypes placed in the initial population before the random ones (e.g. the originals [i] * c).
-    initial_genotypes: list[tuple[int, ...]] = field(default_factory=list)
+    # Genotypes placed in the initial population before the random ones (e.g. the originals [i] * c),
+    # as tuples; the app parses what the config gives ("012" or [0, 1, 2]) with the knowledge base.
+    initial_genotypes: list[Any] = field(default_factory=list)
+    # The score's weights (Eq. 4) and the classifier's epochs: the evaluation's, set with the search's.
+    alpha: float = 25.0
+    beta: float = 25.0
+    epochs: int = 20
+    seed: int = 0  # the search's own generator (the app's: the run's `seed`)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def toolbox(self, num_archs: int, num_cells: int) -> base.Toolbox:
+        """The operators of Algorithm 1 (`make_toolbox`); a subclass may register others."""
+        return make_toolbox(num_archs, num_cells, self)
 
     def validate(self) -> None:
         """One-line ModuleNetError naming the first bad value."""
-        for name in ("generations", "population_size", "seed"):
+        for name in ("generations", "population_size", "epochs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ModuleNetError(f"search.{name}={value!r} must be an integer")
@@ -75,6 +90,8 @@ class SearchConfig:
             raise ModuleNetError(
                 f"search.generations={self.generations} must be >= 1 (1 evaluates the initial population only)"
             )
+        if self.epochs < 1:
+            raise ModuleNetError(f"search.epochs={self.epochs} must be a positive integer")
         if self.population_size < 2:
             raise ModuleNetError(f"search.population_size={self.population_size} must be >= 2")
         for name in ("crossover_prob", "mutation_prob", "mutation_indpb"):
@@ -228,7 +245,7 @@ def _run_search(
         run = load_state(run_dir, config, num_archs, num_cells, depends_on)
     else:
         run = SearchState(config, num_archs, num_cells, depends_on)
-    toolbox = make_toolbox(num_archs, num_cells, config)
+    toolbox = config.toolbox(num_archs, num_cells)
 
     stats = tools.Statistics(key=lambda ind: run.evaluations[tuple(ind)].score)
     stats.register("min", _ok_stat(np.min))

@@ -29,6 +29,41 @@ def test_default_is_the_quickstart():
     assert cfg.logger._target_ == "modulenet.tracking.WandbTracker"
 
 
+OBJECT_GROUPS = ("dataset", "evaluator", "logger", "connection", "search", "trainer")
+
+
+@pytest.mark.parametrize(
+    "group, choices",
+    [(group, sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))) for group in OBJECT_GROUPS],
+)
+def test_every_choice_of_an_object_group_names_its_class(group, choices):
+    """Issue 14: each group whose choice is an object has a `_target_` a user can swap."""
+    from hydra.utils import get_object
+
+    for choice in choices:
+        if (group, choice) == ("trainer", "gpu"):  # composes anywhere; builds only where CUDA is
+            cfg = compose_search([f"{group}={choice}"])
+            assert cfg.trainer._target_ == "modulenet.config.TrainerSettings"
+            continue
+        cfg = compose_search([f"{group}={choice}"])
+        target = cfg[group]._target_
+        if (group, choice) == ("logger", "none"):
+            assert target is None
+            continue
+        assert callable(get_object(target)), f"{group}={choice}"
+
+
+def test_search_and_trainer_groups_build_their_settings():
+    from modulenet.builders import check_trainer, search_config
+    from modulenet.config import TrainerSettings
+    from modulenet.search import SearchConfig
+
+    cfg = compose_search(["seed=3", "search.alpha=10", "trainer.precision=32-true"])
+    search, trainer = search_config(cfg), check_trainer(cfg.trainer)
+    assert type(search) is SearchConfig and (search.seed, search.alpha, search.generations) == (3, 10, 5)
+    assert trainer == TrainerSettings(accelerator="cpu", precision="32-true")
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(experiment, monkeypatch, tmp_path):
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path))

@@ -296,3 +296,42 @@ def test_bad_config_values_are_named(tmp_path, change, message):
     with pytest.raises(ModuleNetError, match=message) as info:
         run_search(N, C, evaluate, SearchConfig(**change), tmp_path, progress=False)
     assert "\n" not in str(info.value) and evaluate.calls == []
+
+
+MY_SEARCH = """
+from deap import tools
+
+from modulenet.search import SearchConfig
+
+
+def all_zero(individual):
+    individual[:] = [0] * len(individual)
+    return (individual,)
+
+
+class ZeroMutation(SearchConfig):  # your own operators: the toolbox, overridden
+    def toolbox(self, num_archs, num_cells):
+        toolbox = super().toolbox(num_archs, num_cells)
+        toolbox.register("mutate", all_zero)
+        return toolbox
+"""
+
+
+def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_path, monkeypatch):
+    from test_config import compose_search
+
+    from modulenet.builders import search_config
+
+    (tmp_path / "my_search.py").write_text(MY_SEARCH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    overrides = ["search.generations=3", "search.population_size=8", "search.crossover_prob=0", "seed=7"]
+    assert search_config(compose_search(overrides)).seed == 7  # the search's generator follows the run's seed
+    config = search_config(
+        compose_search([*overrides, "search._target_=my_search.ZeroMutation", "search.mutation_prob=1"])
+    )
+    assert type(config).__name__ == "ZeroMutation" and config.seed == 7
+    evaluate = HiddenTarget()
+    run_search(N, C, evaluate, config, tmp_path / "run", progress=False)
+    first, *later = evaluate.calls
+    assert len(set(first)) > 1 and later  # a random initial population, then only mutants of all zeros
+    assert all(call == [] or set(call) == {(0,) * C} for call in later)
