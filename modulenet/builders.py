@@ -17,11 +17,11 @@ from modulenet.config import ClassifierSettings, TrainerSettings
 from modulenet.connections import BUILT_IN, connection_id
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
-from modulenet.evaluators import evaluator_class
+from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
 from modulenet.fitted_connections import FITTED
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
-from modulenet.knowledge.build import untrained_architectures
+from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
 from modulenet.search import SearchConfig
@@ -124,6 +124,34 @@ def make_knowledge_base(
         )
         kb.save(cached)
     return kb
+
+
+def make_search_knowledge_base(cfg: DictConfig, datamodule) -> KnowledgeBase:
+    """The search's knowledge base: built, refused if untrained (unless allowed), summarised, and
+    its connections fitted where the connection group needs them."""
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    refuse_untrained([n for n, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], cfg.knowledge_base)
+    log.info("\n%s", kb.summary())
+    fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
+    return kb
+
+
+def make_search_evaluator(
+    cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: EvaluationSettings, context: dict, memo_path: Path
+):
+    """The evaluator group's `_target_`, with the search data and the dispatch settings its class names."""
+    evaluator = OmegaConf.to_container(cfg.evaluator, resolve=True)
+    return build_evaluator(
+        cfg.evaluator._target_,
+        kb,
+        datamodule.search_tensors(),
+        datamodule.num_classes,
+        settings,
+        memo_path=memo_path,
+        context=context,
+        progress=cfg.progress,
+        dispatch={k: v for k, v in evaluator.items() if k in DISPATCH_ARGUMENTS},
+    )
 
 
 def check_quickstart_overrides(kb_cfg) -> None:
@@ -288,16 +316,6 @@ def check_positive(cfg: DictConfig) -> None:
             raise ModuleNetError(f"{key}={value} must be a positive integer")
     if cfg.evaluator.pool not in ("flatten", "avg"):
         raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")
-
-
-def command_line_keys() -> set[str]:
-    """The config keys this command line set (Hydra's task overrides, `+`/`++`/`~` stripped);
-    empty outside a Hydra job."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
 
 
 def inherited_finetune(finetune_cfg: DictConfig, search_cfg: DictConfig, given: set[str]) -> DictConfig:

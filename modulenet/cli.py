@@ -38,6 +38,14 @@ def _save_resolved(cfg: DictConfig, run_dir: Path) -> None:
     write_atomic(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def command_line_keys() -> set[str]:
+    """The config keys this command line set (Hydra's task overrides, `+`/`++`/`~` stripped);
+    empty outside a Hydra job."""
+    if not HydraConfig.initialized():
+        return set()
+    return {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+
+
 def _guard(job, cfg: DictConfig):
     run_dir, group = _run_dir_and_group(cfg)
     try:
@@ -72,7 +80,7 @@ def _kb(cfg: DictConfig):
 def _finetune(cfg: DictConfig):
     from modulenet.jobs import finetune_job
 
-    return _guard(finetune_job, cfg)
+    return _guard(lambda c, d, g=None: finetune_job(c, d, g, given=command_line_keys()), cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report_app", version_base="1.3")

@@ -15,7 +15,6 @@ from modulenet.builders import (
     check_quickstart_overrides,
     check_search_config,
     check_trainer,
-    command_line_keys,
     connection_of,
     evaluation_context,
     evaluation_settings,
@@ -23,15 +22,14 @@ from modulenet.builders import (
     inherited_finetune,
     make_datamodule,
     make_knowledge_base,
-    refuse_untrained,
+    make_search_evaluator,
+    make_search_knowledge_base,
     search_config,
 )
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
-from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
-from modulenet.knowledge.build import RANDOM_SOURCE
 from modulenet.rundir import hold, read_results
 from modulenet.search import run_search
 from modulenet.targets import check_targets
@@ -53,25 +51,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     check_search_config(cfg)  # every check that needs no work, before any
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
-    refuse_untrained([n for n, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], cfg.knowledge_base)
-    log.info("\n%s", kb.summary())
-    fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
-    settings = evaluation_settings(cfg)
-    context = evaluation_context(cfg, kb)
-    evaluator = build_evaluator(
-        cfg.evaluator._target_,
-        kb,
-        datamodule.search_tensors(),
-        datamodule.num_classes,
-        settings,
-        memo_path=search_dir / rundir.MEMO,
-        context=context,
-        progress=cfg.progress,
-        dispatch={
-            k: v for k, v in OmegaConf.to_container(cfg.evaluator, resolve=True).items() if k in DISPATCH_ARGUMENTS
-        },
-    )
+    kb = make_search_knowledge_base(cfg, datamodule)
+    settings, context = evaluation_settings(cfg), evaluation_context(cfg, kb)
+    evaluator = make_search_evaluator(cfg, kb, datamodule, settings, context, search_dir / rundir.MEMO)
     tracker = make_tracker(
         cfg.logger,
         search_dir,
@@ -84,8 +66,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     try:
         # What a resume must match: the memo's key (with the precision `auto` chose) plus the
         # knowledge base's tensors themselves.
-        chosen = getattr(evaluator, "settings", settings)
-        depends_on = {**chosen.relevant(context), "weights": kb.weight_hashes()}
+        depends_on = {**getattr(evaluator, "settings", settings).relevant(context), "weights": kb.weight_hashes()}
         result = run_search(
             kb.num_archs,
             kb.num_cells,
@@ -104,29 +85,15 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
             tracker.finish()
     best = result.best
     log.info(
-        "best genotype %s (%s): score %.4f, err_val %.4f, l_rate %.4f, sim %.2f",
+        "best genotype %s (%s): %s",
         format_genotype(best.genotype),
         "+".join(kb.describe(best.genotype)),
-        best.score,
-        best.err_val,
-        best.l_rate,
-        best.sim,
+        best.summary(),
     )
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
         ablation_stage(cfg, kb, datamodule, settings, search_dir)
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
-        finetune_stage(
-            cfg.finetune,
-            cfg,
-            search_dir,
-            search_dir / rundir.FINETUNE_DIR,
-            cfg.logger,
-            cfg.trainer,
-            group,
-            cfg.seed,
-            cfg.progress,
-            kb=kb,
-        )
+        finetune_stage(cfg.finetune, cfg, search_dir, search_dir / rundir.FINETUNE_DIR, cfg, group, kb=kb)
     return float(best.score)
 
 
@@ -167,9 +134,10 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     return out
 
 
-def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
+def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given: set[str] = frozenset()) -> float:
     """modulenet-finetune: the search run's candidates and the originals, fine-tuned; returns the
-    selected architecture's validation error."""
+    selected architecture's validation error. `given`: the keys this command line set (they win
+    over the search run's own finetune group)."""
 
     check_trainer(cfg.trainer)
     tracker_class(cfg.logger._target_)
@@ -189,10 +157,8 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> fl
     # The run directory is data: only this command line may trust code, never the saved config.
     search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
     check_targets(search_cfg, config_path, trusted=cfg.trust_code)
-    finetune_cfg = inherited_finetune(cfg.finetune, search_cfg, command_line_keys())
-    return finetune_stage(
-        finetune_cfg, search_cfg, search_run, run_dir, cfg.logger, cfg.trainer, group, cfg.seed, cfg.progress
-    )
+    finetune_cfg = inherited_finetune(cfg.finetune, search_cfg, given)
+    return finetune_stage(finetune_cfg, search_cfg, search_run, run_dir, cfg, group)
 
 
 def finetune_stage(
@@ -200,15 +166,14 @@ def finetune_stage(
     search_cfg: DictConfig,
     search_run: Path,
     out_dir: Path,
-    logger_cfg,
-    trainer_cfg,
+    run_cfg: DictConfig,
     group: str | None,
-    seed: int,
-    progress: bool,
     kb: KnowledgeBase | None = None,
 ) -> float:
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
-    data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports."""
+    data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports. `ft`: the
+    finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
+    seed, progress, trainer_cfg = run_cfg.seed, run_cfg.progress, run_cfg.trainer
     from modulenet.finetune import CANDIDATES, FinetuneSettings, run_finetune
 
     results = read_results(search_run)
@@ -240,7 +205,7 @@ def finetune_stage(
         seed=seed,
     )
     tracker = make_tracker(
-        logger_cfg,
+        run_cfg.logger,
         out_dir,
         {"finetune": own, "search_run": str(search_run)},
         group=group,

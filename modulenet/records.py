@@ -27,6 +27,10 @@ class Evaluation:
     def __post_init__(self):
         self.genotype = tuple(int(i) for i in self.genotype)
 
+    def summary(self) -> str:
+        """The score and its terms (Eq. 4), as logs show them."""
+        return f"score {self.score:.4f}, err_val {self.err_val:.4f}, l_rate {self.l_rate:.4f}, sim {self.sim:.2f}"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["genotype"] = list(self.genotype)
