@@ -82,26 +82,18 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     from modulenet.knowledge import build_knowledge_base
 
     build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False).save(tmp_path / "other_kb")
-    proc = run_cli(
-        "modulenet-search",
-        [
-            *TINY,
-            f"resume={run}",
-            "search.generations=4",
-            "logger=none",
-            f"knowledge_base.path={tmp_path / 'other_kb'}",
-            "knowledge_base.allow_random=true",
-            f"hydra.run.dir={tmp_path / 'refused'}",
-        ],
-        tmp_path,
-        cache_dir,
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"error: cannot resume {run}: its evaluations were made with another sources, weights")
-    ), proc.stderr[-2000:]
+    # (in this process: the command line's one-line errors are test_user_mistake_...'s)
+    from test_config import compose_search
+
+    from modulenet.errors import ModuleNetError
+    from modulenet.jobs import search_job
+
+    other = [f"knowledge_base.path={tmp_path / 'other_kb'}", "knowledge_base.allow_random=true"]
+    cfg = compose_search([*TINY, f"resume={run}", "search.generations=4", "logger=none", *other])
+    with pytest.raises(
+        ModuleNetError, match=f"cannot resume {run}: its evaluations were made with another sources, weights"
+    ):
+        search_job(cfg, tmp_path / "refused")
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == len(lines)
 
     # the evaluation stage: top-1 of the final population and the three originals, fine-tuned, with

@@ -26,8 +26,14 @@ from modulenet.knowledge.weights import load_checkpoint
 
 def randomised_network(name: str, num_classes: int = 100) -> nn.Module:
     """A torchvision network with random weights and non-trivial BatchNorm statistics, as if
-    fine-tuned on a 100-class dataset (so its classifier differs from the 1000-class default)."""
+    fine-tuned on a 100-class dataset (so its classifier differs from the 1000-class default).
+    A VGG's classifier gets 64-wide hidden layers, as a user's own head may: its checkpoint is
+    a few MB instead of 0.5 GB (only the trunk is kept either way)."""
     model = get_model(name, weights=None, num_classes=num_classes)
+    if name.startswith("vgg"):
+        in_features = model.classifier[0].in_features
+        for index, (fan_in, fan_out) in {0: (in_features, 64), 3: (64, 64), 6: (64, num_classes)}.items():
+            model.classifier[index] = nn.Linear(fan_in, fan_out)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -101,9 +107,9 @@ def test_lossless_reassembly_of_real_cifar_resnets(cifar_test_set):
         with torch.no_grad():
             features = kb.assemble([i] * 3)(x)
             logits = nn.functional.linear(features.mean((2, 3)), state["linear.weight"], state["linear.bias"])
-            reference = full(x)
+            reference = full(x[:256])  # the same predictions on a quarter of the images; accuracy on all
         accuracy = (logits.argmax(1) == y).float().mean().item()
-        assert torch.equal(logits.argmax(1), reference.argmax(1))
+        assert torch.equal(logits[:256].argmax(1), reference.argmax(1))
         published = torch.load(path, map_location="cpu", weights_only=True)["best_prec1"] / 100
         # x_test is about a tenth of the official test set: within two points of the published figure
         assert abs(accuracy - published) < 0.02, (name, accuracy, published)
