@@ -164,7 +164,12 @@ TINY = {  # the recipe, made small: fewer/smaller networks, generated data, shor
 }
 
 
-@pytest.mark.parametrize("experiment", sorted(TINY))
+SLOW_RECIPES = {"paper_cifar10_nas"}  # 20-cell DARTS networks (about 13 s): make test-all; test_darts covers them
+
+
+@pytest.mark.parametrize(
+    "experiment", [pytest.param(e, marks=[pytest.mark.slow] if e in SLOW_RECIPES else []) for e in sorted(TINY)]
+)
 def test_experiment_runs_end_to_end_on_tiny_settings(experiment, monkeypatch, tmp_path):
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
     if experiment == "cpu_cifar10_real":
