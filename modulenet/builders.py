@@ -238,8 +238,10 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
 def check_search_config(cfg: DictConfig) -> None:
     """What a search can check before any work: trainer, connection and resolution, the ablation's
     connections, the evaluator and logger classes, untrained architectures, positive sizes."""
-    check_positive(cfg)
-    search_config(cfg)
+    search_config(cfg)  # SearchConfig and EvaluationSettings check their values when built
+    evaluation_settings(cfg)
+    if cfg.evaluator.num_workers is not None and cfg.evaluator.num_workers <= 0:
+        raise ModuleNetError(f"evaluator.num_workers={cfg.evaluator.num_workers} must be a positive integer")
     check_trainer(cfg.trainer)
     connection_of(cfg.connection)
     if cfg.connection.resolution not in RESOLUTIONS:
@@ -294,28 +296,6 @@ def search_config(cfg: DictConfig, kb: KnowledgeBase | None = None) -> SearchCon
     if kb is None:
         return config
     return replace(config, initial_genotypes=[kb.parse_genotype(g) for g in config.initial_genotypes])
-
-
-def check_positive(cfg: DictConfig) -> None:
-    """Sizes that must be positive, and the evaluator's pool, in one line each."""
-    checks = {
-        "search.generations": cfg.search.generations,
-        "search.population_size": cfg.search.population_size,
-        "search.epochs": cfg.search.epochs,
-        "evaluator.batch_size": cfg.evaluator.batch_size,
-        "evaluator.feature_batch_size": cfg.evaluator.feature_batch_size,
-        "evaluator.stack_individuals": cfg.evaluator.stack_individuals,
-    }
-    if cfg.evaluator.num_workers is not None:
-        checks["evaluator.num_workers"] = cfg.evaluator.num_workers
-    if cfg.evaluator.feature_memory_gb <= 0:
-        raise ModuleNetError(f"evaluator.feature_memory_gb={cfg.evaluator.feature_memory_gb} must be positive")
-    checks.update({f"evaluator.hidden[{i}]": h for i, h in enumerate(cfg.evaluator.hidden)})
-    for key, value in checks.items():
-        if value <= 0:
-            raise ModuleNetError(f"{key}={value} must be a positive integer")
-    if cfg.evaluator.pool not in ("flatten", "avg"):
-        raise ModuleNetError(f"evaluator.pool={cfg.evaluator.pool!r}; valid values are 'flatten' and 'avg'")
 
 
 def inherited_finetune(finetune_cfg: DictConfig, search_cfg: DictConfig, given: set[str]) -> DictConfig:

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, OmegaConf
 
+from modulenet.errors import ModuleNetError
 from modulenet.search import SearchConfig
 
 
@@ -90,6 +91,22 @@ class ClassifierSettings:
     stack_individuals: int = 8
     feature_memory_gb: float = 4.0
     graph_step: bool = True  # on GPUs: the stacked classifiers' step captured once as a CUDA graph
+
+    def __post_init__(self) -> None:
+        """One line naming the first bad value."""
+        sizes = {
+            "batch_size": self.batch_size,
+            "feature_batch_size": self.feature_batch_size,
+            "stack_individuals": self.stack_individuals,
+            **{f"hidden[{i}]": h for i, h in enumerate(self.hidden)},
+        }
+        for key, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ModuleNetError(f"evaluator.{key}={value} must be a positive integer")
+        if self.feature_memory_gb <= 0:
+            raise ModuleNetError(f"evaluator.feature_memory_gb={self.feature_memory_gb} must be positive")
+        if self.pool not in ("flatten", "avg"):
+            raise ModuleNetError(f"evaluator.pool={self.pool!r}; valid values are 'flatten' and 'avg'")
 
 
 @dataclass

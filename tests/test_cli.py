@@ -208,7 +208,7 @@ def bad_input(
         (["dataset=cifar10", "dataset.download=false", "dataset.root=ROOT/no-cifar"], "no-cifar"),
         (["search.initial_genotypes=[[0,7,0]]"], "genotype position 1 is 7; valid range is [0, 2]"),
         (["resume=ROOT"], "is not a search run"),
-        (["search.population_size=-2"], "search.population_size=-2 must be a positive integer"),
+        (["search.population_size=-2"], "search.population_size=-2 must be >= 2"),
         (["evaluator.hidden=[0,16]"], "evaluator.hidden[0]=0 must be a positive integer"),
         (["search.epochs=0"], "search.epochs=0 must be a positive integer"),
         (["trainer.precision=garbage"], "trainer.precision='garbage': valid values are auto, 32-true, 32, 16-mixed"),

@@ -132,3 +132,22 @@ def test_finetune_inherits_the_search_runs_group_under_the_command_line():
     assert OmegaConf.to_container(merged) == {"epochs": 6, "lr": 0.01, "candidates": "top_k", "cutout": 16}
     assert inherited_finetune(here, run, {"finetune"}) is here  # the whole group given on the command line
     assert inherited_finetune(here, OmegaConf.create({}), set()) is here  # a run without one
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch_size": 0}, "evaluator.batch_size=0 must be a positive integer"),
+        ({"hidden": [64, -1]}, r"evaluator.hidden\[1\]=-1 must be a positive integer"),
+        ({"stack_individuals": 0}, "evaluator.stack_individuals=0 must be a positive integer"),
+        ({"feature_memory_gb": 0.0}, "evaluator.feature_memory_gb=0.0 must be positive"),
+        ({"pool": "max"}, "evaluator.pool='max'; valid values are 'flatten' and 'avg'"),
+    ],
+)
+def test_evaluation_settings_check_their_values_when_built(change, message):
+    """Issue 14: the evaluator group's checks live with its dataclass (Python API and app alike)."""
+    from modulenet.errors import ModuleNetError
+    from modulenet.evaluate import EvaluationSettings
+
+    with pytest.raises(ModuleNetError, match=message):
+        EvaluationSettings(**change)
