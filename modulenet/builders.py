@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.config import ClassifierSettings, TrainerSettings
+from modulenet.config import ClassifierSettings, FinetuneRecipe, TrainerSettings
 from modulenet.connections import BUILT_IN, connection_id
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
@@ -240,6 +240,9 @@ def check_search_config(cfg: DictConfig) -> None:
     connections, the evaluator and logger classes, untrained architectures, positive sizes."""
     search_config(cfg)  # SearchConfig and EvaluationSettings check their values when built
     evaluation_settings(cfg)
+    if cfg.finetune.after_search:  # its recipe, checked now rather than after the search
+        own = OmegaConf.to_container(cfg.finetune, resolve=True)
+        FinetuneRecipe(**{f.name: own[f.name] for f in fields(FinetuneRecipe)})
     if cfg.evaluator.num_workers is not None and cfg.evaluator.num_workers <= 0:
         raise ModuleNetError(f"evaluator.num_workers={cfg.evaluator.num_workers} must be a positive integer")
     check_trainer(cfg.trainer)

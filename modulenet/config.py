@@ -164,11 +164,16 @@ class TrainerConf(TrainerSettings):
     _target_: str = "modulenet.config.TrainerSettings"
 
 
+# The evaluation stage's candidates (finetune.py's select_candidates).
+CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
+
+
 @dataclass
-class FinetuneConf:
-    """The evaluation stage (Sec. IV). The paper's: 50 epochs, cutout 16, every weight trainable.
-    Ours (the paper names none): SGD with Nesterov momentum 0.9, lr 0.01 with cosine decay, weight
-    decay 5e-4, batch 128, standard crop-and-flip augmentation."""
+class FinetuneRecipe:
+    """The evaluation stage (Sec. IV), the `finetune` group's settings (FinetuneSettings adds the
+    search's). The paper's: 50 epochs, cutout 16, every weight trainable. Ours (the paper names
+    none): SGD with Nesterov momentum 0.9, lr 0.01 with cosine decay, weight decay 5e-4, batch 128,
+    standard crop-and-flip augmentation."""
 
     top_k: int = 1
     include_originals: bool = True
@@ -177,7 +182,6 @@ class FinetuneConf:
     # generation's population) | evaluated (Fig. 8: every genotype the search evaluated)
     candidates: str = "top_k"
     max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
-    after_search: bool = False  # modulenet-search: run this stage at the end, into <run>/finetune/
     epochs: int = 50
     lr: float = 0.01
     momentum: float = 0.9
@@ -186,6 +190,19 @@ class FinetuneConf:
     augment: bool = True
     batch_size: int = 128
     seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
+
+    def __post_init__(self) -> None:
+        """One line naming the first bad value."""
+        for key in ("top_k", "epochs", "batch_size", "max_candidates"):
+            if getattr(self, key) <= 0:
+                raise ModuleNetError(f"finetune.{key}={getattr(self, key)} must be a positive integer")
+        if self.candidates not in CANDIDATES:
+            raise ModuleNetError(f"finetune.candidates={self.candidates!r}; valid values are {list(CANDIDATES)}")
+
+
+@dataclass
+class FinetuneConf(FinetuneRecipe):
+    after_search: bool = False  # modulenet-search: run this stage at the end, into <run>/finetune/
 
 
 @dataclass

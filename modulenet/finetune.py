@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from modulenet import rundir
-from modulenet.errors import ModuleNetError
+from modulenet.config import FinetuneRecipe
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
@@ -30,22 +30,11 @@ from modulenet.search_outputs import search_path, spread_over_ranking
 log = logging.getLogger(__name__)
 
 
-CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
-
-
 @dataclass
-class FinetuneSettings:
-    top_k: int = 1
-    include_originals: bool = True
-    # population: the final population's distinct genotypes, at most max_candidates by score (Sec. IV).
-    # top_k: its k best by score only. every_generation: distinct genotypes of every generation's
-    # population, at most max_candidates spread over the score ranking (Fig. 8).
-    candidates: str = "top_k"
-    max_candidates: int = 40
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+class FinetuneSettings(FinetuneRecipe):
+    """The finetune group's recipe (config.FinetuneRecipe, one definition) and what the search
+    decided: its classifier's shape, connection, resolution rule, trainer settings and seed."""
+
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
     pool: str = "flatten"
     connection: str = "channel_pool"
@@ -54,7 +43,6 @@ class FinetuneSettings:
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"
     seed: int = 0
-    seeds: list[int] = field(default_factory=list)  # fine-tune each candidate once per seed (default: [seed])
 
 
 @dataclass
@@ -82,8 +70,6 @@ def select_candidates(
     distinct genotypes of all generations' populations (`results["populations"]`, scores from
     `scores`); `evaluated`: every genotype the search evaluated (`scores`, from evaluations.csv),
     survivor or not. Beyond `max_candidates`, evenly spaced ranks, so the picks span good to bad."""
-    if settings.candidates not in CANDIDATES:
-        raise ModuleNetError(f"finetune.candidates={settings.candidates!r}; valid values are {list(CANDIDATES)}")
     scores = dict(scores or {})
     scores.update({tuple(row["genotype"]): row["score"] for row in results["population"]})
     if settings.candidates in ("top_k", "population"):

@@ -173,25 +173,10 @@ def finetune_stage(
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports. `ft`: the
     finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
-    seed, progress, trainer_cfg = run_cfg.seed, run_cfg.progress, run_cfg.trainer
-    from modulenet.finetune import CANDIDATES, FinetuneSettings, run_finetune
+    from modulenet.finetune import FinetuneSettings, run_finetune
 
+    seed, progress, trainer_cfg = run_cfg.seed, run_cfg.progress, run_cfg.trainer
     results = read_results(search_run)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    for key in ("top_k", "epochs", "batch_size", "max_candidates"):
-        if ft[key] <= 0:
-            raise ModuleNetError(f"finetune.{key}={ft[key]} must be a positive integer")
-    if ft.candidates not in CANDIDATES:
-        raise ModuleNetError(f"finetune.candidates={ft.candidates!r}; valid values are {list(CANDIDATES)}")
-    dataset_cfg = OmegaConf.merge(
-        OmegaConf.to_container(search_cfg.dataset, resolve=True),
-        {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size},
-    )
-    datamodule = make_datamodule(dataset_cfg)
-    if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
-        source_data = make_datamodule(search_cfg.dataset)
-        kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
-        fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
     own = OmegaConf.to_container(ft, resolve=True)
     settings = FinetuneSettings(
         **{f.name: own[f.name] for f in fields(FinetuneSettings) if f.name in own},  # the finetune group's
@@ -204,6 +189,16 @@ def finetune_stage(
         float32_matmul_precision=trainer_cfg.float32_matmul_precision,
         seed=seed,
     )
+    pl.seed_everything(seed, workers=True, verbose=False)
+    dataset_cfg = OmegaConf.merge(
+        OmegaConf.to_container(search_cfg.dataset, resolve=True),
+        {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size},
+    )
+    datamodule = make_datamodule(dataset_cfg)
+    if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
+        source_data = make_datamodule(search_cfg.dataset)
+        kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
+        fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
     tracker = make_tracker(
         run_cfg.logger,
         out_dir,

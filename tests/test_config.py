@@ -151,3 +151,16 @@ def test_evaluation_settings_check_their_values_when_built(change, message):
 
     with pytest.raises(ModuleNetError, match=message):
         EvaluationSettings(**change)
+
+
+def test_a_bad_finetune_recipe_fails_before_the_search():
+    """The evaluation stage's recipe is checked when a search that ends with it starts, not after."""
+    from modulenet.builders import check_search_config
+    from modulenet.errors import ModuleNetError
+    from modulenet.finetune import FinetuneSettings
+
+    check_search_config(compose_search(["finetune.candidates=best"]))  # not run: not checked
+    with pytest.raises(ModuleNetError, match=r"finetune.candidates='best'; valid values are \['population', "):
+        check_search_config(compose_search(["finetune.after_search=true", "finetune.candidates=best"]))
+    with pytest.raises(ModuleNetError, match="finetune.epochs=0 must be a positive integer"):
+        FinetuneSettings(epochs=0)
