@@ -25,6 +25,7 @@ from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
 from modulenet.search import SearchConfig
+from modulenet.targets import group_choices, target_class
 from modulenet.tracking import tracker_class
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def build(node, key: str, convert: str = "none"):
     """Instantiate a config group's `_target_` (given as `key`, e.g. "dataset"; `convert`: Hydra's
-    `_convert_`); a bad argument or value is a one-line error."""
+    `_convert_`); a class that cannot be imported, a bad argument or value is a one-line error."""
+    target_class(f"{key}._target_", node.get("_target_"), group_choices(key))
     try:
         return instantiate(node, _convert_=convert)
     except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError

@@ -11,12 +11,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from modulenet import rundir
+from modulenet import rundir, targets
 from modulenet.config import register_configs
 from modulenet.errors import ModuleNetError
 from modulenet.rundir import hold, write_atomic
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(targets.CONF_DIR)
 log = logging.getLogger("modulenet")
 register_configs()
 

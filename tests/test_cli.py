@@ -228,6 +228,13 @@ def bad_input(
             "evaluator._target_='mypkg.MyEvaluator' cannot be imported",
         ),
         (
+            ["search._target_=mypkg.MySearch"],
+            "search._target_='mypkg.MySearch' cannot be imported (No module named 'mypkg'); the built-in ones "
+            "are search=nsga2",
+        ),
+        (["connection._target_=mypkg.Stitch"], "connection._target_='mypkg.Stitch' cannot be imported"),
+        (["trainer._target_=mypkg.Trainer"], "the built-in ones are trainer=cpu|gpu"),
+        (
             [
                 "knowledge_base=craft",
                 "knowledge_base.archs=[resnet_cifar20,resnet_cifar32]",
