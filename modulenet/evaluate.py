@@ -49,6 +49,8 @@ class EvaluationSettings(ClassifierSettings):
     beta: float = 25.0
     seed: int = 0
     accelerator: str = "cpu"
+    # The Python API's default: float32, reproducible without a measurement; the app's trainer
+    # group defaults to "auto" (config.TrainerSettings), which the Evaluator resolves.
     precision: str = "32-true"
     float32_matmul_precision: str = "highest"  # on GPUs; "high" = TF32
 
