@@ -238,8 +238,9 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
 
 
 def check_search_config(cfg: DictConfig) -> None:
-    """What a search can check before any work: trainer, connection and resolution, the ablation's
-    connections, the evaluator and logger classes, untrained architectures, positive sizes."""
+    """What a search can check before any work: the search, evaluator, finetune (when it runs) and
+    trainer settings (their dataclasses' own checks), connection and resolution, the ablation's
+    connections, the evaluator and logger classes, untrained architectures."""
     search_config(cfg)  # SearchConfig and EvaluationSettings check their values when built
     evaluation_settings(cfg)
     if cfg.finetune.after_search:  # its recipe, checked now rather than after the search
