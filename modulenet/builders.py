@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.config import ClassifierSettings, FinetuneRecipe, TrainerSettings
+from modulenet.config import ClassifierSettings, FinetuneRecipe, KnowledgeBaseConf, TrainerSettings
 from modulenet.connections import BUILT_IN, connection_id
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
@@ -31,12 +31,13 @@ from modulenet.tracking import tracker_class
 log = logging.getLogger(__name__)
 
 
-def build(node, key: str, convert: str = "none"):
+def build(node, key: str, convert: str = "none", **kwargs):
     """Instantiate a config group's `_target_` (given as `key`, e.g. "dataset"; `convert`: Hydra's
-    `_convert_`); a class that cannot be imported, a bad argument or value is a one-line error."""
+    `_convert_`; `kwargs`: arguments beside the group's); a class that cannot be imported, a bad
+    argument or value is a one-line error."""
     target_class(f"{key}._target_", node.get("_target_"), group_choices(key))
     try:
-        return instantiate(node, _convert_=convert)
+        return instantiate(node, _convert_=convert, **kwargs)
     except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError
         cause = err.__cause__ or err
         if isinstance(cause, ModuleNetError):
@@ -52,7 +53,33 @@ def make_datamodule(dataset_cfg):
     return datamodule
 
 
+BUILT_IN_KNOWLEDGE_BASE = "modulenet.builders.knowledge_base"
+
+
 def make_knowledge_base(
+    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
+) -> KnowledgeBase:
+    """The knowledge_base group's `_target_` (configs saved before the group had one: the built-in),
+    given the group's settings and `datamodule`, `progress`, `seed`, `accelerator`."""
+    target = kb_cfg.get("_target_")
+    if target in (None, BUILT_IN_KNOWLEDGE_BASE):
+        return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
+    kb = build(
+        kb_cfg, "knowledge_base", "all", datamodule=datamodule, progress=progress, seed=seed, accelerator=accelerator
+    )
+    if not isinstance(kb, KnowledgeBase):
+        raise ModuleNetError(f"knowledge_base._target_={target!r} returned a {type(kb).__name__}, not a KnowledgeBase")
+    return kb
+
+
+def knowledge_base(datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu", **settings):
+    """The knowledge_base group's built-in `_target_`, for `hydra.utils.instantiate(cfg.knowledge_base,
+    datamodule=...)`: `settings` are KnowledgeBaseConf's fields."""
+    kb_cfg = OmegaConf.structured(KnowledgeBaseConf(**settings))
+    return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
+
+
+def built_in_knowledge_base(
     kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
 ) -> KnowledgeBase:
     """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
@@ -231,7 +258,8 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
         "dataset": type(datamodule).__name__,
         "seed": seed,
     }
-    for key in ("cache_dir", "trust_code", "allow_random"):  # where it lives and what loading may do
+    # how it is built (the built-in), where it lives and what loading may do
+    for key in ("_target_", "cache_dir", "trust_code", "allow_random"):
         recipe["kb"].pop(key, None)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
@@ -260,7 +288,9 @@ def check_search_config(cfg: DictConfig) -> None:
     evaluator_class(cfg.evaluator._target_)
     tracker_class(cfg.logger._target_)
     kb_cfg = cfg.knowledge_base
-    if not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
+    if kb_cfg.get("_target_") not in (None, BUILT_IN_KNOWLEDGE_BASE):  # yours: importable, callable
+        target_class("knowledge_base._target_", kb_cfg._target_, group_choices("knowledge_base"))
+    elif not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
         weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
         refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
 

@@ -26,6 +26,11 @@ def shared_dir() -> str:
 
 @dataclass
 class KnowledgeBaseConf:
+    """The knowledge_base group: what builders.knowledge_base (the built-in `_target_`) builds; your
+    own function or class (`knowledge_base._target_=mypkg.my_knowledge_base`) receives these as
+    keywords with `datamodule`, `progress`, `seed` and `accelerator`, and returns a KnowledgeBase."""
+
+    _target_: str | None = "modulenet.builders.knowledge_base"  # null: the built-in (configs saved before it)
     archs: list[str] = field(default_factory=list)
     num_cells: int | None = None
     weights: Any = None  # one spec for all, or {arch: spec}: null/random, DEFAULT, or a file path

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir
 from modulenet.builders import (
+    BUILT_IN_KNOWLEDGE_BASE,
     check_quickstart_overrides,
     check_search_config,
     check_trainer,
@@ -120,12 +121,13 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
     check_trainer(cfg.trainer)
-    if cfg.knowledge_base.quickstart and not cfg.knowledge_base.path:
-        check_quickstart_overrides(cfg.knowledge_base)
+    kb_cfg = cfg.knowledge_base
+    built_in = kb_cfg.get("_target_") in (None, BUILT_IN_KNOWLEDGE_BASE)
+    if built_in and kb_cfg.quickstart and not kb_cfg.path:
+        check_quickstart_overrides(kb_cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    needs_data = (
-        cfg.knowledge_base.quickstart or cfg.knowledge_base.source_finetune_epochs > 0
-    ) and cfg.dataset is not None
+    # yours gets the dataset when there is one; the built-in only where it trains on it
+    needs_data = (not built_in or kb_cfg.quickstart or kb_cfg.source_finetune_epochs > 0) and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
     kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"

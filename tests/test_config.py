@@ -29,7 +29,7 @@ def test_default_is_the_quickstart():
     assert cfg.logger._target_ == "modulenet.tracking.WandbTracker"
 
 
-OBJECT_GROUPS = ("dataset", "evaluator", "logger", "connection", "search", "trainer")
+OBJECT_GROUPS = ("dataset", "knowledge_base", "evaluator", "logger", "connection", "search", "trainer")
 
 
 @pytest.mark.parametrize(

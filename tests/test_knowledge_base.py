@@ -397,3 +397,55 @@ def test_a_crafted_knowledge_base_runs_no_code_unless_trusted(tmp_path):
         with pytest.raises(KnowledgeBaseError, match=expected) as info:
             load_knowledge_base(tmp_path / "kb")
         assert "\n" not in str(info.value)
+
+
+MY_KNOWLEDGE_BASE = """
+from modulenet.knowledge import build_knowledge_base
+
+
+def two_small_cnns(datamodule=None, progress=True, seed=0, accelerator="cpu", **settings):
+    assert datamodule is not None and datamodule.num_classes == 10
+    return build_knowledge_base(["resnet_cifar8", "allconv_cifar"], progress=False)
+
+
+def not_a_knowledge_base(**kwargs):
+    return "a string"
+"""
+
+
+def test_your_own_knowledge_base_function_from_knowledge_base_target(tmp_path, monkeypatch):
+    from test_config import compose_search
+    from test_experiments import TINY_DATA, TINY_SEARCH
+
+    from modulenet.builders import make_knowledge_base
+    from modulenet.errors import ModuleNetError
+    from modulenet.jobs import search_job
+    from modulenet.rundir import read_results
+
+    (tmp_path / "my_kb.py").write_text(MY_KNOWLEDGE_BASE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = ["knowledge_base._target_=my_kb.two_small_cnns", "knowledge_base.allow_random=true"]
+    search_job(compose_search([*TINY_DATA, *TINY_SEARCH, *mine, "search.generations=1"]), tmp_path / "run")
+    results = read_results(tmp_path / "run")
+    assert set(results["best"]["arch_names"]) <= {"resnet_cifar8", "allconv_cifar"}  # one name per cell
+    assert all(row["status"] == "ok" for row in results["population"])
+    cfg = compose_search(["knowledge_base._target_=my_kb.not_a_knowledge_base"])
+    with pytest.raises(ModuleNetError, match="returned a str, not a KnowledgeBase"):
+        make_knowledge_base(cfg.knowledge_base)
+
+
+def test_the_built_in_knowledge_base_target_builds_with_instantiate(tmp_path):
+    """`hydra.utils.instantiate(cfg.knowledge_base, ...)` and a config saved before the group had a
+    `_target_` build the same knowledge base as the app."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from test_config import compose_search
+
+    from modulenet.builders import make_knowledge_base
+
+    build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False).save(tmp_path / "kb")
+    cfg = compose_search([f"knowledge_base.path={tmp_path / 'kb'}"]).knowledge_base
+    built = instantiate(cfg)
+    old = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"})
+    for kb in (built, make_knowledge_base(cfg), make_knowledge_base(old)):
+        assert kb.arch_names == ["resnet_cifar8", "vgg_cifar"] and kb.weight_hashes() == built.weight_hashes()
