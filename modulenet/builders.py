@@ -244,6 +244,11 @@ def connection_of(connection_cfg) -> str:
     return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
 
 
+def trainer_settings(trainer_cfg) -> dict:
+    """The trainer group's settings (TrainerSettings' fields) as keywords, for the settings that extend it."""
+    return {f.name: trainer_cfg[f.name] for f in fields(TrainerSettings)}
+
+
 def check_trainer(trainer_cfg) -> TrainerSettings:
     """The trainer group's settings, built (and so checked) before any work."""
     return build(trainer_cfg, "trainer")
@@ -307,9 +312,7 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
         alpha=cfg.search.alpha,
         beta=cfg.search.beta,
         seed=cfg.seed,
-        accelerator=cfg.trainer.accelerator,
-        precision=cfg.trainer.precision,
-        float32_matmul_precision=cfg.trainer.float32_matmul_precision,
+        **trainer_settings(cfg.trainer),
     )
 
 

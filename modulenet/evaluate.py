@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from modulenet.batched_evaluation import StackedIndividuals, group_by_width, prefix_shared_features
-from modulenet.config import ClassifierSettings
+from modulenet.config import ClassifierSettings, TrainerSettings
 from modulenet.connections import trains
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluationSettings(ClassifierSettings):
+class EvaluationSettings(ClassifierSettings, TrainerSettings):
     """What decides an individual's result (and therefore keys the memo): the evaluator group's
-    settings plus the search's epochs and score weights, the connection and the trainer's."""
+    settings (ClassifierSettings) and the trainer's (TrainerSettings), plus the search's epochs and
+    score weights, the connection and the seed."""
 
     epochs: int = 20
     connection: str = "channel_pool"
@@ -48,11 +49,13 @@ class EvaluationSettings(ClassifierSettings):
     alpha: float = 25.0
     beta: float = 25.0
     seed: int = 0
-    accelerator: str = "cpu"
     # The Python API's default: float32, reproducible without a measurement; the app's trainer
-    # group defaults to "auto" (config.TrainerSettings), which the Evaluator resolves.
+    # group defaults to "auto" (TrainerSettings), which the Evaluator resolves.
     precision: str = "32-true"
-    float32_matmul_precision: str = "highest"  # on GPUs; "high" = TF32
+
+    def __post_init__(self) -> None:
+        ClassifierSettings.__post_init__(self)
+        TrainerSettings.__post_init__(self)
 
     SPEED_ONLY = (
         "cache_features",

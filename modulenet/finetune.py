@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from modulenet import rundir
-from modulenet.config import FinetuneRecipe
+from modulenet.config import FinetuneRecipe, TrainerSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.lit_module import IndividualModule, classifier_input_size
@@ -31,18 +31,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FinetuneSettings(FinetuneRecipe):
-    """The finetune group's recipe (config.FinetuneRecipe, one definition) and what the search
-    decided: its classifier's shape, connection, resolution rule, trainer settings and seed."""
+class FinetuneSettings(FinetuneRecipe, TrainerSettings):
+    """The finetune group's recipe (FinetuneRecipe) and the trainer's settings (TrainerSettings),
+    one definition each, plus what the search decided: its classifier's shape, connection and
+    resolution rule; and the seed."""
 
     hidden: list[int] = field(default_factory=lambda: [4096, 4096])
     pool: str = "flatten"
     connection: str = "channel_pool"
     resolution: str = "reduce"
-    accelerator: str = "cpu"
-    precision: str = "32-true"
-    float32_matmul_precision: str = "highest"
     seed: int = 0
+    precision: str = "32-true"  # the Python API's default (the app's trainer group: auto)
+
+    def __post_init__(self) -> None:
+        FinetuneRecipe.__post_init__(self)
+        TrainerSettings.__post_init__(self)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from modulenet.builders import (
     make_search_evaluator,
     make_search_knowledge_base,
     search_config,
+    trainer_settings,
 )
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
@@ -177,7 +178,7 @@ def finetune_stage(
     finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
     from modulenet.finetune import FinetuneSettings, run_finetune
 
-    seed, progress, trainer_cfg = run_cfg.seed, run_cfg.progress, run_cfg.trainer
+    seed, progress = run_cfg.seed, run_cfg.progress
     results = read_results(search_run)
     own = OmegaConf.to_container(ft, resolve=True)
     settings = FinetuneSettings(
@@ -186,9 +187,7 @@ def finetune_stage(
         pool=search_cfg.evaluator.pool,
         connection=connection_of(search_cfg.connection),
         resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
-        accelerator=trainer_cfg.accelerator,
-        precision=trainer_cfg.precision,
-        float32_matmul_precision=trainer_cfg.float32_matmul_precision,
+        **trainer_settings(run_cfg.trainer),
         seed=seed,
     )
     pl.seed_everything(seed, workers=True, verbose=False)

@@ -142,6 +142,7 @@ def test_finetune_inherits_the_search_runs_group_under_the_command_line():
         ({"stack_individuals": 0}, "evaluator.stack_individuals=0 must be a positive integer"),
         ({"feature_memory_gb": 0.0}, "evaluator.feature_memory_gb=0.0 must be positive"),
         ({"pool": "max"}, "evaluator.pool='max'; valid values are 'flatten' and 'avg'"),
+        ({"precision": "garbage"}, "trainer.precision='garbage': valid values are auto, 32-true"),  # TrainerSettings'
     ],
 )
 def test_evaluation_settings_check_their_values_when_built(change, message):
