@@ -22,9 +22,12 @@ from modulenet.fitted_connections import FITTED
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
 from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
+from modulenet.precision import AUTO, PRECISIONS, has_bf16_units
 from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.resolution import RESOLUTIONS
+from modulenet.runtime import accelerator_device
 from modulenet.search import SearchConfig
+from modulenet.search_state import recorded_depends_on
 from modulenet.targets import group_choices, target_class
 from modulenet.tracking import tracker_class
 
@@ -314,6 +317,19 @@ def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
         seed=cfg.seed,
         **trainer_settings(cfg.trainer),
     )
+
+
+def resumed_settings(settings: EvaluationSettings, search_dir: Path) -> EvaluationSettings:
+    """A resumed search keeps the precision `auto` chose for it (its checkpoint's `depends_on`):
+    measuring again could choose the other one (tiny heads time within the margin; another thread
+    count is another measurement), and the resume would be refused."""
+    recorded = recorded_depends_on(search_dir).get("precision")
+    if settings.precision != AUTO or recorded in (None, AUTO) or recorded not in PRECISIONS:
+        return settings
+    if "bf16" in recorded and not has_bf16_units(accelerator_device(settings.accelerator)):
+        return settings  # emulated bf16 would be ~100x slower: measure, and name the difference if refused
+    log.info("trainer.precision=auto: resuming with the run's choice, %s", recorded)
+    return replace(settings, precision=recorded)
 
 
 def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:

@@ -25,6 +25,7 @@ from modulenet.builders import (
     make_knowledge_base,
     make_search_evaluator,
     make_search_knowledge_base,
+    resumed_settings,
     search_config,
     trainer_settings,
 )
@@ -55,6 +56,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     datamodule = make_datamodule(cfg.dataset)
     kb = make_search_knowledge_base(cfg, datamodule)
     settings, context = evaluation_settings(cfg), evaluation_context(cfg, kb)
+    if cfg.resume:  # `auto` keeps the run's own choice
+        settings = resumed_settings(settings, search_dir)
     evaluator = make_search_evaluator(cfg, kb, datamodule, settings, context, search_dir / rundir.MEMO)
     tracker = make_tracker(
         cfg.logger,

@@ -83,6 +83,17 @@ def save_state(run_dir: Path, run: SearchState) -> None:
     write_atomic(run_dir / rundir.STATE, json.dumps(state, allow_nan=False))
 
 
+def recorded_depends_on(run_dir: Path) -> dict:
+    """What the run's evaluations depend on, as its checkpoint recorded it ({} where there is none
+    readable: `load_state` says why when the search starts)."""
+    try:
+        state = json.loads((Path(run_dir) / rundir.STATE).read_text())
+        recorded = state.get("depends_on") if isinstance(state, dict) else None
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def load_state(
     run_dir: Path, config: SearchConfig, num_archs: int, num_cells: int, depends_on: dict | None = None
 ) -> SearchState:

@@ -86,3 +86,20 @@ def test_the_evaluator_resolves_auto_and_keys_its_memo_by_the_choice(tmp_path):
     assert auto.settings.fingerprint() == explicit.settings.fingerprint()
     (result,) = auto([(0, 1, 0)])
     assert result.status == "ok"
+
+
+def test_a_resumed_search_keeps_the_precision_auto_chose_for_it(monkeypatch, tmp_path):
+    """A new measurement could choose otherwise (tiny heads time within the margin; another thread
+    count is another cache key), and the resume would be refused: `auto` takes the run's choice."""
+    from modulenet import builders
+
+    auto = EvaluationSettings(precision="auto")
+    assert builders.resumed_settings(auto, tmp_path) == auto  # no checkpoint: measured as usual
+    (tmp_path / "search_state.json").write_text(json.dumps({"depends_on": {"precision": FLOAT32}}))
+    assert builders.resumed_settings(auto, tmp_path).precision == FLOAT32
+    assert builders.resumed_settings(EvaluationSettings(precision=BF16), tmp_path).precision == BF16  # as given
+    (tmp_path / "search_state.json").write_text(json.dumps({"depends_on": {"precision": BF16}}))
+    monkeypatch.setattr(builders, "has_bf16_units", lambda device: True)
+    assert builders.resumed_settings(auto, tmp_path).precision == BF16
+    monkeypatch.setattr(builders, "has_bf16_units", lambda device: False)  # emulated bf16: measure instead
+    assert builders.resumed_settings(auto, tmp_path) == auto
