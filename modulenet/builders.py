@@ -59,14 +59,19 @@ def make_datamodule(dataset_cfg):
 BUILT_IN_KNOWLEDGE_BASE = "modulenet.builders.knowledge_base"
 
 
+def is_built_in_knowledge_base(kb_cfg) -> bool:
+    """Whether the knowledge_base group builds the built-in (configs saved before it had a `_target_` do)."""
+    return kb_cfg.get("_target_") in (None, BUILT_IN_KNOWLEDGE_BASE)
+
+
 def make_knowledge_base(
     kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
 ) -> KnowledgeBase:
     """The knowledge_base group's `_target_` (configs saved before the group had one: the built-in),
     given the group's settings and `datamodule`, `progress`, `seed`, `accelerator`."""
-    target = kb_cfg.get("_target_")
-    if target in (None, BUILT_IN_KNOWLEDGE_BASE):
+    if is_built_in_knowledge_base(kb_cfg):
         return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
+    target = kb_cfg._target_
     kb = build(
         kb_cfg, "knowledge_base", "all", datamodule=datamodule, progress=progress, seed=seed, accelerator=accelerator
     )
@@ -247,9 +252,11 @@ def connection_of(connection_cfg) -> str:
     return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
 
 
-def trainer_settings(trainer_cfg) -> dict:
-    """The trainer group's settings (TrainerSettings' fields) as keywords, for the settings that extend it."""
-    return {f.name: trainer_cfg[f.name] for f in fields(TrainerSettings)}
+def group_settings(node, settings_class) -> dict:
+    """The config group `node`'s values of `settings_class`'s fields (those it has), resolved, as
+    keywords: for the dataclass itself or for the settings that extend it."""
+    values = OmegaConf.to_container(node, resolve=True)
+    return {f.name: values[f.name] for f in fields(settings_class) if f.name in values}
 
 
 def check_trainer(trainer_cfg) -> TrainerSettings:
@@ -278,14 +285,12 @@ def check_search_config(cfg: DictConfig) -> None:
     trainer settings (their dataclasses' own checks), connection and resolution, the ablation's
     connections, the evaluator and logger classes, untrained architectures."""
     search_config(cfg)  # SearchConfig and EvaluationSettings check their values when built
-    evaluation_settings(cfg)
+    evaluation_settings(cfg)  # the connection too (connection_of)
     if cfg.finetune.after_search:  # its recipe, checked now rather than after the search
-        own = OmegaConf.to_container(cfg.finetune, resolve=True)
-        FinetuneRecipe(**{f.name: own[f.name] for f in fields(FinetuneRecipe)})
+        FinetuneRecipe(**group_settings(cfg.finetune, FinetuneRecipe))
     if cfg.evaluator.num_workers is not None and cfg.evaluator.num_workers <= 0:
         raise ModuleNetError(f"evaluator.num_workers={cfg.evaluator.num_workers} must be a positive integer")
     check_trainer(cfg.trainer)
-    connection_of(cfg.connection)
     if cfg.connection.resolution not in RESOLUTIONS:
         raise ModuleNetError(
             f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
@@ -296,7 +301,7 @@ def check_search_config(cfg: DictConfig) -> None:
     evaluator_class(cfg.evaluator._target_)
     tracker_class(cfg.logger._target_)
     kb_cfg = cfg.knowledge_base
-    if kb_cfg.get("_target_") not in (None, BUILT_IN_KNOWLEDGE_BASE):  # yours: importable, callable
+    if not is_built_in_knowledge_base(kb_cfg):  # yours: importable, callable
         target_class("knowledge_base._target_", kb_cfg._target_, group_choices("knowledge_base"))
     elif not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
         weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
@@ -306,16 +311,15 @@ def check_search_config(cfg: DictConfig) -> None:
 def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
     """What decides an individual's result: the evaluator group's classifier settings, the search's
     epochs and score weights (Eq. 4), the connection, the seed and the trainer's settings."""
-    evaluator = OmegaConf.to_container(cfg.evaluator, resolve=True)
     return EvaluationSettings(
-        **{f.name: evaluator[f.name] for f in fields(ClassifierSettings)},
+        **group_settings(cfg.evaluator, ClassifierSettings),
         epochs=cfg.search.epochs,
         connection=connection_of(cfg.connection),
         resolution=cfg.connection.resolution,
         alpha=cfg.search.alpha,
         beta=cfg.search.beta,
         seed=cfg.seed,
-        **trainer_settings(cfg.trainer),
+        **group_settings(cfg.trainer, TrainerSettings),
     )
 
 
@@ -324,7 +328,7 @@ def resumed_settings(settings: EvaluationSettings, search_dir: Path) -> Evaluati
     measuring again could choose the other one (tiny heads time within the margin; another thread
     count is another measurement), and the resume would be refused."""
     recorded = recorded_depends_on(search_dir).get("precision")
-    if settings.precision != AUTO or recorded in (None, AUTO) or recorded not in PRECISIONS:
+    if settings.precision != AUTO or recorded == AUTO or recorded not in PRECISIONS:
         return settings
     if "bf16" in recorded and not has_bf16_units(accelerator_device(settings.accelerator)):
         return settings  # emulated bf16 would be ~100x slower: measure, and name the difference if refused

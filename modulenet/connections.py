@@ -199,14 +199,14 @@ def own_connection(connection: str):
     `(in_channels, out_channels) -> nn.Module`, placed where channel counts differ (at every
     boundary if it declares `every_boundary = True`), trained with the classifier unless it
     declares `parameter_free = True` (then the frozen trunk's features are computed once)."""
-    from modulenet.targets import target_class
+    from modulenet.targets import group_choices, target_class
 
     if "." not in connection:
         raise ModuleNetError(
             f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} "
             "or your own class's dotted path"
         )
-    return target_class("connection._target_", connection, f"connection={'|'.join(BUILT_IN)}")
+    return target_class("connection._target_", connection, group_choices("connection"))
 
 
 def every_boundary(connection: str) -> bool:

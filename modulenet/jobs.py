@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import fields
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,7 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir
 from modulenet.builders import (
-    BUILT_IN_KNOWLEDGE_BASE,
     check_quickstart_overrides,
     check_search_config,
     check_trainer,
@@ -20,15 +18,17 @@ from modulenet.builders import (
     evaluation_context,
     evaluation_settings,
     fit_connections,
+    group_settings,
     inherited_finetune,
+    is_built_in_knowledge_base,
     make_datamodule,
     make_knowledge_base,
     make_search_evaluator,
     make_search_knowledge_base,
     resumed_settings,
     search_config,
-    trainer_settings,
 )
+from modulenet.config import TrainerSettings
 from modulenet.errors import ModuleNetError
 from modulenet.evaluate import EvaluationSettings
 from modulenet.genotype import format_genotype
@@ -126,7 +126,7 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
     check_trainer(cfg.trainer)
     kb_cfg = cfg.knowledge_base
-    built_in = kb_cfg.get("_target_") in (None, BUILT_IN_KNOWLEDGE_BASE)
+    built_in = is_built_in_knowledge_base(kb_cfg)
     if built_in and kb_cfg.quickstart and not kb_cfg.path:
         check_quickstart_overrides(kb_cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -183,14 +183,13 @@ def finetune_stage(
 
     seed, progress = run_cfg.seed, run_cfg.progress
     results = read_results(search_run)
-    own = OmegaConf.to_container(ft, resolve=True)
     settings = FinetuneSettings(
-        **{f.name: own[f.name] for f in fields(FinetuneSettings) if f.name in own},  # the finetune group's
+        **group_settings(ft, FinetuneSettings),  # the finetune group's
         hidden=list(search_cfg.evaluator.hidden),
         pool=search_cfg.evaluator.pool,
         connection=connection_of(search_cfg.connection),
         resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
-        **trainer_settings(run_cfg.trainer),
+        **group_settings(run_cfg.trainer, TrainerSettings),
         seed=seed,
     )
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -206,7 +205,7 @@ def finetune_stage(
     tracker = make_tracker(
         run_cfg.logger,
         out_dir,
-        {"finetune": own, "search_run": str(search_run)},
+        {"finetune": OmegaConf.to_container(ft, resolve=True), "search_run": str(search_run)},
         group=group,
         job_type="finetune",
         name=f"finetune-{search_run.name}",
