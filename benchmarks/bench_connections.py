@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modulenet.batched_evaluation import prefix_shared_features
 from modulenet.data import IMAGENET_MEAN, IMAGENET_STD
+from modulenet.evaluation.stacked import prefix_shared_features
 from modulenet.knowledge import build_knowledge_base
 
 HERE = Path(__file__).resolve().parent

@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(name: str, args, generations, kb, data, num_classes, stack: int | None = None) -> dict:
-    from modulenet.evaluate import EvaluationSettings
-    from modulenet.evaluators import make_evaluator
+    from modulenet.evaluation.dispatch import make_evaluator
+    from modulenet.evaluation.settings import EvaluationSettings
 
     settings = EvaluationSettings(
         epochs=args.epochs,
@@ -71,7 +71,7 @@ def main() -> None:
     import torch
     from bench_evaluation import load, meets_rule
 
-    from modulenet.precision import device_model
+    from modulenet.runtime.precision import device_model
 
     space = list(itertools.product(range(4), repeat=3))
     sample = random.Random(1).sample(space, 2 * args.individuals)

@@ -109,7 +109,7 @@ def work_flops(kb, results, n_train: int, n_val: int, epochs: int, image_shape, 
     """The work a generation must do: the trunk's forward per pass over the images (every epoch
     when it runs in the training loop, once when its features are cached) and the head's
     training (6 x params per sample: forward, two backward products) and validation (2 x)."""
-    from modulenet.evaluate import count_flops
+    from modulenet.evaluation.evaluator import count_flops
 
     flops = 0
     for e in results:
@@ -124,7 +124,8 @@ def run_mode(mode: str, args, genotypes, queue, width: int | None = None, train_
     """One mode in a fresh process: evaluates the generation, reports time, FLOPs and peak memory."""
     import torch
 
-    from modulenet.evaluate import EvaluationSettings, Evaluator
+    from modulenet.evaluation.evaluator import Evaluator
+    from modulenet.evaluation.settings import EvaluationSettings
 
     torch.set_num_threads(args.threads)
     width = width or args.width
@@ -203,8 +204,9 @@ def main() -> None:
 
     import torch
 
-    from modulenet.evaluate import EvaluationSettings, measured_head
-    from modulenet.precision import AUTO, choose_precision, device_model, has_bf16_units
+    from modulenet.evaluation.evaluator import measured_head
+    from modulenet.evaluation.settings import EvaluationSettings
+    from modulenet.runtime.precision import AUTO, choose_precision, device_model, has_bf16_units
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

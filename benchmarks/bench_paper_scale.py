@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=10_000)
     parser.add_argument("--stack", type=int, default=16, help="classifiers trained together")
     parser.add_argument("--feature-memory-gb", type=float, default=24.0)
-    parser.add_argument("--precision", default="auto", help="auto: measured on the device (precision.py)")
+    parser.add_argument("--precision", default="auto", help="auto: measured on the device (runtime/precision.py)")
     parser.add_argument("--eager", action="store_true", help="the stacked step without CUDA graph capture")
     parser.add_argument("--generations", type=int, default=30)
     parser.add_argument("--population", type=int, default=40)
@@ -55,7 +55,8 @@ def main() -> None:
     import torch
     from bench_evaluation import copy_bandwidth, matmul_peak, work_flops
 
-    from modulenet.evaluate import EvaluationSettings, Evaluator
+    from modulenet.evaluation.evaluator import Evaluator
+    from modulenet.evaluation.settings import EvaluationSettings
     from modulenet.knowledge import build_knowledge_base
 
     kb = build_knowledge_base(ARCHS, num_cells=5, cifar_stem=True, image_size=32, progress=False)

@@ -1,7 +1,11 @@
 """ModuleNet: knowledge-inherited neural architecture search (arXiv 2004.05020).
 
-Rooms, top to bottom: knowledge (knowledge base of modules), connections (ChP / ChDP),
-genotype (encoding, Sec. III-C), score (Eq. 4-8).
+The stages, in the order data flows (each a subpackage; nothing imports a stage above it):
+knowledge (architectures, modules, the knowledge base) -> stitching (ChP / ChDP and ours, the
+trunk of a genotype) -> evaluation (the classifier of Sec. III-E, the score's terms) -> search
+(NSGA-II, Eq. 4-8) -> finetune (the evaluation stage of Sec. IV) -> report; app/ runs them from
+Hydra. Leaves every stage may use: errors, genotype (Sec. III-C), rng, rundir, targets, tracking,
+runtime (devices, precision), data.
 """
 
 from modulenet.errors import ModuleNetError

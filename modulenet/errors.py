@@ -23,3 +23,10 @@ class WeightsError(ModuleNetError):
 
 class DataError(ModuleNetError, ValueError):
     """A dataset that is missing, unreadable or asked for with settings that cannot work."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name where it has none): an error
+    from a library, quoted inside one of ours."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -39,6 +39,12 @@ ABLATION = "ablation_connections.json"  # Fig. 10
 FINETUNE = "finetune.json"  # the evaluation stage: one row per architecture and seed
 FINETUNE_TABLE = "finetune.md"
 FINETUNE_DIR = "finetune"  # <search run>/finetune/ with finetune.after_search=true
+NETWORKS = "networks"  # under a fine-tune directory: one saved network per architecture and seed
+NETWORK_WEIGHTS = "weights.pt"  # a saved network: its state dict (weights_only)
+NETWORK_DESCRIPTION = "network.json"  # what rebuilds it and what it measured; written last
+NETWORK_CONNECTIONS = "connections.pt"  # its fitted connections, where there are any
+NETWORK_EXPORT = "network.pt2"  # the selected network as a torch.export program
+EVALUATION = "evaluation.json"  # modulenet-evaluate: a saved network measured again
 
 _held: dict[Path, list] = {}  # run dir -> [open lock file, depth]: re-entrant within this process
 _held_guard = threading.Lock()
@@ -80,20 +86,28 @@ def hold(run_dir: str | os.PathLike) -> Iterator[None]:
                 entry[0].close()  # releases the lock; the file stays (removing it would race a waiter)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` whole: a unique temporary file beside it, fsynced, then renamed."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A unique temporary path beside `path` for the block to write; renamed onto `path` when the
+    block ends, removed if it fails: readers see the old file or the whole new one, never a part."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` whole (`atomic_path`), fsynced before the rename."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modulenet.errors import ModuleNetError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree (cli.py composes from it)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree (app/cli.py composes from it)
 
 
 def target_class(key: str, target: str, builtins: str):

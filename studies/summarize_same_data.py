@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from modulenet.correlation import kendall, spearman
+from modulenet.report.correlation import kendall, spearman
 
 CONNECTIONS = ("channel_pool", "aligned", "least_squares")
 

@@ -286,7 +286,7 @@ def test_npz_classes_array_wins_and_must_agree_with_num_classes(tmp_path):
 
 
 def test_npz_num_classes_through_the_dataset_config(tmp_path):
-    from modulenet.builders import make_datamodule
+    from modulenet.app.builders import make_datamodule
 
     cfg = OmegaConf.load(REPO / "conf" / "dataset" / "npz.yaml")
     assert "num_classes" in cfg and cfg.num_classes is None
@@ -306,7 +306,7 @@ def test_npz_num_classes_through_the_dataset_config(tmp_path):
 def ray_evaluator_args():
     """Real knowledge base and search tensors for a RayEvaluator; no Ray left initialised or running."""
     ray = pytest.importorskip("ray")
-    from modulenet.evaluate import EvaluationSettings
+    from modulenet.evaluation.settings import EvaluationSettings
 
     ray.shutdown()
     kb = build_knowledge_base(["resnet_cifar8"], progress=False)
@@ -346,7 +346,7 @@ def descendants() -> dict[int, str]:
 
 
 def make_ray(args, address):
-    from modulenet.evaluators import make_evaluator
+    from modulenet.evaluation.dispatch import make_evaluator
 
     return make_evaluator("ray", *args, address=address, num_workers=1, progress=False)
 
@@ -493,7 +493,7 @@ def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_
 
 def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
     from modulenet.data import NpzDataModule
-    from modulenet.quickstart import quickstart_knowledge_base
+    from modulenet.knowledge.quickstart import quickstart_knowledge_base
 
     rng = np.random.default_rng(0)
     np.savez(

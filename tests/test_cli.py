@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REPO, cifar_checkpoint
 
-from modulenet.cli import search_main
+from modulenet.app.cli import search_main
 
 BIN = Path(sys.executable).parent
 TINY = [
@@ -85,8 +85,8 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     # (in this process: the command line's one-line errors are test_user_mistake_...'s)
     from test_config import compose_search
 
+    from modulenet.app.jobs import search_job
     from modulenet.errors import ModuleNetError
-    from modulenet.jobs import search_job
 
     other = [f"knowledge_base.path={tmp_path / 'other_kb'}", "knowledge_base.allow_random=true"]
     cfg = compose_search([*TINY, f"resume={run}", "search.generations=4", "logger=none", *other])
@@ -290,7 +290,7 @@ def test_a_second_search_in_a_held_run_directory_is_one_line(tmp_path, monkeypat
 
 
 def bad_finetune(tmp_path, monkeypatch, capsys, overrides: list[str]) -> str:
-    from modulenet.cli import finetune_main
+    from modulenet.app.cli import finetune_main
 
     return bad_input(tmp_path, monkeypatch, capsys, overrides, main=finetune_main, run="ft")
 
@@ -300,7 +300,7 @@ def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from modulenet.config import register_configs
+    from modulenet.app.config import register_configs
     from modulenet.knowledge import build_knowledge_base
 
     register_configs()
@@ -389,7 +389,7 @@ def test_killed_search_keeps_finished_evaluations_and_resumes(tmp_path, cache_di
 
 
 def test_modulenet_kb_builds_a_knowledge_base_that_a_search_loads(tmp_path, monkeypatch):
-    from modulenet.cli import kb_main
+    from modulenet.app.cli import kb_main
     from modulenet.knowledge import load_knowledge_base
 
     cifar_checkpoint(20)  # skips without ../shared

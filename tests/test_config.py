@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from modulenet.config import register_configs
+from modulenet.app.config import register_configs
 
 CONF = str(REPO / "conf")
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -43,7 +43,7 @@ def test_every_choice_of_an_object_group_names_its_class(group, choices):
     for choice in choices:
         if (group, choice) == ("trainer", "gpu"):  # composes anywhere; builds only where CUDA is
             cfg = compose_search([f"{group}={choice}"])
-            assert cfg.trainer._target_ == "modulenet.config.TrainerSettings"
+            assert cfg.trainer._target_ == "modulenet.runtime.settings.TrainerSettings"
             continue
         cfg = compose_search([f"{group}={choice}"])
         target = cfg[group]._target_
@@ -54,8 +54,8 @@ def test_every_choice_of_an_object_group_names_its_class(group, choices):
 
 
 def test_search_and_trainer_groups_build_their_settings():
-    from modulenet.builders import check_trainer, search_config
-    from modulenet.config import TrainerSettings
+    from modulenet.app.builders import check_trainer, search_config
+    from modulenet.runtime.settings import TrainerSettings
     from modulenet.search import SearchConfig
 
     cfg = compose_search(["seed=3", "search.alpha=10", "trainer.precision=32-true"])
@@ -124,7 +124,7 @@ def test_slurm_launcher_preset_composes():
 def test_finetune_inherits_the_search_runs_group_under_the_command_line():
     from omegaconf import OmegaConf
 
-    from modulenet.builders import inherited_finetune
+    from modulenet.app.builders import inherited_finetune
 
     here = OmegaConf.create({"epochs": 50, "lr": 0.01, "candidates": "top_k", "cutout": 16})
     run = OmegaConf.create({"finetune": {"epochs": 6, "lr": 0.02, "after_search": True}})  # saved before candidates
@@ -148,7 +148,7 @@ def test_finetune_inherits_the_search_runs_group_under_the_command_line():
 def test_evaluation_settings_check_their_values_when_built(change, message):
     """Issue 14: the evaluator group's checks live with its dataclass (Python API and app alike)."""
     from modulenet.errors import ModuleNetError
-    from modulenet.evaluate import EvaluationSettings
+    from modulenet.evaluation.settings import EvaluationSettings
 
     with pytest.raises(ModuleNetError, match=message):
         EvaluationSettings(**change)
@@ -156,9 +156,9 @@ def test_evaluation_settings_check_their_values_when_built(change, message):
 
 def test_a_bad_finetune_recipe_fails_before_the_search():
     """The evaluation stage's recipe is checked when a search that ends with it starts, not after."""
-    from modulenet.builders import check_search_config
+    from modulenet.app.builders import check_search_config
     from modulenet.errors import ModuleNetError
-    from modulenet.finetune import FinetuneSettings
+    from modulenet.finetune.settings import FinetuneSettings
 
     check_search_config(compose_search(["finetune.candidates=best"]))  # not run: not checked
     with pytest.raises(ModuleNetError, match=r"finetune.candidates='best'; valid values are \['population', "):

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from modulenet.connections import (
+from modulenet.errors import ModuleNetError
+from modulenet.stitching.connections import (
     ChannelDePool,
     ChannelPool,
     Conv1x1Connection,
@@ -14,7 +15,6 @@ from modulenet.connections import (
     channel_pool,
     connect,
 )
-from modulenet.errors import ModuleNetError
 
 
 def channel_ramp(c: int, n: int = 2, h: int = 3, w: int = 3) -> torch.Tensor:
@@ -135,11 +135,11 @@ def own_connections(tmp_path, monkeypatch):
 
 
 def test_your_own_connection_class_is_built_from_connection_target(own_connections):
-    from modulenet.connections import connection_id, trains
-    from modulenet.evaluate import EvaluationSettings
+    from modulenet.evaluation.settings import EvaluationSettings
+    from modulenet.stitching.connections import connection_id, trains
 
     assert connection_id("channel_pool", "my_connections.Stitch") == "my_connections.Stitch"
-    assert connection_id("conv1x1", "modulenet.connections.Conv1x1Connection") == "conv1x1"
+    assert connection_id("conv1x1", "modulenet.stitching.connections.Conv1x1Connection") == "conv1x1"
     assert connection_id("least_squares") == "least_squares"  # a config saved before the group had a _target_
     assert isinstance(build_connection("my_connections.Stitch", 4, 8), own_connections.Stitch)
     assert isinstance(build_connection("my_connections.Stitch", 4, 4), torch.nn.Identity)
@@ -156,13 +156,17 @@ def test_your_own_connection_class_is_built_from_connection_target(own_connectio
     "name, target, error",
     [
         ("foo", None, r"connection.name='foo': valid connections are \['aligned', .* \(or your own class as "),
-        ("channel_pool", "modulenet.connections.Conv1x1Connection", r"is not connection.name='channel_pool''s class"),
+        (
+            "channel_pool",
+            "modulenet.stitching.connections.Conv1x1Connection",
+            r"is not connection.name='channel_pool''s class",
+        ),
         ("channel_pool", "no_such_module.Stitch", r"connection._target_='no_such_module.Stitch' cannot be imported"),
         ("channel_pool", "my_connections.not_callable", r"is not a class or function"),
     ],
 )
 def test_a_bad_connection_is_one_line(name, target, error, own_connections):
-    from modulenet.connections import connection_id
+    from modulenet.stitching.connections import connection_id
 
     with pytest.raises(ModuleNetError, match=error) as caught:
         connection_id(name, target)
@@ -191,7 +195,7 @@ def test_a_search_with_your_own_connection_from_the_command_line(own_connections
     from test_config import compose_search
     from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
 
-    from modulenet.jobs import search_job
+    from modulenet.app.jobs import search_job
     from modulenet.rundir import read_results
 
     overrides = ["knowledge_base=craft", *TINY_DATA, *TINY_SEARCH, *SMALL_CRAFT, "search.generations=1"]

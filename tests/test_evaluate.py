@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationMemo, EvaluationSettings, Evaluator
+from modulenet.evaluation.evaluator import EvaluationMemo, Evaluator
+from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.knowledge import CutPointArchitecture, build_knowledge_base
-from modulenet.records import WORST_SCORE, Evaluation
-from modulenet.score import loss_rate, search_score, similarity
+from modulenet.search.records import WORST_SCORE, Evaluation
+from modulenet.search.score import loss_rate, search_score, similarity
 
 
 def small_settings(**overrides) -> EvaluationSettings:

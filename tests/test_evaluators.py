@@ -14,12 +14,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from modulenet.batched_evaluation import batch_loader, epoch_order, prefix_shared_features, trunk_stages
-from modulenet.evaluate import EvaluationSettings, Evaluator, trunk_features
-from modulenet.evaluators import make_evaluator
+from modulenet.evaluation.dispatch import make_evaluator
+from modulenet.evaluation.evaluator import Evaluator, trunk_features
+from modulenet.evaluation.lit_module import pool_features
+from modulenet.evaluation.settings import EvaluationSettings
+from modulenet.evaluation.stacked import batch_loader, epoch_order, prefix_shared_features, trunk_stages
 from modulenet.knowledge import build_knowledge_base
-from modulenet.lit_module import pool_features
-from modulenet.runtime import make_trainer, quiet_lightning
+from modulenet.runtime.trainer import make_trainer, quiet_lightning
 
 GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
 

@@ -10,7 +10,7 @@ import torch
 from conftest import cifar_checkpoint
 from test_config import compose_search
 
-from modulenet.jobs import search_job
+from modulenet.app.jobs import search_job
 
 PAPER = {  # experiment: (dataset target, archs, alpha, beta, gen, pop, search epochs, finetune epochs, cutout)
     "paper_cifar100_craft": (

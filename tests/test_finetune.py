@@ -15,9 +15,10 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from modulenet.data import QuickstartDataModule
-from modulenet.finetune import FinetuneSettings, finetune_architecture
+from modulenet.finetune.settings import FinetuneSettings
+from modulenet.finetune.stage import finetune_architecture
 from modulenet.knowledge import build_knowledge_base
-from modulenet.source_training import finetune_sources
+from modulenet.knowledge.training import finetune_sources
 
 
 @contextmanager
@@ -64,7 +65,7 @@ def test_fine_tuning_the_sources_trains_batchnorm_in_train_mode(kb_and_data):
 def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
     """`evaluated` takes every genotype the search scored, survivor or not; `every_generation` only
     the populations'; beyond max_candidates, evenly spaced ranks from best to worst."""
-    from modulenet.finetune import select_candidates
+    from modulenet.finetune.stage import select_candidates
 
     results = {"population": [{"genotype": [0, 0, 0], "score": 1.0}], "populations": [[[0, 0, 0]]]}
     scores = {(0, 1, 1): 0.5, (1, 1, 0): 2.0, (0, 0, 0): 1.0, (1, 0, 1): 3.0}

@@ -11,14 +11,14 @@ import torch
 from conftest import CIFAR_NPZ, cifar_checkpoint
 
 from modulenet.errors import KnowledgeBaseError
-from modulenet.fitted_connections import (
+from modulenet.knowledge import build_knowledge_base, load_knowledge_base
+from modulenet.stitching.fitted import (
     AlignedConnection,
     LeastSquaresConnection,
     _Statistics,
     solve_aligned,
     solve_least_squares,
 )
-from modulenet.knowledge import build_knowledge_base, load_knowledge_base
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, mo
     from test_config import compose_search
     from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
 
-    from modulenet.jobs import search_job
+    from modulenet.app.jobs import search_job
 
     monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
     overrides = [

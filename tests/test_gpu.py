@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_evaluators import GENERATION, data, kb, settings  # noqa: F401 (fixtures)
 
-from modulenet.evaluate import Evaluator
-from modulenet.evaluators import make_evaluator
+from modulenet.evaluation.dispatch import make_evaluator
+from modulenet.evaluation.evaluator import Evaluator
 from modulenet.knowledge import build_knowledge_base
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -417,9 +417,9 @@ def test_your_own_knowledge_base_function_from_knowledge_base_target(tmp_path, m
     from test_config import compose_search
     from test_experiments import TINY_DATA, TINY_SEARCH
 
-    from modulenet.builders import make_knowledge_base
+    from modulenet.app.builders import make_knowledge_base
+    from modulenet.app.jobs import search_job
     from modulenet.errors import ModuleNetError
-    from modulenet.jobs import search_job
     from modulenet.rundir import read_results
 
     (tmp_path / "my_kb.py").write_text(MY_KNOWLEDGE_BASE)
@@ -441,7 +441,7 @@ def test_the_built_in_knowledge_base_target_builds_with_instantiate(tmp_path):
     from omegaconf import OmegaConf
     from test_config import compose_search
 
-    from modulenet.builders import make_knowledge_base
+    from modulenet.app.builders import make_knowledge_base
 
     build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False).save(tmp_path / "kb")
     cfg = compose_search([f"knowledge_base.path={tmp_path / 'kb'}"]).knowledge_base

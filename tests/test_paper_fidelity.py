@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from test_config import compose_search
 from torch import nn
 
-from modulenet.connections import Conv1x1Connection, SpatialAdapter
 from modulenet.knowledge import CutPointArchitecture, build_knowledge_base
 from modulenet.knowledge.weights import torchvision_weights_url
-from modulenet.resolution import remove_reductions
+from modulenet.stitching.connections import Conv1x1Connection, SpatialAdapter
+from modulenet.stitching.resolution import remove_reductions
 
 PAPER_RECIPES = ["paper_cifar100_craft", "paper_cifar10_craft", "paper_cifar10_nas", "paper_imagenet_transfer"]
 
@@ -161,7 +161,7 @@ def test_the_fine_tuned_knowledge_base_cache_depends_on_the_validation_split(tmp
     import numpy as np
     from omegaconf import OmegaConf
 
-    from modulenet.builders import finetuned_cache_dir
+    from modulenet.app.builders import finetuned_cache_dir
     from modulenet.data import NpzDataModule
 
     rng = np.random.default_rng(0)

@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 
-from modulenet import precision
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.evaluation.evaluator import Evaluator
+from modulenet.evaluation.settings import EvaluationSettings
+from modulenet.evaluation.stacked import HeadShape
 from modulenet.knowledge import build_knowledge_base
-from modulenet.precision import BF16, FLOAT32, MARGIN, HeadShape, choose_precision
+from modulenet.runtime import precision
+from modulenet.runtime.precision import BF16, FLOAT32, MARGIN, choose_precision
 
 CPU = torch.device("cpu")
 HEAD = HeadShape(in_features=32, hidden=(64, 64), classes=4, copies=2, batch_size=16)
@@ -30,7 +32,7 @@ def test_a_bad_precision_is_one_line():
 
 def test_auto_without_bf16_units_is_float32_without_measuring(monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "has_bf16_units", lambda device: False)
-    monkeypatch.setattr(precision, "head_step_seconds", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(HeadShape, "seconds", lambda *a, **k: pytest.fail("measured"))
     choice = choose_precision("auto", CPU, HEAD, cache=tmp_path / "precision.json")
     assert choice.precision == FLOAT32 and "no bf16 matrix units" in choice.reason
     assert not (tmp_path / "precision.json").exists()
@@ -54,7 +56,7 @@ def test_auto_measures_once_picks_the_faster_and_caches_per_machine(monkeypatch,
     assert precision.device_model(CPU) in key and f"torch {torch.__version__}" in key
     assert entry["seconds"] == first.seconds
 
-    monkeypatch.setattr(precision, "head_step_seconds", lambda *a, **k: pytest.fail("measured twice"))
+    monkeypatch.setattr(HeadShape, "seconds", lambda *a, **k: pytest.fail("measured twice"))
     again = choose_precision("auto", CPU, HEAD, cache=cache)
     assert again.precision == first.precision and "cached" in again.reason
 
@@ -91,7 +93,7 @@ def test_the_evaluator_resolves_auto_and_keys_its_memo_by_the_choice(tmp_path):
 def test_a_resumed_search_keeps_the_precision_auto_chose_for_it(monkeypatch, tmp_path):
     """A new measurement could choose otherwise (tiny heads time within the margin; another thread
     count is another cache key), and the resume would be refused: `auto` takes the run's choice."""
-    from modulenet import builders
+    from modulenet.app import builders
 
     auto = EvaluationSettings(precision="auto")
     assert builders.resumed_settings(auto, tmp_path) == auto  # no checkpoint: measured as usual

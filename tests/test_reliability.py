@@ -17,10 +17,10 @@ import torch
 from test_search import C, HiddenTarget, N
 
 from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationMemo
-from modulenet.records import Evaluation
+from modulenet.evaluation.evaluator import EvaluationMemo
 from modulenet.rundir import hold, write_atomic
 from modulenet.search import SearchConfig, run_search
+from modulenet.search.records import Evaluation
 
 CONFIG = dict(generations=4, population_size=10, seed=3, mutation_prob=0.5)
 
@@ -212,7 +212,7 @@ def test_a_torn_memo_line_is_set_aside_before_the_next_append(tmp_path):
 def test_evaluation_leaves_the_global_generators_alone(tmp_path):
     from test_evaluators import settings
 
-    from modulenet.evaluate import Evaluator
+    from modulenet.evaluation.evaluator import Evaluator
     from modulenet.knowledge import build_knowledge_base
 
     kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
@@ -257,7 +257,7 @@ def search_with(real_search, run_dir, name="local", resume=False, generations=SE
     """The search with a real evaluator; returns it and how many genotypes were trained (memo lines added)."""
     from test_evaluators import settings
 
-    from modulenet.evaluators import make_evaluator
+    from modulenet.evaluation.dispatch import make_evaluator
 
     kb, data = real_search
     memo = run_dir / "evaluations.jsonl"

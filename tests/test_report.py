@@ -18,14 +18,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from modulenet.cli import report_main
-from modulenet.correlation import kendall, spearman, spearman_rows
+from modulenet.app.cli import report_main
 from modulenet.errors import ModuleNetError
-from modulenet.records import Evaluation
 from modulenet.report import PAPER_TABLES, calibrate, dataset_key, paper_table_for, write_report
+from modulenet.report.correlation import kendall, spearman, spearman_rows
 from modulenet.rundir import read_evaluations
-from modulenet.score import search_score, similarity
 from modulenet.search import SearchConfig, run_search
+from modulenet.search.records import Evaluation
+from modulenet.search.score import search_score, similarity
 
 BIN = Path(sys.executable).parent
 ARCHS = ["resnet34", "vgg16_bn", "resnet50"]

@@ -1,6 +1,6 @@
 import pytest
 
-from modulenet.score import loss_rate, search_score, similarity
+from modulenet.search.score import loss_rate, search_score, similarity
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from deap import creator
 
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype
-from modulenet.records import WORST_SCORE, Evaluation
-from modulenet.score import search_score, similarity
 from modulenet.search import SearchCallback, SearchConfig, new_survival, run_search
+from modulenet.search.records import WORST_SCORE, Evaluation
+from modulenet.search.score import search_score, similarity
 
 N, C = 4, 5
 TARGET = (2, 0, 3, 1, 2)
@@ -320,7 +320,7 @@ class ZeroMutation(SearchConfig):  # your own operators: the toolbox, overridden
 def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_path, monkeypatch):
     from test_config import compose_search
 
-    from modulenet.builders import search_config
+    from modulenet.app.builders import search_config
 
     (tmp_path / "my_search.py").write_text(MY_SEARCH)
     monkeypatch.syspath_prepend(str(tmp_path))

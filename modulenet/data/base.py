@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from modulenet.errors import DataError
+from modulenet.errors import DataError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -254,5 +254,6 @@ def resolve_val_size(val_size, n: int | None = None, what: str = "val_size") -> 
 
 
 def one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    """An exception as `Type: first line` (a file that cannot be read, in a DataError)."""
+    text = first_line(err)
+    return text if text == type(err).__name__ else f"{type(err).__name__}: {text}"

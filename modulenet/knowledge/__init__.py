@@ -1,9 +1,10 @@
 """The knowledge base (Sec. III-B, Algorithm 1 lines 1-6): trained networks decomposed into modules."""
 
+from modulenet.knowledge.architecture import Architecture
 from modulenet.knowledge.base import KnowledgeBase, load_knowledge_base
 from modulenet.knowledge.build import build_knowledge_base
 from modulenet.knowledge.cut_points import CutPointArchitecture
-from modulenet.knowledge.zoo import Architecture, get_architecture, known_architectures
+from modulenet.knowledge.zoo import get_architecture, known_architectures
 
 __all__ = [
     "Architecture",

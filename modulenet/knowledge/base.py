@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modulenet.assembly import ModuleSpec, Trunk, assemble
-from modulenet.errors import KnowledgeBaseError, ModuleNetError, WeightsError
-from modulenet.fitted_connections import FITTED, fitted_from_state, fitted_link, fitted_state
+from modulenet.errors import KnowledgeBaseError, ModuleNetError, WeightsError, first_line
 from modulenet.genotype import Genotype, describe_genotype, parse_genotype, search_space_size
-from modulenet.knowledge.zoo import Architecture, architecture_from_config
-from modulenet.resolution import RESOLUTIONS, remove_reductions
-from modulenet.rundir import write_atomic
+from modulenet.knowledge.architecture import Architecture
+from modulenet.knowledge.zoo import architecture_from_config
+from modulenet.rundir import atomic_path, write_atomic
+from modulenet.stitching.assembly import ModuleSpec, Trunk, assemble
+from modulenet.stitching.fitted import FITTED, fitted_from_state, fitted_link, fitted_state
+from modulenet.stitching.resolution import RESOLUTIONS, remove_reductions
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class KnowledgeBase:
         Frozen and in eval mode unless `trainable=True` (the fine-tuning stage), which copies
         the modules and unfreezes them. `resolution`: "reduce" (the paper's rule, Sec. III-B: a
         module that reduces more than its successor's native input loses its last reduction) or
-        "resample" (the map is pooled or upsampled between modules); see resolution.py.
+        "resample" (the map is pooled or upsampled between modules); see stitching/resolution.py.
         """
         if resolution not in RESOLUTIONS:
             raise ModuleNetError(f"connection.resolution={resolution!r}: valid values are {list(RESOLUTIONS)}")
@@ -152,7 +153,7 @@ class KnowledgeBase:
         """Fit what the `aligned` and `least_squares` connections need at every boundary (preceding
         architecture, next architecture, position) from `images` (training images only, no
         gradient, no module changed); kept with the knowledge base and saved with it."""
-        from modulenet.fitted_connections import fit_boundaries
+        from modulenet.stitching.fitted import fit_boundaries
 
         self.fitted[resolution] = fit_boundaries(self, images, resolution, batch_size, torch.device(device), progress)
         self.fitted_images = int(len(images))
@@ -167,7 +168,7 @@ class KnowledgeBase:
             view = remove_reductions(self.modules[cell][arch], (spec.in_channels, *spec.in_size), factor)
             if view is None:
                 log.warning(
-                    "%s module %d cannot drop a reduction of %g (resolution.py): the boundary after it "
+                    "%s module %d cannot drop a reduction of %g (stitching/resolution.py): the boundary after it "
                     "resamples instead",
                     self.arch_names[arch],
                     cell + 1,
@@ -230,8 +231,17 @@ class KnowledgeBase:
                 for j, row in enumerate(self.modules)
                 for key, tensor in row[i].state_dict().items()
             }
-            _atomic_torch_save(state, directory / "modules" / f"{name}.pt")
-        metadata = {
+            atomic_torch_save(state, directory / "modules" / f"{name}.pt")
+        metadata = self.metadata()
+        if self.fitted:
+            self.save_fitted(directory / CONNECTIONS_FILE)
+        write_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=2))
+        return directory
+
+    def metadata(self) -> dict:
+        """What rebuilds this knowledge base's structure (architectures, cells, module specs):
+        plain data, written beside its weights by `save` and into a saved network's description."""
+        return {
             "format": FORMAT_VERSION,
             "arch_names": self.arch_names,
             "num_cells": self.num_cells,
@@ -241,10 +251,6 @@ class KnowledgeBase:
             "specs": [[dataclasses.asdict(s) for s in row] for row in self.specs],
             "fitted_images": self.fitted_images,
         }
-        if self.fitted:
-            self.save_fitted(directory / CONNECTIONS_FILE)
-        write_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=2))
-        return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike, trust_code: bool = False) -> KnowledgeBase:
@@ -267,45 +273,47 @@ class KnowledgeBase:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, KnowledgeBaseError):
                 raise
-            what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({str(err).splitlines()[0]})"
+            what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({first_line(err)})"
             raise KnowledgeBaseError(
                 f"{meta_path} {what}: it was not written by KnowledgeBase.save or was edited"
             ) from None
 
     @classmethod
-    def _from_metadata(cls, directory: Path, metadata: dict, trust_code: bool) -> KnowledgeBase:
-        from modulenet.knowledge.build import instantiate_empty
-
+    def _from_metadata(
+        cls, directory: Path, metadata: dict, trust_code: bool, what: str = "a knowledge base", weights: bool = True
+    ) -> KnowledgeBase:
+        """The knowledge base `metadata` (from `directory`) describes, its weights read from
+        there; with `weights=False`, its structure only (weights allocated, not initialised: the
+        caller loads them, as a saved network does)."""
         configs = metadata["architectures"]
         code = [f"{c.get('name')}: {c.get('model')!r}" for c in configs if c.get("family") == "cut_points"]
         if code and not trust_code:
             raise KnowledgeBaseError(
-                f"{directory} names code to import and call ({'; '.join(code)}): a knowledge base is data, so it is "
+                f"{directory} names code to import and call ({'; '.join(code)}): {what} is data, so it is "
                 "loaded only with trust_code=True (knowledge_base.trust_code=true), if you trust where it came from"
             )
         architectures = [architecture_from_config(c) for c in configs]
         num_cells = metadata["num_cells"]
         columns = []
         for arch in architectures:
-            cells = arch.cells(instantiate_empty(arch))
+            cells = arch.cells(arch.build_empty())
+            if not weights:
+                columns.append(cells)
+                continue
             path = directory / "modules" / f"{arch.name}.pt"
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except FileNotFoundError:
                 raise WeightsError(f"knowledge base {directory} lacks {path.name}") from None
             except Exception as err:
-                raise WeightsError(
-                    f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})"
-                ) from None
+                raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({first_line(err)})") from None
             for j, cell in enumerate(cells):
                 prefix = f"cell{j}."
                 cell_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 try:
                     cell.load_state_dict(cell_state, strict=True)
                 except RuntimeError as err:
-                    raise WeightsError(
-                        f"{path} does not match {arch.name} cell {j + 1}: {str(err).splitlines()[0]}"
-                    ) from None
+                    raise WeightsError(f"{path} does not match {arch.name} cell {j + 1}: {first_line(err)}") from None
             columns.append(cells)
         modules = [[columns[i][j] for i in range(len(architectures))] for j in range(num_cells)]
         specs = [
@@ -313,22 +321,20 @@ class KnowledgeBase:
             for row in metadata["specs"]
         ]
         kb = cls(architectures, modules, specs, metadata["image_size"], metadata["sources"])
-        if metadata.get("fitted_images") and (directory / CONNECTIONS_FILE).is_file():
+        if weights and metadata.get("fitted_images") and (directory / CONNECTIONS_FILE).is_file():
             kb.load_fitted(directory / CONNECTIONS_FILE, int(metadata["fitted_images"]))
         return kb
 
     def save_fitted(self, path: str | os.PathLike) -> None:
         """The fitted connections alone, as a plain tensor file."""
-        _atomic_torch_save(fitted_state(self), Path(path))
+        atomic_torch_save(fitted_state(self), Path(path))
 
     def load_fitted(self, path: str | os.PathLike, images: int) -> None:
         """Fitted connections saved by `save_fitted` for this knowledge base (read with weights_only=True)."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise WeightsError(
-                f"cannot read {path}: corrupt or not a tensor file ({str(err).splitlines()[0]})"
-            ) from None
+            raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({first_line(err)})") from None
         self.fitted.update(fitted_from_state(self, state))
         self.fitted_images = int(images)
 
@@ -338,7 +344,7 @@ def load_knowledge_base(directory: str | os.PathLike, trust_code: bool = False) 
     return KnowledgeBase.load(directory, trust_code=trust_code)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per writer: a sweep may build one base twice
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def atomic_torch_save(obj, path: Path) -> None:
+    """`torch.save` whole (rundir.atomic_path): a crash or a second writer never leaves a torn file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

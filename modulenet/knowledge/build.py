@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from modulenet.assembly import ModuleSpec
-from modulenet.errors import KnowledgeBaseError
+from modulenet.errors import KnowledgeBaseError, first_line
+from modulenet.knowledge.architecture import Architecture
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.knowledge.weights import (
     download_state_dict,
@@ -21,7 +21,8 @@ from modulenet.knowledge.weights import (
     load_trunk_weights,
     torchvision_weights,
 )
-from modulenet.knowledge.zoo import Architecture, get_architecture
+from modulenet.knowledge.zoo import get_architecture
+from modulenet.stitching.assembly import ModuleSpec
 
 WeightsSpec = str | os.PathLike | None
 
@@ -96,18 +97,9 @@ def instantiate(arch: Architecture, spec: WeightsSpec, progress: bool = True) ->
         raise KnowledgeBaseError(
             f"weights for {arch.name} must be None, 'random', 'DEFAULT' or a file path, got {spec!r}"
         )
-    model = instantiate_empty(arch)
+    model = arch.build_empty()
     load_trunk_weights(model, arch.cells(model), state, arch.name, source)
     return model, source
-
-
-def instantiate_empty(arch: Architecture) -> nn.Module:
-    """The network with storage allocated but not initialised (weights are about to be loaded)."""
-    if not getattr(arch, "init_on_meta", False):
-        return arch.build()
-    with torch.device("meta"):
-        model = arch.build()
-    return model.to_empty(device="cpu")
 
 
 @torch.no_grad()
@@ -122,7 +114,7 @@ def measure_specs(arch_name: str, cells: Sequence[nn.Module], image_size: int) -
             y = cell(x)
         except RuntimeError as err:
             raise KnowledgeBaseError(
-                f"{arch_name} cell {j + 1} fails on a {image_size}x{image_size} image ({str(err).splitlines()[0]}); "
+                f"{arch_name} cell {j + 1} fails on a {image_size}x{image_size} image ({first_line(err)}); "
                 "is image_size too small for this network?"
             ) from None
         finally:

@@ -27,7 +27,7 @@ class OptionAShortcut(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
 
     def without_reduction(self) -> OptionAShortcut:
-        """The same shortcut at stride 1 (the resolution rule, resolution.py)."""
+        """The same shortcut at stride 1 (the resolution rule, stitching/resolution.py)."""
         return OptionAShortcut(self.in_planes, self.planes, stride=1)
 
 

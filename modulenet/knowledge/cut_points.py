@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import torch.fx as fx
 from torch import nn
 
-from modulenet.errors import KnowledgeBaseError
-from modulenet.knowledge.zoo import Architecture
+from modulenet.errors import KnowledgeBaseError, first_line
+from modulenet.knowledge.architecture import Architecture
 
 
 class CutPointArchitecture(Architecture):
@@ -92,7 +92,7 @@ def split_at_cut_points(model: nn.Module, cut_points: Sequence[str], name: str =
     try:
         traced = fx.GraphModule(model, CutTracer().trace(model))
     except Exception as err:  # fx raises many types for untraceable control flow
-        raise KnowledgeBaseError(f"{name}: torch.fx cannot trace the model ({str(err).splitlines()[0]})") from None
+        raise KnowledgeBaseError(f"{name}: torch.fx cannot trace the model ({first_line(err)})") from None
     nodes = list(traced.graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 1:

@@ -17,12 +17,13 @@ build its network and how to cut it into `num_cells` cells that share the networ
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 from torch import nn
 
 from modulenet.errors import KnowledgeBaseError
+from modulenet.knowledge.architecture import Architecture
 from modulenet.knowledge.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
+from modulenet.knowledge.cut_points import CutPointArchitecture
 from modulenet.knowledge.darts import DartsNetwork, module_bounds, paper_reductions, split_darts
 from modulenet.knowledge.darts_genotypes import GENOTYPES, DartsGenotype
 
@@ -41,37 +42,6 @@ CIFAR_RESNET_URLS = {
     "resnet_cifar110": "resnet110-1d1ed7c2.th",
 }
 CIFAR_RESNET_URL_ROOT = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-
-
-class Architecture:
-    """A source network and its decomposition into cells."""
-
-    family: ClassVar[str]
-    num_cells: ClassVar[int]
-    # Weights are loaded right after building, so skip the random init (VGG-16's takes seconds).
-    init_on_meta: ClassVar[bool] = True
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def build(self) -> nn.Module:
-        """The whole network with random weights (classifier included, as checkpoints store it)."""
-        raise NotImplementedError
-
-    def cells(self, model: nn.Module) -> list[nn.Module]:
-        """The network's cells, in order, sharing its parameters and buffers."""
-        raise NotImplementedError
-
-    def pretrained_url(self, weights: str) -> str | None:
-        """A download address for a named pretrained checkpoint, or None to ask torchvision."""
-        return None
-
-    def to_config(self) -> dict:
-        """What `architecture_from_config` needs to rebuild this architecture (saved with a knowledge base)."""
-        return {"family": self.family, "name": self.name}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 class TorchvisionResNet(Architecture):
@@ -257,8 +227,6 @@ def architecture_from_config(config: dict) -> Architecture:
     """Rebuild an architecture from `Architecture.to_config()` output."""
     family = config.get("family")
     if family == "cut_points":
-        from modulenet.knowledge.cut_points import CutPointArchitecture
-
         return CutPointArchitecture.from_config(config)
     if family not in FAMILIES:
         raise KnowledgeBaseError(

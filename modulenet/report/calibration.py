@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modulenet.correlation import kendall, spearman, spearman_rows
 from modulenet.genotype import format_genotype
+from modulenet.report.correlation import kendall, spearman, spearman_rows
 from modulenet.report.figures import plot_heatmap
 from modulenet.report.markdown import corr, md_table, num, pct
 from modulenet.report.runs import FinetuneRun, as_float
-from modulenet.score import search_score
+from modulenet.search.score import search_score
 
 MIN_CALIBRATION_POINTS = 3
 

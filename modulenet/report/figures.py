@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modulenet.records import WORST_SCORE
 from modulenet.report.markdown import corr, short_number
 from modulenet.report.runs import SearchRun, as_float
+from modulenet.search.records import WORST_SCORE
 
 
 def _figure(width: float, height: float):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from modulenet.errors import first_line
 from modulenet.report.write import Report, write_report
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ def log_report_to_wandb(report: Report, logger_cfg, out_dir: Path) -> str | None
             )
         run.finish()
     except Exception as err:  # the report is written; tracking is a bonus
-        log.warning(
-            "W&B logging of the report failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__
-        )
+        log.warning("W&B logging of the report failed: %s", first_line(err))
         return None
     return mode
 

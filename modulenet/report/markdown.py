@@ -6,8 +6,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from modulenet.records import WORST_SCORE
 from modulenet.report.runs import as_float
+from modulenet.search.records import WORST_SCORE
 
 
 def pct(value, digits: int = 2) -> str:

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modulenet import rundir
-from modulenet.errors import ModuleNetError
+from modulenet.errors import ModuleNetError, first_line
 from modulenet.genotype import parse_genotype
 from modulenet.report.paper import dataset_key
 from modulenet.rundir import read_evaluations
-from modulenet.score import new_survival
+from modulenet.search.score import new_survival
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ModuleNetError(f"{path} is unreadable: {str(err).splitlines()[0]}") from None
+        raise ModuleNetError(f"{path} is unreadable: {first_line(err)}") from None
 
 
 def _read_config(run_dir: Path) -> dict:
@@ -35,7 +35,7 @@ def _read_config(run_dir: Path) -> dict:
     try:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
     except Exception as err:  # a YAML or OmegaConf error: the report goes on without the config
-        log.warning("cannot read %s: %s", path, str(err).splitlines()[0])
+        log.warning("cannot read %s: %s", path, first_line(err))
         return {}
 
 

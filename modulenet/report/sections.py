@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from modulenet.correlation import kendall, spearman
 from modulenet.genotype import format_genotype, search_space_size
-from modulenet.records import WORST_SCORE
+from modulenet.report.correlation import kendall, spearman
 from modulenet.report.figures import plot_connections, plot_heatmap
 from modulenet.report.markdown import architecture_text, corr, file_stem, md_table, num, pct, short_number
 from modulenet.report.paper import PaperRow, PaperTable, normalised_name, paper_table_for
 from modulenet.report.runs import FinetuneRun, SearchRun, as_float, is_searched
+from modulenet.search.records import WORST_SCORE
 
 
 def runs_summary(runs: Sequence[SearchRun]) -> list[str]:

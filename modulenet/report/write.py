@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modulenet.correlation import kendall, spearman
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype
 from modulenet.report.calibration import Calibration, calibration_section
+from modulenet.report.correlation import kendall, spearman
 from modulenet.report.figures import plot_architecture, plot_new_survival, plot_score_curves, plot_score_vs_error
 from modulenet.report.markdown import architecture_text, corr, file_stem, md_table, num, pct
 from modulenet.report.runs import Runs, load_runs

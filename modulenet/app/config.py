@@ -1,8 +1,9 @@
 """Structured configs (Hydra ConfigStore): a wrong type or an unknown key fails at composition.
 
-The YAML files in `conf/` fill these schemas; groups mirror the code: dataset (data.py),
-knowledge_base (knowledge/), connection (connections.py), search (search.py), evaluator
-(evaluate.py), logger (tracking.py), trainer (Lightning settings), experiment (recipes).
+The YAML files in `conf/` fill these schemas; groups mirror the code: dataset (data/),
+knowledge_base (knowledge/), connection (stitching/), search (search/toolbox.py), evaluator
+(evaluation/), logger (tracking.py), trainer (runtime/settings.py), finetune (finetune/settings.py),
+experiment (recipes). Each schema adds only `_target_` to the settings its stage defines.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, OmegaConf
 
-from modulenet.errors import ModuleNetError
+from modulenet.evaluation.settings import ClassifierSettings
+from modulenet.finetune.settings import FinetuneRecipe
+from modulenet.runtime.settings import TrainerSettings
 from modulenet.search import SearchConfig
 
 
 def shared_dir() -> str:
     """`${shared_dir:}`: the project's shared data and weights, $MODULENET_SHARED or the checkout's ../shared."""
-    return os.environ.get("MODULENET_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
+    return os.environ.get("MODULENET_SHARED") or str(Path(__file__).resolve().parents[3] / "shared")
 
 
 @dataclass
@@ -30,7 +33,7 @@ class KnowledgeBaseConf:
     own function or class (`knowledge_base._target_=mypkg.my_knowledge_base`) receives these as
     keywords with `datamodule`, `progress`, `seed` and `accelerator`, and returns a KnowledgeBase."""
 
-    _target_: str | None = "modulenet.builders.knowledge_base"  # null: the built-in (configs saved before it)
+    _target_: str | None = "modulenet.app.builders.knowledge_base"  # null: the built-in (configs saved before it)
     archs: list[str] = field(default_factory=list)
     num_cells: int | None = None
     weights: Any = None  # one spec for all, or {arch: spec}: null/random, DEFAULT, or a file path
@@ -53,65 +56,26 @@ class KnowledgeBaseConf:
 
 @dataclass
 class ConnectionConf:
-    """How neighbouring modules are joined (connections.py): the built-ins by `name` with their
+    """How neighbouring modules are joined (stitching/connections.py): the built-ins by `name` with their
     `_target_`, or your own class as `connection._target_=mypkg.MyConnection` (connections.own_connection)."""
 
-    _target_: str | None = "modulenet.connections.parameter_free_connection"  # null: the built-in `name`'s
+    _target_: str | None = "modulenet.stitching.connections.parameter_free_connection"  # null: the built-in `name`'s
     # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C: a 1x1 convolution at every
     # boundary) | conv1x1_where_needed (ours: only where channel counts differ) | aligned | least_squares
     name: str = "channel_pool"
     # Sec. III-B: reduce (the paper's: the preceding module drops its last reduction, or pools more;
-    # never upsampled) | resample (ours before: pool or upsample between modules) - resolution.py
+    # never upsampled) | resample (ours before: pool or upsample between modules) - stitching/resolution.py
     resolution: str = "reduce"
     fit_images: int = 2000  # aligned | least_squares: training images the connections are fitted on
 
 
 @dataclass
 class SearchConf(SearchConfig):
-    """The search group's schema: SearchConfig's settings (one definition, search.py), built from
+    """The search group's schema: SearchConfig's settings (one definition, search/), built from
     its `_target_`; the search's generator follows the run's `seed`."""
 
     _target_: str = "modulenet.search.SearchConfig"
     seed: int = II("seed")
-
-
-@dataclass
-class ClassifierSettings:
-    """The `evaluator` group's settings (conf/evaluator/): the classifier (Sec. IV: input-4096-4096-
-    classes) and how it is trained, the paper's shape with our optimiser (Adam, lr 1e-3, batch 256:
-    the paper names none); then options that change speed only, never results (batched_evaluation.py):
-    cached trunk features, module prefixes shared within a generation, classifiers of up to
-    `stack_individuals` individuals trained as one batched model on resident features of at most
-    `feature_memory_gb`, their step replayed as a CUDA graph on GPUs (`graph_step`)."""
-
-    batch_size: int = 256
-    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"  # flatten (input size set by the last conv layer) | avg
-    dropout: float = 0.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    cache_features: bool = True
-    feature_batch_size: int = 512
-    share_prefixes: bool = True
-    stack_individuals: int = 8
-    feature_memory_gb: float = 4.0
-    graph_step: bool = True  # on GPUs: the stacked classifiers' step captured once as a CUDA graph
-
-    def __post_init__(self) -> None:
-        """One line naming the first bad value."""
-        sizes = {
-            "batch_size": self.batch_size,
-            "feature_batch_size": self.feature_batch_size,
-            "stack_individuals": self.stack_individuals,
-            **{f"hidden[{i}]": h for i, h in enumerate(self.hidden)},
-        }
-        for key, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ModuleNetError(f"evaluator.{key}={value} must be a positive integer")
-        if self.feature_memory_gb <= 0:
-            raise ModuleNetError(f"evaluator.feature_memory_gb={self.feature_memory_gb} must be positive")
-        if self.pool not in ("flatten", "avg"):
-            raise ModuleNetError(f"evaluator.pool={self.pool!r}; valid values are 'flatten' and 'avg'")
 
 
 @dataclass
@@ -120,7 +84,7 @@ class EvaluatorConf(ClassifierSettings):
     the classifier's (ClassifierSettings, one definition) and the dispatch arguments below, each
     given to the class only where its constructor names it (evaluators.build_evaluator)."""
 
-    _target_: str = "modulenet.evaluate.Evaluator"
+    _target_: str = "modulenet.evaluation.evaluator.Evaluator"
     # gpus / ray: workers (default: one per GPU, else half the CPU cores / Ray's CPUs)
     num_workers: int | None = None
     devices: list[int] | None = None  # gpus: which GPUs (default: every visible one)
@@ -142,67 +106,10 @@ class LoggerConf:
 
 
 @dataclass
-class TrainerSettings:
-    """The `trainer` group (conf/trainer/): where Lightning trains and in what precision (set up by
-    runtime.py and precision.py for evaluation, fine-tuning and source training); checked when built."""
-
-    accelerator: str = "cpu"  # cpu | gpu | cuda | mps | auto
-    precision: str = "auto"  # measured where a choice exists (precision.py); or a Lightning precision
-    # float32 matrix products on GPUs: highest (exact fp32) | high (TF32 tensor cores) | medium
-    float32_matmul_precision: str = "highest"
-
-    def __post_init__(self) -> None:
-        import torch  # here, not at the top: composing configs needs no torch
-
-        from modulenet.precision import check_precision
-        from modulenet.runtime import check_accelerator, use_float32_matmul_precision
-
-        check_accelerator(self.accelerator)
-        check_precision(self.precision)
-        use_float32_matmul_precision(torch.device("cpu"), self.float32_matmul_precision)  # validates only
-
-
-@dataclass
 class TrainerConf(TrainerSettings):
     """The trainer group's schema: TrainerSettings (one definition) built from its `_target_`."""
 
-    _target_: str = "modulenet.config.TrainerSettings"
-
-
-# The evaluation stage's candidates (finetune.py's select_candidates).
-CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
-
-
-@dataclass
-class FinetuneRecipe:
-    """The evaluation stage (Sec. IV), the `finetune` group's settings (FinetuneSettings adds the
-    search's). The paper's: 50 epochs, cutout 16, every weight trainable. Ours (the paper names
-    none): SGD with Nesterov momentum 0.9, lr 0.01 with cosine decay, weight decay 5e-4, batch 128,
-    standard crop-and-flip augmentation."""
-
-    top_k: int = 1
-    include_originals: bool = True
-    # population (the paper: the final population's distinct genotypes, at most max_candidates by score; the
-    # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8: every
-    # generation's population) | evaluated (Fig. 8: every genotype the search evaluated)
-    candidates: str = "top_k"
-    max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    cutout: int = 16
-    augment: bool = True
-    batch_size: int = 128
-    seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
-
-    def __post_init__(self) -> None:
-        """One line naming the first bad value."""
-        for key in ("top_k", "epochs", "batch_size", "max_candidates"):
-            if getattr(self, key) <= 0:
-                raise ModuleNetError(f"finetune.{key}={getattr(self, key)} must be a positive integer")
-        if self.candidates not in CANDIDATES:
-            raise ModuleNetError(f"finetune.candidates={self.candidates!r}; valid values are {list(CANDIDATES)}")
+    _target_: str = "modulenet.runtime.settings.TrainerSettings"
 
 
 @dataclass
@@ -261,6 +168,19 @@ class FinetuneAppConf:
 
 
 @dataclass
+class EvaluateAppConf:
+    """modulenet-evaluate network=DIR: a saved network's error on a dataset's split."""
+
+    network: str = MISSING  # a saved network's folder (<fine-tune dir>/networks/<label>-seed<k>)
+    dataset: Any = None  # a dataset group (dataset=npz_shared, ...); default: the one it was fine-tuned on
+    split: str = "test"  # test | val
+    accelerator: str = "cpu"
+    precision: str | None = None  # default: the precision it was measured in after fine-tuning
+    trust_code: bool = False  # let the network (a cut-point model, your own connection) name code to import
+    name: str = "evaluate"
+
+
+@dataclass
 class ReportAppConf:
     """modulenet-report: the paper's tables and figures from finished runs (report.py)."""
 
@@ -282,3 +202,4 @@ def register_configs() -> None:
     cs.store(name="kb_app_schema", node=KbAppConf)
     cs.store(name="finetune_app_schema", node=FinetuneAppConf)
     cs.store(name="report_app_schema", node=ReportAppConf)
+    cs.store(name="evaluate_app_schema", node=EvaluateAppConf)

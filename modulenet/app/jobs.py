@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir
-from modulenet.builders import (
+from modulenet.app.builders import (
     check_quickstart_overrides,
     check_search_config,
     check_trainer,
@@ -28,12 +28,12 @@ from modulenet.builders import (
     resumed_settings,
     search_config,
 )
-from modulenet.config import TrainerSettings
-from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings
+from modulenet.errors import ModuleNetError, first_line
+from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
 from modulenet.rundir import hold, read_results
+from modulenet.runtime.settings import TrainerSettings
 from modulenet.search import run_search
 from modulenet.targets import check_targets
 from modulenet.tracking import make_tracker, tracker_class
@@ -104,7 +104,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
 
 def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: EvaluationSettings, search_dir: Path):
     """Fig. 10: the search path's architectures again with the connections of `ablation.compare`."""
-    from modulenet.ablation import connection_ablation
+    from modulenet.app.ablation import connection_ablation
 
     compare = [name for name in cfg.ablation.compare if name != settings.connection]
     for name in compare:
@@ -159,7 +159,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given
         if not isinstance(search_cfg, DictConfig) or "dataset" not in search_cfg or "knowledge_base" not in search_cfg:
             raise ValueError("no dataset or knowledge_base section")
     except Exception as err:  # YAML and OmegaConf errors alike
-        raise ModuleNetError(f"{config_path} is not a search run's config ({str(err).splitlines()[0]})") from None
+        raise ModuleNetError(f"{config_path} is not a search run's config ({first_line(err)})") from None
     # The run directory is data: only this command line may trust code, never the saved config.
     search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
     check_targets(search_cfg, config_path, trusted=cfg.trust_code)
@@ -179,7 +179,8 @@ def finetune_stage(
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports. `ft`: the
     finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
-    from modulenet.finetune import FinetuneSettings, run_finetune
+    from modulenet.finetune.settings import FinetuneSettings
+    from modulenet.finetune.stage import run_finetune
 
     seed, progress = run_cfg.seed, run_cfg.progress
     results = read_results(search_run)
@@ -212,7 +213,17 @@ def finetune_stage(
         arch_names=kb.arch_names,
     )
     try:
-        finished = run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run=search_run)
+        finished = run_finetune(
+            kb,
+            results,
+            datamodule,
+            settings,
+            out_dir,
+            tracker,
+            progress,
+            search_run=search_run,
+            dataset_config=OmegaConf.to_container(dataset_cfg, resolve=True),
+        )
     finally:
         if tracker is not None:
             tracker.finish()
@@ -220,3 +231,38 @@ def finetune_stage(
     # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
     chosen = [r for r in finished if r.selected] or finished
     return statistics.fmean(r.val_error for r in chosen)
+
+
+def evaluate_job(cfg: DictConfig, run_dir: Path) -> float:
+    """modulenet-evaluate: a saved network, reloaded, measured on a split of `cfg.dataset` (default:
+    the dataset it was fine-tuned on, read as data); prints and writes evaluation.json; returns the error."""
+    import json
+
+    from modulenet.finetune.network import load_network, measure_network, read_description
+    from modulenet.runtime.trainer import accelerator_device, check_accelerator
+
+    if cfg.split not in ("test", "val"):
+        raise ModuleNetError(f"split={cfg.split!r}: valid values are 'test' and 'val'")
+    check_accelerator(cfg.accelerator)
+    description = read_description(cfg.network)
+    dataset_cfg = cfg.dataset
+    if dataset_cfg is None:
+        if not description.get("dataset"):
+            raise ModuleNetError(f"{cfg.network} does not record its dataset: choose one (dataset=npz_shared, ...)")
+        dataset_cfg = OmegaConf.create(description["dataset"])
+        check_targets(dataset_cfg, f"{cfg.network}/network.json", trusted=cfg.trust_code)
+    network = load_network(cfg.network, trust_code=cfg.trust_code)
+    datamodule = make_datamodule(dataset_cfg)
+    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
+    precision = cfg.precision or description.get("precision", "32-true")
+    measured = measure_network(network, loader, precision, accelerator_device(cfg.accelerator))
+    recorded = description.get(f"{cfg.split}_error")
+    result = {"network": str(cfg.network), "split": cfg.split, "precision": precision, **measured, "recorded": recorded}
+    rundir.write_atomic(run_dir / rundir.EVALUATION, json.dumps(result, indent=2))
+    line = f"{cfg.split} error {100 * measured['error']:.2f} % on {measured['images']} images"
+    if measured["error_top5"] is not None:
+        line += f" (top-5 {100 * measured['error_top5']:.2f} %)"
+    if recorded is not None:
+        line += f"; recorded after fine-tuning: {100 * recorded:.2f} %"
+    print(line)
+    return float(measured["error"])

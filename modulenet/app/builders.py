@@ -13,21 +13,23 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from modulenet.config import ClassifierSettings, FinetuneRecipe, KnowledgeBaseConf, TrainerSettings
-from modulenet.connections import BUILT_IN, connection_id
-from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings
-from modulenet.evaluators import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
-from modulenet.fitted_connections import FITTED
+from modulenet.app.config import KnowledgeBaseConf
+from modulenet.errors import ModuleNetError, first_line
+from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
+from modulenet.evaluation.settings import ClassifierSettings, EvaluationSettings
+from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE
 from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
-from modulenet.precision import AUTO, PRECISIONS, has_bf16_units
-from modulenet.quickstart import datamodule_signature, quickstart_knowledge_base
-from modulenet.resolution import RESOLUTIONS
-from modulenet.runtime import accelerator_device
+from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.runtime.precision import AUTO, PRECISIONS, has_bf16_units
+from modulenet.runtime.settings import TrainerSettings
+from modulenet.runtime.trainer import accelerator_device
 from modulenet.search import SearchConfig
-from modulenet.search_state import recorded_depends_on
+from modulenet.search.state import recorded_depends_on
+from modulenet.stitching.connections import BUILT_IN, connection_id
+from modulenet.stitching.fitted import FITTED
+from modulenet.stitching.resolution import RESOLUTIONS
 from modulenet.targets import group_choices, target_class
 from modulenet.tracking import tracker_class
 
@@ -45,7 +47,7 @@ def build(node, key: str, convert: str = "none", **kwargs):
         cause = err.__cause__ or err
         if isinstance(cause, ModuleNetError):
             raise cause from None
-        raise ModuleNetError(f"cannot build {key} {node.get('_target_')}: {str(cause).splitlines()[0]}") from None
+        raise ModuleNetError(f"cannot build {key} {node.get('_target_')}: {first_line(cause)}") from None
 
 
 def make_datamodule(dataset_cfg):
@@ -56,7 +58,7 @@ def make_datamodule(dataset_cfg):
     return datamodule
 
 
-BUILT_IN_KNOWLEDGE_BASE = "modulenet.builders.knowledge_base"
+BUILT_IN_KNOWLEDGE_BASE = "modulenet.app.builders.knowledge_base"
 
 
 def is_built_in_knowledge_base(kb_cfg) -> bool:
@@ -145,7 +147,7 @@ def built_in_knowledge_base(
         list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size, progress=progress
     )
     if kb_cfg.source_finetune_epochs > 0:
-        from modulenet.source_training import finetune_sources
+        from modulenet.knowledge.training import finetune_sources
 
         log.info(
             "fine-tuning the %d source networks on the target dataset for %d epochs",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modulenet.runtime import make_trainer, quiet_lightning
+from modulenet.runtime.trainer import make_trainer, quiet_lightning
 
 
 class SourceNetworkModule(pl.LightningModule):

@@ -12,40 +12,30 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from modulenet import rundir
-from modulenet.config import FinetuneRecipe, TrainerSettings
+from modulenet.errors import first_line
+from modulenet.evaluation.lit_module import IndividualModule, classifier_input_size
+from modulenet.finetune.network import (
+    Network,
+    describe_network,
+    export_network,
+    load_network,
+    save_network,
+)
+from modulenet.finetune.settings import FinetuneSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
-from modulenet.lit_module import IndividualModule, classifier_input_size
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
-from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
-from modulenet.search_outputs import search_path, spread_over_ranking
+from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+from modulenet.search.outputs import search_path, spread_over_ranking
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneSettings(FinetuneRecipe, TrainerSettings):
-    """The finetune group's recipe (FinetuneRecipe) and the trainer's settings (TrainerSettings),
-    one definition each, plus what the search decided: its classifier's shape, connection and
-    resolution rule; and the seed."""
-
-    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
-    pool: str = "flatten"
-    connection: str = "channel_pool"
-    resolution: str = "reduce"
-    seed: int = 0
-    precision: str = "32-true"  # the Python API's default (the app's trainer group: auto)
-
-    def __post_init__(self) -> None:
-        FinetuneRecipe.__post_init__(self)
-        TrainerSettings.__post_init__(self)
 
 
 @dataclass
@@ -62,6 +52,7 @@ class FinetuneResult:
     seed: int = 0
     selected: bool = False  # the searched candidate chosen by validation error: the ModuleNet row
     validated_on: str = "val"  # "test" where the dataset has no separate validation split (Table III)
+    network: str = ""  # the saved network's folder, relative to the fine-tune directory
 
 
 def select_candidates(
@@ -91,9 +82,10 @@ def select_candidates(
 
 def finetune_architecture(
     kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool = True
-) -> dict[str, float | None]:
-    """Fine-tune one architecture with all weights trainable on the training split; returns its
-    `val_error` (validation split), `test_error` and `test_error_top5` (None with <= 5 classes)."""
+) -> tuple[Network, dict]:
+    """Fine-tune one architecture with all weights trainable on the training split; returns the
+    network (eval mode) and its description (network.py) with what it measured: `val_error`
+    (validation split), `test_error` and `test_error_top5` (None with <= 5 classes)."""
     device = accelerator_device(settings.accelerator)
     use_float32_matmul_precision(device, settings.float32_matmul_precision)
     with seeded(settings.seed, device):
@@ -102,7 +94,7 @@ def finetune_architecture(
 
 def _finetune_architecture(
     kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool
-) -> dict[str, float | None]:
+) -> tuple[Network, dict]:
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True, resolution=settings.resolution)
     size = trunk.output_size(datamodule.image_size)
     in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
@@ -120,11 +112,15 @@ def _finetune_architecture(
         val_error = 1.0 - model.val_accuracy
         trainer.test(model, datamodule.test_dataloader(), verbose=False)
     top5 = model.val_accuracy_top5
-    return {
+    network = Network(model.trunk, model.classifier, s.pool).eval()
+    network.description = {
+        **describe_network(kb, genotype, s, datamodule.image_size, datamodule.num_classes, in_features),
+        "precision": trainer.precision,  # what `auto` chose: a reload measures in it
         "val_error": val_error,
         "test_error": 1.0 - model.val_accuracy,
         "test_error_top5": None if top5 is None else 1.0 - top5,
     }
+    return network, network.description
 
 
 def run_finetune(
@@ -136,15 +132,20 @@ def run_finetune(
     tracker=None,
     progress: bool = True,
     search_run: Path | None = None,
+    dataset_config: dict | None = None,
 ) -> list[FinetuneResult]:
     """Fine-tune every candidate, writing `finetune.json` after each one (a crash keeps them) and
-    `finetune.md`, a table in the form of the paper's Tables I-II. `out_dir` is held while it runs."""
+    `finetune.md`, a table in the form of the paper's Tables I-II, and each network under
+    `networks/` (network.py; `dataset_config`, the dataset group it was fine-tuned on, is recorded
+    with it for `modulenet-evaluate`). `out_dir` is held while it runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with hold(out_dir):
-        return _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run)
+        return _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run, dataset_config)
 
 
-def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress, search_run) -> list[FinetuneResult]:
+def _run_finetune(
+    kb, results, datamodule, settings, out_dir, tracker, progress, search_run, dataset_config
+) -> list[FinetuneResult]:
     json_path = out_dir / rundir.FINETUNE
     done = {}
     if json_path.is_file():  # resume: keep architectures already fine-tuned with these settings
@@ -170,7 +171,14 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
             continue
         log.info("fine-tuning %s: %s (%s), seed %d", label, format_genotype(code), "+".join(kb.describe(code)), seed)
         start = time.perf_counter()
-        errors = finetune_architecture(kb, code, datamodule, replace(settings, seed=seed), progress)
+        network, errors = finetune_architecture(kb, code, datamodule, replace(settings, seed=seed), progress)
+        folder = Path(rundir.NETWORKS) / f"{_slug(label)}-seed{seed}"
+        save_network(
+            out_dir / folder,
+            network,
+            kb,
+            {**errors, "label": label, "validated_on": validated_on, "dataset": dataset_config},
+        )
         result = FinetuneResult(
             label,
             list(code),
@@ -183,6 +191,7 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
             test_error_top5=errors["test_error_top5"],
             seed=seed,
             validated_on=validated_on,
+            network=str(folder),
         )
         finished.append(result)
         log.info("  validation error %.2f %%, test error %.2f %%", 100 * result.val_error, 100 * result.test_error)
@@ -190,9 +199,34 @@ def _run_finetune(kb, results, datamodule, settings, out_dir, tracker, progress,
             tracker.log_finetune(result)
         _write_finetune_json(json_path, settings, search_run, finished)
     select(finished)
+    selected = selected_network(finished)
+    if selected is not None:
+        _export(out_dir / selected.network)
+        log.info("selected network (%s, seed %d): %s", selected.label, selected.seed, out_dir / selected.network)
     _write_finetune_json(json_path, settings, search_run, finished)
     write_atomic(out_dir / rundir.FINETUNE_TABLE, markdown_table(finished, settings))
     return finished
+
+
+def selected_network(results: list[FinetuneResult]) -> FinetuneResult | None:
+    """The row whose saved network is handed to the user: of the selected architecture's seeds,
+    the one with the lowest validation error (the first on ties)."""
+    chosen = [r for r in results if r.selected and r.network]
+    return min(chosen, key=lambda r: r.val_error) if chosen else None
+
+
+def _export(folder: Path) -> None:
+    """The selected network as a torch.export program beside its weights. A network that
+    torch.export cannot trace keeps its weights and description: a warning, not a failure."""
+    try:
+        export_network(load_network(folder, trust_code=True), folder / rundir.NETWORK_EXPORT)  # our own run
+    except Exception as err:  # torch.export's failures have no common type
+        log.warning("could not export %s with torch.export: %s", folder, first_line(err))
+
+
+def _slug(label: str) -> str:
+    """A folder name for a label ("ModuleNet #1" -> "modulenet-1", "resnet_cifar20" as it is)."""
+    return "".join(c if c.isalnum() or c in "_-" else "-" for c in label.lower().replace(" #", "-")).strip("-")
 
 
 def select(results: list[FinetuneResult]) -> str | None:
@@ -220,9 +254,14 @@ def select(results: list[FinetuneResult]) -> str | None:
 
 def _write_finetune_json(path: Path, settings: FinetuneSettings, search_run, finished: list[FinetuneResult]) -> None:
     rows = [{**asdict(r), "score": r.search_score} for r in finished]  # `score`: the search score, by its name
-    write_atomic(
-        path, json.dumps({"settings": asdict(settings), "search_run": str(search_run or ""), "results": rows}, indent=2)
-    )
+    selected = selected_network(finished)
+    document = {
+        "settings": asdict(settings),
+        "search_run": str(search_run or ""),
+        "selected_network": selected.network if selected is not None else None,
+        "results": rows,
+    }
+    write_atomic(path, json.dumps(document, indent=2))
 
 
 def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) -> str:

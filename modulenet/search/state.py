@@ -10,19 +10,17 @@ import math
 import random
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from deap import tools
 
 from modulenet import rundir
-from modulenet.errors import ModuleNetError
+from modulenet.errors import ModuleNetError, first_line
 from modulenet.genotype import Genotype
-from modulenet.records import Evaluation
 from modulenet.rng import rng_from_json, rng_state_to_json
 from modulenet.rundir import write_atomic
-
-if TYPE_CHECKING:  # search.py imports this module; only the annotations need its SearchConfig
-    from modulenet.search import SearchConfig
+from modulenet.search.individual import individual_class
+from modulenet.search.records import Evaluation
+from modulenet.search.toolbox import SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ def load_state(
     try:
         run = _run_from_state(state, config, num_archs, num_cells, depends_on, run_dir)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({_one_line(err)})"
+        what = f"lacks {err}" if isinstance(err, KeyError) else f"has a bad value ({first_line(err)})"
         raise ModuleNetError(
             f"cannot resume {run_dir}: its {rundir.STATE} {what}; it was not written by this "
             f"modulenet ({STATE_FORMAT}) or was edited"
@@ -145,8 +143,6 @@ def _run_from_state(
         evaluation = Evaluation.from_dict(row)
         run.evaluations[evaluation.genotype] = evaluation
         run.first_generation[evaluation.genotype] = int(row["generation"])
-    from modulenet.search import individual_class  # at run time: search.py imports this module
-
     Individual = individual_class(len(config.objectives))
     for row in state["population"]:
         ind = Individual(int(g) for g in row["genotype"])
@@ -188,11 +184,6 @@ def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> N
 def _short(value, limit: int = 80) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def float_out(value: float):

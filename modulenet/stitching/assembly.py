@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from modulenet.connections import ModuleLink
+from modulenet.stitching.connections import ModuleLink
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def assemble(
     """Chain `modules` (module j from the genotype's architecture at cell j) with links.
 
     `specs` describe the modules as given: where the resolution rule removed a reduction from a
-    module (`removed[j]` > 1, resolution.py), its spec's output reduction already says so and the
+    module (`removed[j]` > 1, stitching/resolution.py), its spec's output reduction already says so and the
     link adds no spatial adapter. `channel_links[j]`: the channel connection before module j
     where one was made elsewhere (a fitted connection), frozen unless `trainable`.
 

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir, targets
-from modulenet.config import register_configs
+from modulenet.app.config import register_configs
 from modulenet.errors import ModuleNetError
 from modulenet.rundir import hold, write_atomic
 
@@ -64,21 +64,21 @@ def _guard(job, cfg: DictConfig):
 
 @hydra.main(config_path=CONF_DIR, config_name="search_app", version_base="1.3")
 def _search(cfg: DictConfig):
-    from modulenet.jobs import search_job
+    from modulenet.app.jobs import search_job
 
     return _guard(search_job, cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="kb_app", version_base="1.3")
 def _kb(cfg: DictConfig):
-    from modulenet.jobs import kb_job
+    from modulenet.app.jobs import kb_job
 
     return _guard(lambda c, d, *_: kb_job(c, d), cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="finetune_app", version_base="1.3")
 def _finetune(cfg: DictConfig):
-    from modulenet.jobs import finetune_job
+    from modulenet.app.jobs import finetune_job
 
     return _guard(lambda c, d, g=None: finetune_job(c, d, g, given=command_line_keys()), cfg)
 
@@ -93,6 +93,18 @@ def _report(cfg: DictConfig):
         return path
 
     return _guard(job, cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="evaluate_app", version_base="1.3")
+def _evaluate(cfg: DictConfig):
+    from modulenet.app.jobs import evaluate_job
+
+    return _guard(lambda c, d, *_: evaluate_job(c, d), cfg)
+
+
+def evaluate_main() -> None:
+    """modulenet-evaluate"""
+    _evaluate()
 
 
 def finetune_main() -> None:

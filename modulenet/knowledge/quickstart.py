@@ -17,9 +17,9 @@ import torch
 from modulenet.errors import ModuleNetError
 from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
 from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
+from modulenet.knowledge.training import train_source_network
 from modulenet.rng import seeded
-from modulenet.runtime import accelerator_device
-from modulenet.source_training import train_source_network
+from modulenet.runtime.trainer import accelerator_device
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Runtime set-up, in one place: the device an accelerator setting means, float32 matrix-product
-precision (which precision trains is `precision.py`'s), and the one quiet Lightning trainer that
+precision (which precision trains is `runtime/precision.py`'s), and the one quiet Lightning trainer that
 evaluation (Sec. III-E), fine-tuning (Sec. IV) and source training use."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from modulenet.errors import ModuleNetError
-from modulenet.precision import AUTO, choose_precision
+from modulenet.runtime.precision import AUTO, choose_precision
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 

@@ -19,13 +19,12 @@ import json
 import logging
 import os
 import platform
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from modulenet.errors import ModuleNetError
 
@@ -88,17 +87,6 @@ def _cpuinfo() -> str:
 
 
 @dataclass(frozen=True)
-class HeadShape:
-    """The stacked classifiers whose step is timed: `copies` heads `in_features-hidden...-classes`."""
-
-    in_features: int
-    hidden: tuple[int, ...]
-    classes: int
-    copies: int
-    batch_size: int
-
-
-@dataclass(frozen=True)
 class PrecisionChoice:
     precision: str
     reason: str
@@ -109,54 +97,21 @@ def cache_path() -> Path:
     return Path(os.environ.get("MODULENET_CACHE", "~/.cache/modulenet")).expanduser() / "precision.json"
 
 
-def head_step_seconds(
-    head: HeadShape, device: torch.device, rounds: int = 3, steps: int = 2, seed: int = 0
-) -> dict[str, float]:
-    """Seconds per training step of `head` in float32 and bf16-mixed: rounds alternate the two (so
-    a slow spell of the machine hits both), the best round counts. Own generator: the global RNG
-    that evaluations draw from is left alone."""
-    from modulenet.batched_evaluation import StackedClassifier
-    from modulenet.lit_module import Classifier
+class TimedStep(Protocol):
+    """A training step `auto` can time: `key` names its shape in the cache, `seconds(device)`
+    returns seconds per step by precision ({FLOAT32: ..., BF16: ...})."""
 
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(head.copies, head.batch_size, head.in_features, generator=generator).to(device)
-    y = torch.randint(head.classes, (head.copies * head.batch_size,), generator=generator).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        template = Classifier(head.in_features, head.classes, head.hidden)
-    model = StackedClassifier(template, head.copies).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
+    key: str
 
-    def step(bf16: bool) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        F.cross_entropy(logits.flatten(0, 1).float(), y).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    best = {FLOAT32: float("inf"), BF16: float("inf")}
-    for precision in best:  # warm-up: first-call costs are not the step's
-        step(precision == BF16)
-    for _ in range(rounds):
-        for precision in best:
-            sync()
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(precision == BF16)
-            sync()
-            best[precision] = min(best[precision], (time.perf_counter() - start) / steps)
-    return best
+    def seconds(self, device: torch.device) -> dict[str, float]: ...
 
 
 def choose_precision(
-    precision: str, device: torch.device, head: HeadShape | None = None, cache: Path | None = None
+    precision: str, device: torch.device, step: TimedStep | None = None, cache: Path | None = None
 ) -> PrecisionChoice:
-    """The precision to train in, and why. `head`: the search's classifiers (measured, cached);
-    None: whole networks (not measured). An explicit precision is returned as given."""
+    """The precision to train in, and why. `step`: the search's classifiers' step (measured,
+    cached; evaluation/stacked.py's HeadShape); None: whole networks (not measured). An explicit
+    precision is returned as given."""
     check_precision(precision)
     if precision != AUTO:
         if precision.startswith("bf16") and not has_bf16_units(device):
@@ -170,7 +125,7 @@ def choose_precision(
     model = device_model(device)
     if not has_bf16_units(device):
         return PrecisionChoice(FLOAT32, f"{model} has no bf16 matrix units (bf16 would be emulated)")
-    if head is None:
+    if step is None:
         if device.type == "cuda":
             return PrecisionChoice(BF16, f"whole networks on a GPU with bf16 ({model})")
         return PrecisionChoice(FLOAT32, "whole networks on a CPU train in float32 (only classifiers are measured)")
@@ -180,7 +135,7 @@ def choose_precision(
             model,
             f"torch {torch.__version__}",
             f"{torch.get_num_threads()} threads",
-            f"head {head.copies}x{head.batch_size}x{head.in_features}-{'-'.join(map(str, head.hidden))}-{head.classes}",
+            step.key,
         )
     )
     entries = _read_cache(cache)
@@ -188,7 +143,7 @@ def choose_precision(
         seconds, where = entries[key]["seconds"], f"measured {entries[key]['measured']}, cached in {cache}"
     else:
         log.info("trainer.precision=auto: timing the classifiers' step in float32 and bf16 on %s", model)
-        seconds = head_step_seconds(head, device)
+        seconds = step.seconds(device)
         where = f"measured now, cached in {cache}"
         entries[key] = {"seconds": seconds, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         _write_cache(cache, entries)

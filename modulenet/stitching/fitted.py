@@ -5,7 +5,7 @@ The paper's ChP / ChDP (Sec. III-D) fix the channel count, not what the channels
 networks trained apart order and scale their channels differently. At each boundary
 (position j, preceding architecture p, next architecture q, p != q) two connections are fitted
 once from training images, with no gradient and no module changed; both read what p's module
-j-1 outputs (after the resolution rule, resolution.py) and aim at what q's module j was
+j-1 outputs (after the resolution rule, stitching/resolution.py) and aim at what q's module j was
 trained on, q's own module j-1 output on the same images:
 
 * `aligned`, parameter-free in the strict sense (nothing a gradient could train): ChP/ChDP
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from modulenet.connections import ModuleLink, parameter_free_connection
 from modulenet.errors import KnowledgeBaseError
+from modulenet.stitching.connections import ModuleLink, parameter_free_connection
 
 FITTED = ("aligned", "least_squares")
 RIDGE = 1e-6  # relative to the mean feature energy: keeps the normal equations solvable for dead channels

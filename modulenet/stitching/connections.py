@@ -8,7 +8,7 @@ module": at every boundary, channel counts equal or not. `conv1x1_where_needed` 
 one only where the channel counts differ.
 
 Spatial rule (Sec. III-B, "keep the resolution of input unchanged by adjusting the reduction
-in the preceding block"): every module receives its native input resolution; resolution.py
+in the preceding block"): every module receives its native input resolution; stitching/resolution.py
 says how. Where the preceding module's output reduction r_prev (relative to the image) is
 smaller than the next module's native input reduction r_next, `SpatialAdapter` average-pools
 to ceil(H * r_prev / r_next) (the ceil matches strided convolutions); where it is larger, the
@@ -164,13 +164,13 @@ CONNECTIONS = {
 EVERY_BOUNDARY = {"conv1x1"}  # connections placed between every pair of modules, not only where channels differ
 TRAINABLE = {"conv1x1", "conv1x1_where_needed"}  # connections with parameters (trained with the classifier)
 # The connection group's choices (conf/connection/) and the `_target_` each declares; the fitted
-# ones (fitted_connections.py) are built from what was fitted, not from channel counts.
+# ones (stitching/fitted.py) are built from what was fitted, not from channel counts.
 BUILT_IN = {
-    "channel_pool": "modulenet.connections.parameter_free_connection",
-    "conv1x1": "modulenet.connections.Conv1x1Connection",
-    "conv1x1_where_needed": "modulenet.connections.Conv1x1Connection",
-    "aligned": "modulenet.fitted_connections.AlignedConnection",
-    "least_squares": "modulenet.fitted_connections.LeastSquaresConnection",
+    "channel_pool": "modulenet.stitching.connections.parameter_free_connection",
+    "conv1x1": "modulenet.stitching.connections.Conv1x1Connection",
+    "conv1x1_where_needed": "modulenet.stitching.connections.Conv1x1Connection",
+    "aligned": "modulenet.stitching.fitted.AlignedConnection",
+    "least_squares": "modulenet.stitching.fitted.LeastSquaresConnection",
 }
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from modulenet import rundir
 from modulenet.genotype import format_genotype, read_genotype_text, search_space_size
-from modulenet.records import WORST_SCORE, Evaluation
 from modulenet.rundir import write_atomic
-from modulenet.search_state import SearchState
+from modulenet.search.records import WORST_SCORE, Evaluation
+from modulenet.search.state import SearchState
 
 
 def _describe(evaluation: Evaluation, arch_names: list[str] | None) -> dict:

@@ -20,15 +20,18 @@ master weights, on CPUs with bf16 matrix units and on GPUs alike.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modulenet.assembly import Trunk
-from modulenet.lit_module import Classifier, pool_features
+from modulenet.evaluation.lit_module import Classifier, pool_features
+from modulenet.runtime.precision import BF16, FLOAT32
+from modulenet.stitching.assembly import Trunk
 
 # --------------------------------------------------------------------------- shared prefixes
 
@@ -278,3 +281,64 @@ def group_by_width(
         if current:
             groups.append(current)
     return groups
+
+
+# What trainer.precision=auto times for the search's classifiers (runtime/precision.py chooses).
+@dataclass(frozen=True)
+class HeadShape:
+    """The stacked classifiers whose step is timed: `copies` heads `in_features-hidden...-classes`."""
+
+    in_features: int
+    hidden: tuple[int, ...]
+    classes: int
+    copies: int
+    batch_size: int
+
+    @property
+    def key(self) -> str:
+        """The shape in the precision cache's key."""
+        hidden = "-".join(map(str, self.hidden))
+        return f"head {self.copies}x{self.batch_size}x{self.in_features}-{hidden}-{self.classes}"
+
+    def seconds(self, device: torch.device) -> dict[str, float]:
+        return head_step_seconds(self, device)
+
+
+def head_step_seconds(
+    head: HeadShape, device: torch.device, rounds: int = 3, steps: int = 2, seed: int = 0
+) -> dict[str, float]:
+    """Seconds per training step of `head` in float32 and bf16-mixed: rounds alternate the two (so
+    a slow spell of the machine hits both), the best round counts. Own generator: the global RNG
+    that evaluations draw from is left alone."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(head.copies, head.batch_size, head.in_features, generator=generator).to(device)
+    y = torch.randint(head.classes, (head.copies * head.batch_size,), generator=generator).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        template = Classifier(head.in_features, head.classes, head.hidden)
+    model = StackedClassifier(template, head.copies).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
+
+    def step(bf16: bool) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        F.cross_entropy(logits.flatten(0, 1).float(), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    best = {FLOAT32: float("inf"), BF16: float("inf")}
+    for precision in best:  # warm-up: first-call costs are not the step's
+        step(precision == BF16)
+    for _ in range(rounds):
+        for precision in best:
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(precision == BF16)
+            sync()
+            best[precision] = min(best[precision], (time.perf_counter() - start) / steps)
+    return best

@@ -18,12 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from modulenet import rundir
-from modulenet.correlation import kendall, spearman
-from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.evaluation.evaluator import Evaluator
+from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
+from modulenet.report.correlation import kendall, spearman
 from modulenet.rundir import read_evaluations, read_results, write_atomic
-from modulenet.search_outputs import search_path
+from modulenet.search.outputs import search_path
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The search hands each generation's new genotypes to one callable, which maps them over
 workers and returns one `Evaluation` each, in order:
 
-* `local` (`Evaluator`, evaluate.py): in this process, the generation batched.
+* `local` (`Evaluator`, evaluation/evaluator.py): in this process, the generation batched.
 * `gpus` (`WorkerPoolEvaluator`): one worker process per visible GPU (or `num_workers` CPU
   workers where there is none); a task goes to whichever worker frees up first.
 * `ray` (`RayEvaluator`): one Ray actor per worker, on a cluster (`address=`) or a local Ray.
@@ -32,19 +32,20 @@ from multiprocessing.connection import wait
 import torch
 import torch.multiprocessing as tmp
 
-from modulenet.errors import ModuleNetError
-from modulenet.evaluate import EvaluationSettings, Evaluator
+from modulenet.errors import ModuleNetError, first_line
+from modulenet.evaluation.evaluator import Evaluator
+from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import Genotype, format_genotype
-from modulenet.records import Evaluation
+from modulenet.search.records import Evaluation
 from modulenet.targets import target_class
 
 log = logging.getLogger(__name__)
 
 # evaluator=<name>: the class each built-in choice names as its `_target_`
 EVALUATORS = {
-    "local": "modulenet.evaluate.Evaluator",
-    "gpus": "modulenet.evaluators.WorkerPoolEvaluator",
-    "ray": "modulenet.evaluators.RayEvaluator",
+    "local": "modulenet.evaluation.evaluator.Evaluator",
+    "gpus": "modulenet.evaluation.dispatch.WorkerPoolEvaluator",
+    "ray": "modulenet.evaluation.dispatch.RayEvaluator",
 }
 DISPATCH_ARGUMENTS = ("devices", "num_workers", "address", "gpus_per_worker")
 
@@ -227,7 +228,7 @@ class RayEvaluator(Evaluator):
                 evaluations = [Evaluation.from_dict(row) for row in ray.get(ref)]
             except ray.exceptions.RayActorError as err:  # died again after its one restart
                 names = " ".join(format_genotype(code) for code in task)
-                log.warning("Ray worker died evaluating %s: %s", names, str(err).splitlines()[0])
+                log.warning("Ray worker died evaluating %s: %s", names, first_line(err))
                 evaluations = [Evaluation.failed(code, "Ray worker died twice") for code in task]
             yield from evaluations
 

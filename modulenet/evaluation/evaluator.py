@@ -8,83 +8,32 @@ genotype (Eq. 7-8), and score (Eq. 4).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from modulenet.batched_evaluation import StackedIndividuals, group_by_width, prefix_shared_features
-from modulenet.config import ClassifierSettings, TrainerSettings
-from modulenet.connections import trains
+from modulenet.errors import first_line
+from modulenet.evaluation.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
+from modulenet.evaluation.settings import EvaluationSettings
+from modulenet.evaluation.stacked import HeadShape, StackedIndividuals, group_by_width, prefix_shared_features
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
-from modulenet.lit_module import Classifier, IndividualModule, classifier_input_size, pool_features
-from modulenet.precision import AUTO, HeadShape, choose_precision
-from modulenet.records import Evaluation
 from modulenet.rng import seeded
 from modulenet.rundir import append_line
-from modulenet.runtime import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
-from modulenet.score import loss_rate, search_score, similarity
+from modulenet.runtime.precision import AUTO, choose_precision
+from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+from modulenet.search.records import Evaluation
+from modulenet.search.score import loss_rate, search_score, similarity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluationSettings(ClassifierSettings, TrainerSettings):
-    """What decides an individual's result (and therefore keys the memo): the evaluator group's
-    settings (ClassifierSettings) and the trainer's (TrainerSettings), plus the search's epochs and
-    score weights, the connection and the seed."""
-
-    epochs: int = 20
-    connection: str = "channel_pool"
-    resolution: str = "reduce"  # the resolution rule between modules (resolution.py)
-    alpha: float = 25.0
-    beta: float = 25.0
-    seed: int = 0
-    # The Python API's default: float32, reproducible without a measurement; the app's trainer
-    # group defaults to "auto" (TrainerSettings), which the Evaluator resolves.
-    precision: str = "32-true"
-
-    def __post_init__(self) -> None:
-        ClassifierSettings.__post_init__(self)
-        TrainerSettings.__post_init__(self)
-
-    SPEED_ONLY = (
-        "cache_features",
-        "feature_batch_size",
-        "stack_individuals",
-        "share_prefixes",
-        "feature_memory_gb",
-        "graph_step",
-    )
-
-    @property
-    def features_cached(self) -> bool:
-        """Whether the trunk's features are computed once (`cache_features`), which only a frozen,
-        parameter-free trunk allows: a conv1x1 link trains, so its trunk runs in every step."""
-        return self.cache_features and not trains(self.connection)
-
-    def relevant(self, context: dict | None = None) -> dict:
-        """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in self.SPEED_ONLY}
-        # Memos written before these settings existed still match at the value they had then.
-        for key, before in (("float32_matmul_precision", "highest"), ("resolution", "resample")):
-            if relevant[key] == before:
-                del relevant[key]
-        return {**relevant, **(context or {})}
-
-    def fingerprint(self, context: dict | None = None) -> str:
-        """A short hash of `relevant(context)`: the memo's key."""
-        text = json.dumps(self.relevant(context), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def measured_head(settings: EvaluationSettings, num_classes: int) -> HeadShape | None:
@@ -220,7 +169,7 @@ class Evaluator:
 
     def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
         """Yields an `Evaluation` for every genotype in `pending`, task by task, in this process;
-        `evaluators.py` overrides it to send the tasks to workers."""
+        `evaluation/dispatch.py` overrides it to send the tasks to workers."""
         for task in self.tasks(pending):
             yield from self.evaluate_task(task)
 
@@ -255,7 +204,7 @@ class Evaluator:
             try:
                 return self._train(code, batch_size, feature_batch_size)
             except (RuntimeError, MemoryError) as err:  # out of memory and friends
-                error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                error = first_line(err)
                 log.warning("individual %s failed at batch size %d: %s", format_genotype(code), batch_size, error)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -299,7 +248,7 @@ class Evaluator:
             log.warning(
                 "group %s failed together (%s); evaluating one by one",
                 " ".join(format_genotype(c) for c in group),
-                str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+                first_line(err),
             )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from modulenet.score import similarity
+from modulenet.search.score import similarity
 
 # A failed individual gets this score: finite, so JSON files and plots stay valid.
 WORST_SCORE = 1e9

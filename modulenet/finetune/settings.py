@@ -1,0 +1,62 @@
+"""The evaluation stage's settings (Sec. IV): the finetune group's recipe and what the search
+decided. Plain Python: no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modulenet.errors import ModuleNetError
+from modulenet.runtime.settings import TrainerSettings
+
+# The evaluation stage's candidates (finetune/stage.py's select_candidates).
+CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
+
+
+@dataclass
+class FinetuneRecipe:
+    """The evaluation stage (Sec. IV), the `finetune` group's settings (FinetuneSettings adds the
+    search's). The paper's: 50 epochs, cutout 16, every weight trainable. Ours (the paper names
+    none): SGD with Nesterov momentum 0.9, lr 0.01 with cosine decay, weight decay 5e-4, batch 128,
+    standard crop-and-flip augmentation."""
+
+    top_k: int = 1
+    include_originals: bool = True
+    # population (the paper: the final population's distinct genotypes, at most max_candidates by score; the
+    # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8: every
+    # generation's population) | evaluated (Fig. 8: every genotype the search evaluated)
+    candidates: str = "top_k"
+    max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    cutout: int = 16
+    augment: bool = True
+    batch_size: int = 128
+    seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
+
+    def __post_init__(self) -> None:
+        """One line naming the first bad value."""
+        for key in ("top_k", "epochs", "batch_size", "max_candidates"):
+            if getattr(self, key) <= 0:
+                raise ModuleNetError(f"finetune.{key}={getattr(self, key)} must be a positive integer")
+        if self.candidates not in CANDIDATES:
+            raise ModuleNetError(f"finetune.candidates={self.candidates!r}; valid values are {list(CANDIDATES)}")
+
+
+@dataclass
+class FinetuneSettings(FinetuneRecipe, TrainerSettings):
+    """The finetune group's recipe (FinetuneRecipe) and the trainer's settings (TrainerSettings),
+    one definition each, plus what the search decided: its classifier's shape, connection and
+    resolution rule; and the seed."""
+
+    hidden: list[int] = field(default_factory=lambda: [4096, 4096])
+    pool: str = "flatten"
+    connection: str = "channel_pool"
+    resolution: str = "reduce"
+    seed: int = 0
+    precision: str = "32-true"  # the Python API's default (the app's trainer group: auto)
+
+    def __post_init__(self) -> None:
+        FinetuneRecipe.__post_init__(self)
+        TrainerSettings.__post_init__(self)

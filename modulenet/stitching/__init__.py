@@ -1,0 +1,8 @@
+"""Joining modules of different networks (Sec. III-D): the connections between neighbouring
+modules and the trunk they make.
+
+- `connections`: the paper's parameter-free Channel Pool / DePool (ChP / ChDP) and our 1x1 convolution.
+- `fitted`: ours, stitches fitted from data (channel alignment, least squares as SN-Net initialises them).
+- `resolution`: ours, the rule that reconciles spatial resolutions between modules.
+- `assembly`: a genotype's modules and connections as one trunk.
+"""
