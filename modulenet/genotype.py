@@ -113,3 +113,11 @@ def _decode_position(pos: int, item, names: list[str] | None, n: int) -> int:
 
 def _show(value) -> str:
     return repr(value) if isinstance(value, str) else str(list(value) if hasattr(value, "__iter__") else value)
+
+
+def cell_shares(population: list[tuple[int, ...]], num_archs: int) -> list[list[float]]:
+    """How the population has converged: at each cell position j, the share of the population
+    whose module there comes from each source architecture i (`shares[j][i]`)."""
+    n = max(1, len(population))
+    cells = len(population[0]) if population else 0
+    return [[sum(code[j] == i for code in population) / n for i in range(num_archs)] for j in range(cells)]

@@ -35,11 +35,13 @@ RESULTS = "results.json"  # the search's outcome: best genotype, final populatio
 EVALUATIONS = "evaluations.csv"  # every evaluation, one row each
 GENERATIONS = "generations.csv"  # per-generation statistics (the csv logger)
 CURVES = "search_curves.png"
+FRONT = "front.png"  # a multi-objective search's final population and its front
 ABLATION = "ablation_connections.json"  # Fig. 10
 FINETUNE = "finetune.json"  # the evaluation stage: one row per architecture and seed
 FINETUNE_TABLE = "finetune.md"
 FINETUNE_DIR = "finetune"  # <search run>/finetune/ with finetune.after_search=true
 NETWORKS = "networks"  # under a fine-tune directory: one saved network per architecture and seed
+CHECKPOINTS = "checkpoints"  # in a network's folder while it trains: Lightning's last.ckpt
 NETWORK_WEIGHTS = "weights.pt"  # a saved network: its state dict (weights_only)
 NETWORK_DESCRIPTION = "network.json"  # what rebuilds it and what it measured; written last
 NETWORK_CONNECTIONS = "connections.pt"  # its fitted connections, where there are any

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from modulenet import rundir
-from modulenet.genotype import format_genotype
+from modulenet.genotype import cell_shares, format_genotype
 
 SECRET_KEYS = ("WANDB_API_KEY",)
 
@@ -52,7 +52,30 @@ def generation_metrics(record: dict) -> dict:
     }
 
 
-class CSVTracker:
+class Tracker:
+    """What the jobs tell a tracker; each hook does nothing unless a tracker overrides it (yours
+    may subclass this, or define only the hooks it wants)."""
+
+    def on_generation_end(self, generation, record, population, evaluations) -> None:
+        pass
+
+    def on_search_end(self, result) -> None:
+        pass
+
+    def log_finetune(self, result) -> None:
+        """One architecture fine-tuned (finetune.FinetuneResult)."""
+
+    def log_finetune_epoch(self, label: str, seed: int, metrics: dict) -> None:
+        """One epoch of one architecture's fine-tuning: epoch, train_loss, val_error, lr."""
+
+    def log_selected_network(self, result, folder: Path) -> None:
+        """The selected network (its FinetuneResult) and the folder it is saved in."""
+
+    def finish(self) -> None:
+        pass
+
+
+class CSVTracker(Tracker):
     """`logger=csv`: per-generation metrics appended to `<run_dir>/generations.csv`."""
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -67,19 +90,14 @@ class CSVTracker:
                 writer.writeheader()
             writer.writerow(row)
 
-    def on_search_end(self, result) -> None:
-        pass
 
-    def log_finetune(self, result) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-class WandbTracker:
-    """`logger=wandb`: config, per-generation metrics, a table of evaluated individuals, the
-    score and new-survival curves, and the best genotype in the summary."""
+class WandbTracker(Tracker):
+    """`logger=wandb`. A search: config, per-generation metrics against `generation` (the score,
+    new survival, and the population's convergence: at each cell the share of each source
+    architecture), a table of evaluated individuals, the curves, the front of a multi-objective
+    search, the best genotype in the summary. A fine-tune: each architecture's per-epoch curves
+    against `finetune/epoch`, the selected network in the summary under `selected/*` (fixed keys,
+    so a sweep's runs compare in one panel) and as a model artifact."""
 
     def __init__(
         self,
@@ -130,8 +148,20 @@ class WandbTracker:
             )
         )
 
+        if job_type == "search":
+            self.run.define_metric("generation")
+            for key in ("score/*", "new_survival", "evaluated", "population/*"):
+                self.run.define_metric(key, step_metric="generation")
+        else:
+            self.run.define_metric("finetune/epoch")
+            self.run.define_metric("finetune/*", step_metric="finetune/epoch")
+
     def on_generation_end(self, generation, record, population, evaluations) -> None:
-        self.run.log(generation_metrics(record), step=int(generation))
+        metrics = generation_metrics(record)
+        if self.arch_names and population:
+            for j, shares in enumerate(cell_shares(population, len(self.arch_names)), start=1):
+                metrics.update({f"population/cell{j}/{name}": s for name, s in zip(self.arch_names, shares)})
+        self.run.log(metrics)
 
     def on_search_end(self, result) -> None:
         columns = ["genotype", "architecture", "score", "err_val", "l_rate", "sim", "params", "flops", "status"]
@@ -142,9 +172,9 @@ class WandbTracker:
                 format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params, e.flops, e.status
             )
         payload = {"evaluations": table}
-        curves = self.run_dir / rundir.CURVES
-        if curves.is_file():
-            payload["search_curves"] = self.wandb.Image(str(curves))
+        for key, name in (("search_curves", rundir.CURVES), ("front", rundir.FRONT)):
+            if (self.run_dir / name).is_file():
+                payload[key] = self.wandb.Image(str(self.run_dir / name))
         self.run.log(payload)
         best = result.best
         self.run.summary.update(
@@ -174,6 +204,31 @@ class WandbTracker:
             "val_error": result.val_error,
             "test_error": result.test_error,
         }
+
+    def log_finetune_epoch(self, label: str, seed: int, metrics: dict) -> None:
+        prefix = f"finetune/{label}-seed{seed}"
+        row = {f"{prefix}/{k}": v for k, v in metrics.items() if k != "epoch" and v is not None}
+        self.run.log({"finetune/epoch": metrics["epoch"], **row})
+
+    def log_selected_network(self, result, folder: Path) -> None:
+        self.run.summary.update(
+            {
+                "selected/label": result.label,
+                "selected/architecture": result.architecture,
+                "selected/genotype": format_genotype(result.genotype),
+                "selected/val_error": result.val_error,
+                "selected/test_error": result.test_error,
+                "selected/test_error_top5": result.test_error_top5,
+                "selected/seed": result.seed,
+            }
+        )
+        description = json.loads((Path(folder) / rundir.NETWORK_DESCRIPTION).read_text())
+        metadata = {k: v for k, v in description.items() if k not in ("knowledge_base", "dataset")}
+        artifact = self.wandb.Artifact(f"network-{self.run.id}", type="model", metadata=metadata)
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                artifact.add_file(str(path))
+        self.run.log_artifact(artifact, aliases=["selected"])
 
     def finish(self) -> None:
         self.run.finish()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,3 +47,42 @@ def cifar_test_set():
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std, torch.from_numpy(data["y_test"]).long()
+
+
+def read_wandb_run(run_dir: Path) -> dict:
+    """An offline W&B run read back from its transaction log (`run-*.wandb` under `run_dir`):
+    wandb 0.31 ships its reader in the Go core only, so the log's block format (LevelDB's, 32 KiB
+    blocks of FULL/FIRST/MIDDLE/LAST chunks after a 7-byte ':W&B' header) is read here and each
+    record decoded with wandb's own protobuf `Record`. Returns history rows, the final summary,
+    defined metrics (name or glob -> step metric) and logged artifacts (name -> type)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = list(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    block, pos, chunks, pending = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            chunks.append(chunk)
+        elif kind in (2, 3):
+            pending = (pending if kind == 3 else b"") + chunk
+        elif kind == 4:
+            chunks.append(pending + chunk)
+    run = {"history": [], "summary": {}, "metrics": {}, "artifacts": {}}
+    key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731
+    for record in map(pb.Record.FromString, chunks):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            run["history"].append({key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            run["summary"].update({key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "metric":
+            run["metrics"][record.metric.name or record.metric.glob_name] = record.metric.step_metric
+        elif kind == "artifact":
+            run["artifacts"][record.artifact.name] = record.artifact.type
+    return run

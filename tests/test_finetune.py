@@ -77,3 +77,86 @@ def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
     assert codes("every_generation") == [(0, 0, 0)]
     assert codes("evaluated") == [(0, 1, 1), (0, 0, 0), (1, 1, 0), (1, 0, 1)]
     assert codes("evaluated", limit=2) == [(0, 1, 1), (1, 0, 1)]
+
+
+FINETUNE_SCRIPT = """
+import logging, os, signal, sys
+from pathlib import Path
+
+import torch
+
+from modulenet.data import QuickstartDataModule
+from modulenet.evaluation.lit_module import IndividualModule
+from modulenet.finetune.settings import FinetuneSettings
+from modulenet.finetune.stage import run_finetune
+from modulenet.knowledge import build_knowledge_base
+
+logging.basicConfig(level=logging.INFO)
+out, kill_at, keep = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "keep"
+if kill_at >= 0:  # SIGKILL mid-epoch, at this training step: nothing of the process survives it
+    step = IndividualModule.training_step
+
+    def killing(self, batch, i):
+        if self.trainer.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(self, batch, i)
+
+    IndividualModule.training_step = killing
+torch.manual_seed(0)
+kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+dm = QuickstartDataModule(num_train=96, num_val=32, num_test=32, batch_size=16, seed=0, augment=True, cutout=4)
+dm.setup("fit")
+settings = FinetuneSettings(
+    epochs=3, hidden=[16], pool="avg", batch_size=16, include_originals=False, keep_checkpoints=keep
+)
+run_finetune(kb, {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}, dm, settings, out, progress=False)
+"""
+
+
+def _finetune_process(out, kill_at: int = -1, keep: bool = False):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", FINETUNE_SCRIPT, str(out), str(kill_at), "keep" if keep else "drop"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_finetune_killed_mid_epoch_continues_from_its_last_epoch_to_the_same_network(tmp_path):
+    """Issue 22: SIGKILL in the second of three epochs (6 steps each), then the same command again:
+    it continues from the first epoch's checkpoint (model, optimiser, scheduler, loops and the
+    generators that shuffle and augment) and ends with the uninterrupted run's weights, bit for bit."""
+    import json
+
+    from modulenet import rundir
+
+    whole = _finetune_process(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _finetune_process(tmp_path / "resumed", kill_at=9, keep=False)
+    assert killed.returncode == -9  # SIGKILL
+    folder = tmp_path / "resumed" / rundir.NETWORKS / "modulenet-1-seed0"
+    assert (folder / rundir.CHECKPOINTS / "last.ckpt").is_file() and not (folder / rundir.NETWORK_DESCRIPTION).exists()
+    resumed = _finetune_process(tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "continuing from" in resumed.stderr and "(epoch 1 of 3)" in resumed.stderr
+
+    rows = [json.loads((tmp_path / run / rundir.FINETUNE).read_text())["results"] for run in ("whole", "resumed")]
+    assert [(r["val_error"], r["test_error"]) for r in rows[0]] == [(r["val_error"], r["test_error"]) for r in rows[1]]
+    weights = [
+        torch.load(tmp_path / run / rundir.NETWORKS / "modulenet-1-seed0" / rundir.NETWORK_WEIGHTS, weights_only=True)
+        for run in ("whole", "resumed")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not (folder / rundir.CHECKPOINTS).exists()  # finished: only the deliverable stays
+
+
+def test_checkpoints_are_kept_when_asked(tmp_path):
+    from modulenet import rundir
+
+    done = _finetune_process(tmp_path, keep=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / rundir.NETWORKS / "modulenet-1-seed0" / rundir.CHECKPOINTS / "last.ckpt").is_file()

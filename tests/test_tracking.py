@@ -86,3 +86,65 @@ def test_logger_none_own_and_unknown():
 
     with pytest.raises(ModuleNetError, match=r"logger._target_='tensorboard.Logger' cannot be imported .*logger=wandb"):
         make_tracker({"_target_": "tensorboard.Logger"}, ".", {})
+
+
+def test_the_search_run_logs_convergence_per_cell_and_the_front_against_generation(tmp_path):
+    """Issue 22, read back from the offline run: `generation` is the x-axis of every per-generation
+    metric; each cell's shares of source architectures sum to one; a multi-objective search logs its front."""
+    from conftest import read_wandb_run
+
+    tracker = WandbTracker(tmp_path, {}, project="modulenet-test", job_type="search", mode="offline", arch_names=NAMES)
+    run_search(
+        4,
+        5,
+        HiddenTarget(),
+        SearchConfig(generations=3, population_size=8, seed=1, objectives=["score", "params"]),
+        tmp_path,
+        arch_names=NAMES,
+        callbacks=[tracker],
+        progress=False,
+    )
+    tracker.finish()
+    run = read_wandb_run(tmp_path)
+    assert run["metrics"]["score/*"] == "generation" and run["metrics"]["population/*"] == "generation"
+    rows = [row for row in run["history"] if "generation" in row]
+    assert [row["generation"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        for cell in range(1, 6):
+            shares = [row[f"population/cell{cell}/{name}"] for name in NAMES]
+            assert abs(sum(shares) - 1.0) < 1e-9
+    assert (tmp_path / "front.png").is_file()
+    assert any(row.get("front/_type") == "image-file" for row in run["history"])
+
+
+def test_a_finetune_run_logs_epoch_curves_the_selected_network_and_its_artifact(tmp_path):
+    """Issue 22: per-epoch training loss, validation error and learning rate of each architecture
+    against `finetune/epoch`; the selected network under fixed `selected/*` keys; the network as a
+    model artifact (offline, synced later)."""
+    import torch
+    from conftest import read_wandb_run
+
+    from modulenet.data import QuickstartDataModule
+    from modulenet.finetune.settings import FinetuneSettings
+    from modulenet.finetune.stage import run_finetune
+    from modulenet.knowledge import build_knowledge_base
+
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
+    dm.setup("fit")
+    tracker = WandbTracker(tmp_path, {}, project="modulenet-test", job_type="finetune", mode="offline")
+    settings = FinetuneSettings(epochs=2, hidden=[16], pool="avg", batch_size=32)
+    results = {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}
+    (ours, *originals) = run_finetune(kb, results, dm, settings, tmp_path / "ft", tracker, progress=False)
+    tracker.finish()
+    run = read_wandb_run(tmp_path)
+    assert run["metrics"]["finetune/*"] == "finetune/epoch"
+    curve = [row for row in run["history"] if "finetune/ModuleNet #1-seed0/train_loss" in row]
+    assert [row["finetune/epoch"] for row in curve] == [1, 2]
+    assert all(0 <= row["finetune/ModuleNet #1-seed0/val_error"] <= 1 for row in curve)
+    lrs = [row["finetune/ModuleNet #1-seed0/lr"] for row in curve]
+    assert lrs[0] == settings.lr and lrs[1] < lrs[0]  # cosine decay
+    assert ours.selected and run["summary"]["selected/test_error"] == ours.test_error
+    assert run["summary"]["selected/val_error"] == ours.val_error and run["summary"]["selected/genotype"] == "011"
+    assert list(run["artifacts"].values()) == ["model"]

@@ -91,8 +91,13 @@ class IndividualModule(pl.LightningModule):
         self._seen += len(y)
         return loss
 
+    @property
+    def running_loss(self) -> float:
+        """The mean training loss of the epoch so far."""
+        return float(self._loss_sum) / max(1, self._seen)
+
     def on_train_epoch_end(self) -> None:
-        self.epoch_losses.append(float(self._loss_sum) / max(1, self._seen))
+        self.epoch_losses.append(self.running_loss)
         self._loss_sum, self._seen = torch.zeros(()), 0
 
     def validation_step(self, batch, batch_idx):

@@ -34,6 +34,7 @@ class FinetuneRecipe:
     augment: bool = True
     batch_size: int = 128
     seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
+    keep_checkpoints: bool = False  # keep each architecture's last Lightning checkpoint after it finishes
 
     def __post_init__(self) -> None:
         """One line naming the first bad value."""

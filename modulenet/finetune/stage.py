@@ -7,14 +7,18 @@ there are more than 5 classes). The test split never chooses anything."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 from modulenet import rundir
@@ -25,6 +29,7 @@ from modulenet.finetune.network import (
     describe_network,
     export_network,
     load_network,
+    measure_network,
     save_network,
 )
 from modulenet.finetune.settings import FinetuneSettings
@@ -32,7 +37,13 @@ from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
-from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+from modulenet.runtime.trainer import (
+    accelerator_device,
+    make_trainer,
+    quiet_lightning,
+    resume_from,
+    use_float32_matmul_precision,
+)
 from modulenet.search.outputs import search_path, spread_over_ranking
 
 log = logging.getLogger(__name__)
@@ -81,19 +92,27 @@ def select_candidates(
 
 
 def finetune_architecture(
-    kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool = True
+    kb: KnowledgeBase,
+    genotype,
+    datamodule,
+    settings: FinetuneSettings,
+    progress: bool = True,
+    checkpoints: Path | None = None,
+    report: Callable[[dict], None] | None = None,
 ) -> tuple[Network, dict]:
     """Fine-tune one architecture with all weights trainable on the training split; returns the
     network (eval mode) and its description (network.py) with what it measured: `val_error`
-    (validation split), `test_error` and `test_error_top5` (None with <= 5 classes)."""
+    (validation split), `test_error` and `test_error_top5` (None with <= 5 classes).
+    `checkpoints`: a folder that keeps the last finished epoch; a rerun continues from it.
+    `report`: given each epoch's training loss, validation error and learning rate (EpochCurves)."""
     device = accelerator_device(settings.accelerator)
     use_float32_matmul_precision(device, settings.float32_matmul_precision)
     with seeded(settings.seed, device):
-        return _finetune_architecture(kb, genotype, datamodule, settings, progress)
+        return _finetune_architecture(kb, genotype, datamodule, settings, progress, checkpoints, report)
 
 
 def _finetune_architecture(
-    kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress: bool
+    kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress, checkpoints, report
 ) -> tuple[Network, dict]:
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True, resolution=settings.resolution)
     size = trunk.output_size(datamodule.image_size)
@@ -106,8 +125,12 @@ def _finetune_architecture(
 
     model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
     with quiet_lightning():
-        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress)
-        trainer.fit(model, datamodule.train_dataloader())
+        curves = [EpochCurves(report, datamodule.val_dataloader())] if report is not None else []
+        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress, checkpoints, curves)
+        last, finished = resume_from(checkpoints)
+        if last is not None:
+            log.info("  continuing from %s (epoch %d of %d)", last, finished, s.epochs)
+        trainer.fit(model, datamodule.train_dataloader(), ckpt_path=last, weights_only=True)
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy
         trainer.test(model, datamodule.test_dataloader(), verbose=False)
@@ -156,6 +179,11 @@ def _run_finetune(
                 for r in previous["results"]
                 if "val_error" in r
             }
+        else:  # checkpoints of other settings must not be continued
+            for stale in (out_dir / rundir.NETWORKS).glob(f"*/{rundir.CHECKPOINTS}"):
+                shutil.rmtree(stale, ignore_errors=True)
+    # the settings first: a killed first architecture's checkpoint is continued only under them
+    _write_finetune_json(json_path, settings, search_run, list(done.values()))
     validated_on = "test" if getattr(datamodule, "val_from", "train") == "test" else "val"
     scores = read_scores(search_run) if search_run is not None else {}
     scores.update({tuple(r["genotype"]): r["score"] for r in results.get("population", [])})
@@ -171,8 +199,14 @@ def _run_finetune(
             continue
         log.info("fine-tuning %s: %s (%s), seed %d", label, format_genotype(code), "+".join(kb.describe(code)), seed)
         start = time.perf_counter()
-        network, errors = finetune_architecture(kb, code, datamodule, replace(settings, seed=seed), progress)
         folder = Path(rundir.NETWORKS) / f"{_slug(label)}-seed{seed}"
+        checkpoints = out_dir / folder / rundir.CHECKPOINTS
+        report = None
+        if tracker is not None and hasattr(tracker, "log_finetune_epoch"):
+            report = functools.partial(tracker.log_finetune_epoch, label, seed)
+        network, errors = finetune_architecture(
+            kb, code, datamodule, replace(settings, seed=seed), progress, checkpoints, report
+        )
         save_network(
             out_dir / folder,
             network,
@@ -193,6 +227,8 @@ def _run_finetune(
             validated_on=validated_on,
             network=str(folder),
         )
+        if not settings.keep_checkpoints:  # the network is saved: only the deliverable stays
+            shutil.rmtree(checkpoints, ignore_errors=True)
         finished.append(result)
         log.info("  validation error %.2f %%, test error %.2f %%", 100 * result.val_error, 100 * result.test_error)
         if tracker is not None:
@@ -203,9 +239,36 @@ def _run_finetune(
     if selected is not None:
         _export(out_dir / selected.network)
         log.info("selected network (%s, seed %d): %s", selected.label, selected.seed, out_dir / selected.network)
+        if tracker is not None and hasattr(tracker, "log_selected_network"):
+            tracker.log_selected_network(selected, out_dir / selected.network)
     _write_finetune_json(json_path, settings, search_run, finished)
     write_atomic(out_dir / rundir.FINETUNE_TABLE, markdown_table(finished, settings))
     return finished
+
+
+class EpochCurves(pl.Callback):
+    """A fine-tune's curves for the tracker: each epoch's mean training loss, validation error
+    (measured here in eval mode, so the checkpoints and the training are those of a run without
+    curves) and learning rate."""
+
+    def __init__(self, report: Callable[[dict], None], val_loader):
+        self.report, self.val_loader, self.lr = report, val_loader, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        train_loss = pl_module.running_loss  # before the module's own hook resets it
+        measured = measure_network(pl_module, self.val_loader, trainer.precision, pl_module.device)
+        pl_module.train()
+        self.report(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "train_loss": train_loss,
+                "val_error": measured["error"],
+                "lr": self.lr,
+            }
+        )
 
 
 def selected_network(results: list[FinetuneResult]) -> FinetuneResult | None:

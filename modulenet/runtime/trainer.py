@@ -7,11 +7,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from modulenet.errors import ModuleNetError
+from modulenet.errors import ModuleNetError, first_line
+from modulenet.rundir import atomic_path
 from modulenet.runtime.precision import AUTO, choose_precision
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -69,6 +73,7 @@ def quiet_lightning():
             ".*LeafSpec.*",
             ".*no `val_dataloader`.*",
             ".*litlogger.*",
+            ".*exists and is not empty.*",
         ):
             warnings.filterwarnings("ignore", pattern)
         try:
@@ -78,24 +83,83 @@ def quiet_lightning():
                 lg.setLevel(level)
 
 
+class GeneratorStates(pl.Callback):
+    """The global torch generators (the loader's shuffling, the per-image augmentation draw from
+    them) saved in each checkpoint and restored on resume: a resumed fine-tune draws the batches
+    an uninterrupted one would."""
+
+    def state_dict(self) -> dict:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["cpu"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+LAST_CHECKPOINT = "last.ckpt"  # the last finished epoch's checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, whole or not at all (rundir.atomic_path): a kill while it
+    writes leaves the previous epoch's checkpoint, never a torn one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
 def make_trainer(
-    epochs: int, accelerator: str = "cpu", precision: str = "32-true", progress: bool = False
+    epochs: int,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+    progress: bool = False,
+    checkpoints: Path | None = None,
+    callbacks: list[pl.Callback] = (),
 ) -> pl.Trainer:
     """The one Lightning trainer of evaluation, fine-tuning and source training: one device, no
-    logger of its own (the search's W&B run is the only run), no checkpoints, no sanity pass; a
-    progress bar only where one run is long (`progress`; a search shows its own). `precision="auto"`
-    here means whole networks (`precision.choose_precision`)."""
+    sanity pass; a progress bar only where one run is long (`progress`; a search shows its own).
+    No logger of its own (the job's tracker is the only W&B run; `callbacks` may report to it).
+    `checkpoints`: a folder where the last finished epoch is kept (model, optimiser, scheduler,
+    loops and generators; `resume_from(checkpoints)` continues from it).
+    `precision="auto"` here means whole networks (`precision.choose_precision`)."""
     if precision == AUTO:
         precision = choose_precision(AUTO, accelerator_device(accelerator)).precision
+    callbacks = list(callbacks)
+    if checkpoints is not None:
+        # save_top_k=1 without a monitor: the newest epoch's, replacing the one before
+        every_epoch = ModelCheckpoint(
+            dirpath=checkpoints, filename=LAST_CHECKPOINT.removesuffix(".ckpt"), enable_version_counter=False
+        )
+        callbacks += [every_epoch, GeneratorStates()]
     return pl.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,
         devices=1,
         precision=precision,
         logger=False,
-        enable_checkpointing=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()] if checkpoints is not None else None,
+        enable_checkpointing=checkpoints is not None,
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
     )
+
+
+def resume_from(checkpoints: Path | None) -> tuple[Path | None, int]:
+    """The checkpoint `trainer.fit(ckpt_path=...)` continues from (the last finished epoch's, if
+    any) and the epochs it has finished. One that cannot be read is set aside with a warning."""
+    last = None if checkpoints is None else Path(checkpoints) / LAST_CHECKPOINT
+    if last is None or not last.is_file():
+        return None, 0
+    try:
+        epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    except Exception as err:  # a file of another kind: start this architecture again
+        logging.getLogger(__name__).warning("cannot continue from %s (%s): starting again", last, first_line(err))
+        last.unlink(missing_ok=True)
+        return None, 0
+    return last, int(epoch) + 1

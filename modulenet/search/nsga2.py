@@ -27,7 +27,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.rng import drawing_from
 from modulenet.rundir import hold
-from modulenet.search.outputs import plot_search_curves, write_evaluations_csv, write_results
+from modulenet.search.outputs import plot_front, plot_search_curves, write_evaluations_csv, write_results
 from modulenet.search.records import WORST_SCORE, Evaluation
 from modulenet.search.score import new_survival
 from modulenet.search.state import SearchState, load_state, save_state
@@ -53,6 +53,7 @@ class SearchResult:
     history: list[dict]  # one row per generation (see `run_search`)
     population: list[Evaluation]  # the final population, pop_final of Algorithm 1
     evaluations: list[Evaluation]  # everything evaluated in the run, in evaluation order
+    objectives: tuple[str, ...] = ("score",)  # what NSGA-II minimised
 
 
 def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple[float, ...]:
@@ -198,7 +199,10 @@ def _run_search(
         history=run.history,
         population=[run.evaluations[tuple(ind)] for ind in run.population],
         evaluations=list(run.evaluations.values()),
+        objectives=tuple(config.objectives),
     )
+    if len(result.objectives) > 1:
+        plot_front(result.population, list(result.objectives), run_dir / rundir.FRONT)
     for callback in callbacks:
         callback.on_search_end(result)
     return result

@@ -1,5 +1,6 @@
 """What a finished (or checkpointed) search writes besides its state: results.json, evaluations.csv,
-search_curves.png; and the search path that Figs. 8 and 10 draw architectures from."""
+search_curves.png, front.png (a multi-objective search); and the search path that Figs. 8 and 10
+draw architectures from."""
 
 from __future__ import annotations
 
@@ -125,4 +126,36 @@ def plot_search_curves(history: list[dict], path: Path) -> None:
     survival.set(xlabel="generation", ylabel="new genotypes vs previous generation", title="New survival (Sec. V-B)")
     for axis in (scores.xaxis, survival.xaxis, survival.yaxis):
         axis.get_major_locator().set_params(integer=True)
+    fig.savefig(path, dpi=100)
+
+
+def non_dominated(points: list[tuple[float, ...]]) -> list[int]:
+    """Indices of the points no other point dominates (all objectives minimised: another point
+    dominates when it is no worse in every objective and better in one); equal points all stay."""
+
+    def dominates(a, b) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+
+
+def plot_front(population: list[Evaluation], objectives: list[str], path: Path) -> None:
+    """front.png: the final population of a multi-objective search, the score against each other
+    objective (params, FLOPs), its non-dominated front marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ok = [e for e in population if e.status == "ok"]
+    others = [name for name in objectives if name != "score"]
+    if not ok or not others:
+        return
+    front = set(non_dominated([tuple(float(getattr(e, name)) for name in objectives) for e in ok]))
+    fig = Figure(figsize=(5 * len(others), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for axis, name in zip(fig.subplots(1, len(others), squeeze=False)[0], others):
+        x, y = [float(getattr(e, name)) for e in ok], [e.score for e in ok]
+        axis.scatter(x, y, c=["tab:red" if i in front else "tab:gray" for i in range(len(ok))])
+        for i in front:
+            axis.annotate(format_genotype(ok[i].genotype), (x[i], y[i]), fontsize=7)
+        axis.set(xlabel=name, ylabel="score (Eq. 4)", title=f"Final population: score vs {name} (front in red)")
     fig.savefig(path, dpi=100)
