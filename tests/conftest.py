@@ -9,6 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+
+from modulenet.app.config import register_configs
+from modulenet.evaluation.settings import EvaluationSettings
+from modulenet.knowledge import build_knowledge_base
+from modulenet.search.records import WORST_SCORE, Evaluation
+from modulenet.search.score import search_score, similarity
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MODULENET_SHARED", REPO.parent / "shared"))
@@ -16,6 +23,7 @@ CIFAR_WEIGHTS = SHARED / "weights" / "resnet-cifar10"
 CIFAR_NPZ = SHARED / "data" / "cifar10-partial.npz"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CONF = str(REPO / "conf")
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +94,132 @@ def read_wandb_run(run_dir: Path) -> dict:
         elif kind == "artifact":
             run["artifacts"][record.artifact.name] = record.artifact.type
     return run
+
+
+# ---- the config tree, composed as the app does, and recipes made tiny ---------------------------
+def compose_search(overrides=()):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="search_app", overrides=list(overrides))
+
+
+TINY_DATA = [
+    "dataset=quickstart",
+    "dataset.num_train=160",
+    "dataset.num_val=64",
+    "dataset.num_test=64",
+    "dataset.batch_size=32",
+]
+TINY_SEARCH = [
+    "search.generations=2",
+    "search.population_size=4",
+    "search.epochs=2",
+    "evaluator.hidden=[32,32]",
+    "evaluator.batch_size=32",
+    "evaluator.pool=avg",
+    "finetune.epochs=1",
+    "finetune.batch_size=32",
+    "logger=none",
+    "progress=false",
+    "trainer.accelerator=cpu",
+    "knowledge_base.allow_random=true",
+]
+# Knowledge bases made small: CIFAR-sized networks of two families (c = 3) stand in for the craft set
+SMALL_CRAFT = [
+    "knowledge_base.archs=[resnet_cifar8,vgg_cifar]",
+    "knowledge_base.num_cells=3",
+    "knowledge_base.weights=null",
+]
+
+# ---- a cheap real objective for the search loop ------------------------------------------------
+N, C = 4, 5
+TARGET = (2, 0, 3, 1, 2)
+NAMES = ["resnet34", "resnet50", "vgg13", "vgg16"]
+BETA = 0.1
+
+
+class HiddenTarget:
+    """err_val = Hamming distance to TARGET over c, plus beta * sim (Eq. 4 with alpha = 0).
+
+    beta * sim varies by at most 0.08 while one wrong gene costs 0.2, so TARGET is the unique
+    optimum. Records every request so tests can check what the search asked for.
+    """
+
+    def __init__(self, fail_first_gene: int | None = None):
+        self.calls: list[list[tuple]] = []
+        self.fail_first_gene = fail_first_gene
+
+    def __call__(self, genotypes):
+        self.calls.append([tuple(g) for g in genotypes])
+        return [self.one(tuple(g)) for g in genotypes]
+
+    def one(self, code):
+        if code[0] == self.fail_first_gene:
+            return Evaluation(
+                genotype=code,
+                score=WORST_SCORE,
+                err_val=1.0,
+                l_rate=0.0,
+                sim=similarity(code),
+                status="failed",
+                error="out of memory",
+            )
+        err_val = sum(a != b for a, b in zip(code, TARGET)) / len(code)
+        sim = similarity(code)
+        return Evaluation(
+            genotype=code,
+            score=search_score(err_val, 0.0, sim, alpha=0.0, beta=BETA),
+            err_val=err_val,
+            l_rate=0.0,
+            sim=sim,
+            epoch_losses=[1.0, 0.9],
+            params=sum(1000 * (i + 1) for i in code),
+            flops=sum(7 * (N - i) for i in code),
+        )
+
+    @property
+    def requested(self) -> list[tuple]:
+        return [g for call in self.calls for g in call]
+
+
+# ---- a real knowledge base of three small CNNs and data a frozen trunk can learn ---------------
+GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
+
+
+def evaluator_settings(**overrides) -> EvaluationSettings:
+    base = dict(
+        epochs=3, stack_individuals=1, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", lr=3e-3
+    )
+    return EvaluationSettings(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def kb():
+    torch.manual_seed(0)
+    return build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Classes set by a colour cast, learnable from frozen random features."""
+    return colour_cast(320, 224, seed=1)
+
+
+def colour_cast(n: int, train: int, seed: int):
+    """(x_train, y_train, x_val, y_val) of 4 classes set by a colour cast, learnable from frozen
+    random features: n images, the first `train` for training."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.5
+    x[torch.arange(n), y % 3] += 1.5 * (1 + (y == 3).float()).view(-1, 1, 1)
+    return x[:train], y[:train], x[train:], y[train:]
+
+
+# ---- a process that holds a run directory --------------------------------------------------------
+HOLDER = """
+import sys, time
+from modulenet.rundir import hold
+with hold(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_evaluators import GENERATION, data, kb, settings  # noqa: F401 (fixtures)
+from conftest import GENERATION, evaluator_settings
 
 from modulenet.evaluation.dispatch import make_evaluator
 from modulenet.evaluation.evaluator import Evaluator
@@ -27,12 +27,14 @@ def assert_close(results, reference, tol_err):
 
 @pytest.fixture(scope="module")
 def cpu_results(kb, data):
-    return Evaluator(kb, data, 4, settings(stack_individuals=4), progress=False)(GENERATION)
+    return Evaluator(kb, data, 4, evaluator_settings(stack_individuals=4), progress=False)(GENERATION)
 
 
 @pytest.fixture(scope="module")
 def gpu_fp32(kb, data):
-    return Evaluator(kb, data, 4, settings(stack_individuals=4, accelerator="gpu"), progress=False)(GENERATION)
+    return Evaluator(kb, data, 4, evaluator_settings(stack_individuals=4, accelerator="gpu"), progress=False)(
+        GENERATION
+    )
 
 
 def test_gpu_float32_matches_cpu(gpu_fp32, cpu_results):
@@ -40,7 +42,9 @@ def test_gpu_float32_matches_cpu(gpu_fp32, cpu_results):
 
 
 def test_gpu_plain_way_matches_batched(kb, data, gpu_fp32):
-    plain = Evaluator(kb, data, 4, settings(cache_features=False, accelerator="gpu"), progress=False)(GENERATION)
+    plain = Evaluator(kb, data, 4, evaluator_settings(cache_features=False, accelerator="gpu"), progress=False)(
+        GENERATION
+    )
     assert_close(plain, gpu_fp32, tol_err=0.02)
 
 
@@ -49,14 +53,18 @@ def test_gpu_bf16_and_tf32_rank_alike(kb, data, gpu_fp32):
         kb,
         data,
         4,
-        settings(stack_individuals=6, accelerator="gpu", precision="bf16-mixed", float32_matmul_precision="high"),
+        evaluator_settings(
+            stack_individuals=6, accelerator="gpu", precision="bf16-mixed", float32_matmul_precision="high"
+        ),
         progress=False,
     )(GENERATION)
     assert_close(fast, gpu_fp32, tol_err=0.05)
 
 
 def test_gpus_evaluator_worker_on_the_device_gives_local_results(kb, data, gpu_fp32):
-    evaluator = make_evaluator("gpus", kb, data, 4, settings(stack_individuals=4, accelerator="gpu"), progress=False)
+    evaluator = make_evaluator(
+        "gpus", kb, data, 4, evaluator_settings(stack_individuals=4, accelerator="gpu"), progress=False
+    )
     try:
         assert evaluator.slots == list(range(torch.cuda.device_count()))
         assert_close(evaluator(GENERATION), gpu_fp32, tol_err=0.02)
@@ -69,7 +77,9 @@ def test_generations_after_a_first_one_find_the_whole_knowledge_base_on_the_devi
     be on the GPU too (the first run of the paper-scale benchmark failed on exactly this)."""
     torch.manual_seed(0)
     fresh = build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
-    evaluator = Evaluator(fresh, data, 4, settings(stack_individuals=4, accelerator="gpu", epochs=1), progress=False)
+    evaluator = Evaluator(
+        fresh, data, 4, evaluator_settings(stack_individuals=4, accelerator="gpu", epochs=1), progress=False
+    )
     evaluator(GENERATION[:1])
     assert all(e.status == "ok" for e in evaluator(GENERATION))
     assert {p.device.type for m in fresh.iter_modules() for p in m.parameters()} == {"cuda"}
@@ -83,7 +93,7 @@ def test_gpu_graph_step_gives_the_eager_step_results(kb, data, batch_size):
             kb,
             data,
             4,
-            settings(stack_individuals=6, batch_size=batch_size, accelerator="gpu", graph_step=graph),
+            evaluator_settings(stack_individuals=6, batch_size=batch_size, accelerator="gpu", graph_step=graph),
             progress=False,
         )(GENERATION)
         for graph in (True, False)

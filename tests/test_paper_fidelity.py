@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_config import compose_search
+from conftest import compose_search
 from torch import nn
 
 from modulenet.knowledge import CutPointArchitecture, build_knowledge_base

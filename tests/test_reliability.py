@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_search import C, HiddenTarget, N
+from conftest import HOLDER, C, HiddenTarget, N
 
 from modulenet.errors import ModuleNetError
 from modulenet.evaluation.evaluator import EvaluationMemo
@@ -116,15 +116,6 @@ def test_a_corrupt_checkpoint_is_one_line(tmp_path, edit, expected):
     assert "\n" not in str(info.value) and str(info.value).startswith(f"cannot resume {tmp_path}")
 
 
-HOLDER = """
-import sys, time
-from modulenet.rundir import hold
-with hold(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
 def test_one_search_per_run_directory_and_a_dead_holder_is_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -210,7 +201,7 @@ def test_a_torn_memo_line_is_set_aside_before_the_next_append(tmp_path):
 
 
 def test_evaluation_leaves_the_global_generators_alone(tmp_path):
-    from test_evaluators import settings
+    from conftest import evaluator_settings as settings
 
     from modulenet.evaluation.evaluator import Evaluator
     from modulenet.knowledge import build_knowledge_base
@@ -255,7 +246,7 @@ def real_search():
 
 def search_with(real_search, run_dir, name="local", resume=False, generations=SEARCH["generations"], **options):
     """The search with a real evaluator; returns it and how many genotypes were trained (memo lines added)."""
-    from test_evaluators import settings
+    from conftest import evaluator_settings as settings
 
     from modulenet.evaluation.dispatch import make_evaluator
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_search import NAMES, HiddenTarget
+from conftest import NAMES, HiddenTarget
 
 from modulenet.search import SearchConfig, run_search
 from modulenet.tracking import CSVTracker, WandbTracker, make_tracker, resolve_wandb_mode

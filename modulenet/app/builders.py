@@ -27,8 +27,7 @@ from modulenet.runtime.settings import TrainerSettings
 from modulenet.runtime.trainer import accelerator_device
 from modulenet.search import SearchConfig
 from modulenet.search.state import recorded_depends_on
-from modulenet.stitching.connections import BUILT_IN, connection_id
-from modulenet.stitching.fitted import FITTED
+from modulenet.stitching.choices import BUILT_IN, connection_id, get_connection
 from modulenet.stitching.resolution import RESOLUTIONS
 from modulenet.targets import group_choices, target_class
 from modulenet.tracking import tracker_class
@@ -213,7 +212,7 @@ def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: st
     search's training split, once, then cached beside the knowledge bases (keyed by their weights,
     the data and the resolution rule)."""
     name, resolution = connection_of(connection_cfg), connection_cfg.get("resolution", "resample")
-    if name not in FITTED or resolution in kb.fitted:
+    if not get_connection(name).fitted or resolution in kb.fitted:
         return
     count = connection_cfg.fit_images
     if count < 1:
@@ -250,7 +249,7 @@ def refuse_untrained(untrained: list[str], kb_cfg) -> None:
 
 
 def connection_of(connection_cfg) -> str:
-    """The connection group's choice (connections.connection_id): a built-in's name or your own class."""
+    """The connection group's choice (stitching/choices.py): a built-in's name or your own class."""
     return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
 
 
@@ -345,7 +344,7 @@ def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
         "archs": kb.arch_names,
         "sources": kb.sources,
     }
-    if connection_of(cfg.connection) in FITTED:  # fitted on this many training images
+    if get_connection(connection_of(cfg.connection)).fitted:  # fitted on this many training images
         context["fit_images"] = kb.fitted_images
     return context
 

@@ -57,7 +57,7 @@ class KnowledgeBaseConf:
 @dataclass
 class ConnectionConf:
     """How neighbouring modules are joined (stitching/connections.py): the built-ins by `name` with their
-    `_target_`, or your own class as `connection._target_=mypkg.MyConnection` (connections.own_connection)."""
+    `_target_`, or your own class as `connection._target_=mypkg.MyConnection` (stitching/choices.py)."""
 
     _target_: str | None = "modulenet.stitching.connections.parameter_free_connection"  # null: the built-in `name`'s
     # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C: a 1x1 convolution at every

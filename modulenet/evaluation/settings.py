@@ -84,9 +84,9 @@ class EvaluationSettings(ClassifierSettings, TrainerSettings):
     def features_cached(self) -> bool:
         """Whether the trunk's features are computed once (`cache_features`), which only a frozen,
         parameter-free trunk allows: a conv1x1 link trains, so its trunk runs in every step."""
-        from modulenet.stitching.connections import trains  # here: settings are composed without torch
+        from modulenet.stitching.choices import get_connection  # here: settings are composed without torch
 
-        return self.cache_features and not trains(self.connection)
+        return self.cache_features and not get_connection(self.connection).trains
 
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""

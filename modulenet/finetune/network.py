@@ -25,8 +25,7 @@ from modulenet.errors import ModuleNetError, first_line
 from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.knowledge.base import KnowledgeBase, atomic_torch_save
 from modulenet.rundir import atomic_path, write_atomic
-from modulenet.stitching.connections import BUILT_IN
-from modulenet.stitching.fitted import FITTED
+from modulenet.stitching.choices import BUILT_IN, get_connection
 
 FORMAT = "modulenet-network/1"
 
@@ -80,7 +79,7 @@ def save_network(directory: str | os.PathLike, network: Network, kb: KnowledgeBa
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_torch_save(state, directory / rundir.NETWORK_WEIGHTS)
-    if description["connection"] in FITTED:
+    if get_connection(description["connection"]).fitted:
         kb.save_fitted(directory / rundir.NETWORK_CONNECTIONS)
     write_atomic(directory / rundir.NETWORK_DESCRIPTION, json.dumps(description, indent=2))
     return directory
@@ -115,7 +114,7 @@ def load_network(directory: str | os.PathLike, trust_code: bool = False) -> Netw
                 "so it is loaded only with trust_code=True, if you trust where it came from"
             )
         kb = KnowledgeBase._from_metadata(directory, d["knowledge_base"], trust_code, "a saved network", weights=False)
-        if connection in FITTED:
+        if get_connection(connection).fitted:
             kb.load_fitted(directory / rundir.NETWORK_CONNECTIONS, int(d["knowledge_base"].get("fitted_images", 0)))
         trunk = kb.assemble(d["genotype"], connection=connection, trainable=True, resolution=d["resolution"])
         head = d["classifier"]

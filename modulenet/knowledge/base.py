@@ -24,7 +24,8 @@ from modulenet.knowledge.architecture import Architecture
 from modulenet.knowledge.zoo import architecture_from_config
 from modulenet.rundir import atomic_path, write_atomic
 from modulenet.stitching.assembly import ModuleSpec, Trunk, assemble
-from modulenet.stitching.fitted import FITTED, fitted_from_state, fitted_link, fitted_state
+from modulenet.stitching.choices import get_connection
+from modulenet.stitching.fitted import fitted_from_state, fitted_link, fitted_state
 from modulenet.stitching.resolution import RESOLUTIONS, remove_reductions
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class KnowledgeBase:
         placed.append((self.modules[-1][code[-1]], self.specs[-1][code[-1]], 1.0))
         modules, specs, removed = (list(column) for column in zip(*placed))
         links = None
-        if connection in FITTED:
+        if get_connection(connection).fitted:
             links = {
                 j: fitted_link(self, connection, resolution, j, code[j - 1], code[j])
                 for j in range(1, len(code))

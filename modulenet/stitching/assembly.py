@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from modulenet.stitching.choices import get_connection
 from modulenet.stitching.connections import ModuleLink
 
 
@@ -102,6 +103,7 @@ def assemble(
     copies the modules so training never alters the knowledge base.
     """
     layers: dict[str, nn.Module] = {}
+    choice = get_connection(connection)
     for j, (module, spec) in enumerate(zip(modules, specs)):
         if j > 0:
             prev = specs[j - 1]
@@ -109,7 +111,7 @@ def assemble(
             if channel is not None:
                 channel.requires_grad_(trainable)
             link = ModuleLink(
-                prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, connection, channel=channel
+                prev.out_channels, spec.in_channels, prev.out_reduction, spec.in_reduction, choice, channel=channel
             )
             if len(link) > 0:
                 layers[f"link{j + 1}"] = link

@@ -156,83 +156,6 @@ def parameter_free_connection(in_channels: int, out_channels: int) -> nn.Module:
     return ChannelDePool(in_channels, out_channels)
 
 
-CONNECTIONS = {
-    "channel_pool": parameter_free_connection,
-    "conv1x1": Conv1x1Connection,
-    "conv1x1_where_needed": Conv1x1Connection,
-}
-EVERY_BOUNDARY = {"conv1x1"}  # connections placed between every pair of modules, not only where channels differ
-TRAINABLE = {"conv1x1", "conv1x1_where_needed"}  # connections with parameters (trained with the classifier)
-# The connection group's choices (conf/connection/) and the `_target_` each declares; the fitted
-# ones (stitching/fitted.py) are built from what was fitted, not from channel counts.
-BUILT_IN = {
-    "channel_pool": "modulenet.stitching.connections.parameter_free_connection",
-    "conv1x1": "modulenet.stitching.connections.Conv1x1Connection",
-    "conv1x1_where_needed": "modulenet.stitching.connections.Conv1x1Connection",
-    "aligned": "modulenet.stitching.fitted.AlignedConnection",
-    "least_squares": "modulenet.stitching.fitted.LeastSquaresConnection",
-}
-
-
-def connection_id(name: str, target: str | None = None) -> str:
-    """What names the connection group's choice downstream (settings, memo key, workers, reports):
-    a built-in's `name`, or the dotted path of your own class when `target` (`connection._target_`)
-    is none of the built-ins' (configs saved before the group had a `_target_` name a built-in)."""
-    if target is not None and target not in BUILT_IN.values():
-        own_connection(target)  # importable, callable: a one-line error before any work
-        return target
-    if name not in BUILT_IN:
-        raise ModuleNetError(
-            f"connection.name={name!r}: valid connections are {sorted(BUILT_IN)} "
-            "(or your own class as connection._target_=mypkg.MyConnection)"
-        )
-    if target is not None and target != BUILT_IN[name]:
-        raise ModuleNetError(
-            f"connection._target_={target!r} is not connection.name={name!r}'s class ({BUILT_IN[name]}): "
-            f"choose a built-in by its group (connection={name})"
-        )
-    return name
-
-
-def own_connection(connection: str):
-    """Your own channel connection (`connection._target_=mypkg.MyConnection`): a class or function
-    `(in_channels, out_channels) -> nn.Module`, placed where channel counts differ (at every
-    boundary if it declares `every_boundary = True`), trained with the classifier unless it
-    declares `parameter_free = True` (then the frozen trunk's features are computed once)."""
-    from modulenet.targets import group_choices, target_class
-
-    if "." not in connection:
-        raise ModuleNetError(
-            f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} "
-            "or your own class's dotted path"
-        )
-    return target_class("connection._target_", connection, group_choices("connection"))
-
-
-def every_boundary(connection: str) -> bool:
-    if connection in BUILT_IN:
-        return connection in EVERY_BOUNDARY
-    return bool(getattr(own_connection(connection), "every_boundary", False))
-
-
-def trains(connection: str) -> bool:
-    """Whether the connection has parameters trained with the classifier (no cached trunk features)."""
-    if connection in BUILT_IN:
-        return connection in TRAINABLE
-    return not getattr(own_connection(connection), "parameter_free", False)
-
-
-def build_connection(name: str, in_channels: int, out_channels: int) -> nn.Module:
-    """The channel connection `name` (a built-in of CONNECTIONS or your own class's dotted path);
-    identity when the channel counts are equal, except for a connection placed at every boundary."""
-    if name in BUILT_IN and name not in CONNECTIONS:
-        raise ModuleNetError(f"connection {name!r} is fitted from data: build it with KnowledgeBase.assemble")
-    if in_channels == out_channels and not every_boundary(name):
-        return nn.Identity()
-    factory = CONNECTIONS[name] if name in CONNECTIONS else own_connection(name)
-    return factory(in_channels, out_channels)
-
-
 class ModuleLink(nn.Sequential):
     """Everything between module j-1 and module j: a spatial adapter, then a channel connection."""
 
@@ -242,15 +165,18 @@ class ModuleLink(nn.Sequential):
         out_channels: int,
         from_reduction: float,
         to_reduction: float,
-        connection: str = "channel_pool",
+        connection=None,
         channel: nn.Module | None = None,
     ):
-        """`channel`: a channel connection made elsewhere (a fitted one), used instead of `connection`'s."""
+        """`connection`: the group's choice (choices.Connection) that builds the channel connection;
+        `channel`: one made elsewhere (a fitted one), used instead. Neither: channels must agree."""
         layers = []
         if not math.isclose(from_reduction, to_reduction):
             layers.append(SpatialAdapter(from_reduction, to_reduction))
         if channel is not None:
             layers.append(channel)
-        elif in_channels != out_channels or every_boundary(connection):
-            layers.append(build_connection(connection, in_channels, out_channels))
+        elif connection is not None and (in_channels != out_channels or connection.every_boundary):
+            layers.append(connection.between(in_channels, out_channels))
+        elif in_channels != out_channels:
+            raise ModuleNetError(f"a link from {in_channels} to {out_channels} channels needs a connection")
         super().__init__(*layers)

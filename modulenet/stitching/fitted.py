@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from modulenet.errors import KnowledgeBaseError
 from modulenet.stitching.connections import ModuleLink, parameter_free_connection
 
-FITTED = ("aligned", "least_squares")
+FITTED = ("aligned", "least_squares")  # the names fitted_link builds; choices.BUILT_IN declares them
 RIDGE = 1e-6  # relative to the mean feature energy: keeps the normal equations solvable for dead channels
 
 

@@ -414,8 +414,7 @@ def not_a_knowledge_base(**kwargs):
 
 
 def test_your_own_knowledge_base_function_from_knowledge_base_target(tmp_path, monkeypatch):
-    from test_config import compose_search
-    from test_experiments import TINY_DATA, TINY_SEARCH
+    from conftest import TINY_DATA, TINY_SEARCH, compose_search
 
     from modulenet.app.builders import make_knowledge_base
     from modulenet.app.jobs import search_job
@@ -437,9 +436,9 @@ def test_your_own_knowledge_base_function_from_knowledge_base_target(tmp_path, m
 def test_the_built_in_knowledge_base_target_builds_with_instantiate(tmp_path):
     """`hydra.utils.instantiate(cfg.knowledge_base, ...)` and a config saved before the group had a
     `_target_` build the same knowledge base as the app."""
+    from conftest import compose_search
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from test_config import compose_search
 
     from modulenet.app.builders import make_knowledge_base
 

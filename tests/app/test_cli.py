@@ -83,7 +83,7 @@ def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
 
     build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False).save(tmp_path / "other_kb")
     # (in this process: the command line's one-line errors are test_user_mistake_...'s)
-    from test_config import compose_search
+    from conftest import compose_search
 
     from modulenet.app.jobs import search_job
     from modulenet.errors import ModuleNetError
@@ -276,7 +276,7 @@ def test_corrupt_and_unsafe_weight_files_are_one_clear_line(tmp_path, monkeypatc
 
 
 def test_a_second_search_in_a_held_run_directory_is_one_line(tmp_path, monkeypatch, capsys):
-    from test_reliability import HOLDER
+    from conftest import HOLDER
 
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from modulenet.errors import ModuleNetError
+from modulenet.stitching.choices import get_connection
 from modulenet.stitching.connections import (
     ChannelDePool,
     ChannelPool,
     Conv1x1Connection,
     ModuleLink,
     SpatialAdapter,
-    build_connection,
     channel_depool,
     channel_pool,
     connect,
@@ -73,7 +73,7 @@ def test_connect_dispatches_and_is_identity_for_equal_channels():
 
 
 def test_parameter_free_connections_have_no_parameters_but_pass_gradients():
-    for layer in (ChannelPool(192, 128), ChannelDePool(64, 256), build_connection("channel_pool", 96, 40)):
+    for layer in (ChannelPool(192, 128), ChannelDePool(64, 256), get_connection("channel_pool").between(96, 40)):
         assert sum(p.numel() for p in layer.parameters()) == 0
         x = torch.randn(2, layer.in_channels, 4, 4, requires_grad=True)
         layer(x).sum().backward()
@@ -81,13 +81,13 @@ def test_parameter_free_connections_have_no_parameters_but_pass_gradients():
 
 
 def test_conv1x1_connection_is_trainable_and_selected_by_name():
-    layer = build_connection("conv1x1", 64, 256)
+    layer = get_connection("conv1x1").between(64, 256)
     assert isinstance(layer, Conv1x1Connection)
     assert sum(p.numel() for p in layer.parameters() if p.requires_grad) == 64 * 256 + 256
     assert layer(torch.randn(1, 64, 4, 4)).shape == (1, 256, 4, 4)
-    assert isinstance(build_connection("conv1x1", 64, 64), Conv1x1Connection)  # "between each module" (Sec. V-C)
-    assert isinstance(build_connection("conv1x1_where_needed", 64, 64), torch.nn.Identity)
-    assert isinstance(build_connection("conv1x1_where_needed", 64, 32), Conv1x1Connection)
+    assert isinstance(get_connection("conv1x1").between(64, 64), Conv1x1Connection)  # "between each module" (Sec. V-C)
+    assert isinstance(get_connection("conv1x1_where_needed").between(64, 64), torch.nn.Identity)
+    assert isinstance(get_connection("conv1x1_where_needed").between(64, 32), Conv1x1Connection)
 
 
 def test_unknown_connection_is_a_clear_error():
@@ -96,7 +96,7 @@ def test_unknown_connection_is_a_clear_error():
         match=r"unknown connection 'conv3x3'; valid connections are \['aligned', 'channel_pool', 'conv1x1', "
         r"'conv1x1_where_needed', 'least_squares'\] or your own class's dotted path",
     ):
-        build_connection("conv3x3", 4, 8)
+        get_connection("conv3x3").between(4, 8)
 
 
 OWN_CONNECTIONS = """
@@ -136,18 +136,18 @@ def own_connections(tmp_path, monkeypatch):
 
 def test_your_own_connection_class_is_built_from_connection_target(own_connections):
     from modulenet.evaluation.settings import EvaluationSettings
-    from modulenet.stitching.connections import connection_id, trains
+    from modulenet.stitching.choices import connection_id
 
     assert connection_id("channel_pool", "my_connections.Stitch") == "my_connections.Stitch"
     assert connection_id("conv1x1", "modulenet.stitching.connections.Conv1x1Connection") == "conv1x1"
     assert connection_id("least_squares") == "least_squares"  # a config saved before the group had a _target_
-    assert isinstance(build_connection("my_connections.Stitch", 4, 8), own_connections.Stitch)
-    assert isinstance(build_connection("my_connections.Stitch", 4, 4), torch.nn.Identity)
-    assert isinstance(build_connection("my_connections.FirstChannel", 4, 4), own_connections.FirstChannel)
-    link = ModuleLink(4, 8, 1.0, 1.0, connection="my_connections.FirstChannel")
+    assert isinstance(get_connection("my_connections.Stitch").between(4, 8), own_connections.Stitch)
+    assert isinstance(get_connection("my_connections.Stitch").between(4, 4), torch.nn.Identity)
+    assert isinstance(get_connection("my_connections.FirstChannel").between(4, 4), own_connections.FirstChannel)
+    link = ModuleLink(4, 8, 1.0, 1.0, connection=get_connection("my_connections.FirstChannel"))
     x = channel_ramp(4)
     assert torch.equal(link(x), torch.zeros_like(x[:, :1]).expand(-1, 8, -1, -1))
-    assert trains("my_connections.Stitch") and not trains("my_connections.FirstChannel")
+    assert get_connection("my_connections.Stitch").trains and not get_connection("my_connections.FirstChannel").trains
     assert not EvaluationSettings(connection="my_connections.Stitch").features_cached
     assert EvaluationSettings(connection="my_connections.FirstChannel").features_cached
 
@@ -166,7 +166,7 @@ def test_your_own_connection_class_is_built_from_connection_target(own_connectio
     ],
 )
 def test_a_bad_connection_is_one_line(name, target, error, own_connections):
-    from modulenet.stitching.connections import connection_id
+    from modulenet.stitching.choices import connection_id
 
     with pytest.raises(ModuleNetError, match=error) as caught:
         connection_id(name, target)
@@ -186,14 +186,13 @@ def test_spatial_adapter_restores_native_resolution():
 
 def test_module_link_is_empty_between_native_neighbours():
     assert len(ModuleLink(64, 64, 4.0, 4.0)) == 0
-    link = ModuleLink(64, 128, 2.0, 4.0)
+    link = ModuleLink(64, 128, 2.0, 4.0, get_connection("channel_pool"))
     assert [type(m) for m in link] == [SpatialAdapter, ChannelDePool]
     assert link(torch.randn(1, 64, 16, 16)).shape == (1, 128, 8, 8)
 
 
 def test_a_search_with_your_own_connection_from_the_command_line(own_connections, tmp_path):
-    from test_config import compose_search
-    from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
+    from conftest import SMALL_CRAFT, TINY_DATA, TINY_SEARCH, compose_search
 
     from modulenet.app.jobs import search_job
     from modulenet.rundir import read_results

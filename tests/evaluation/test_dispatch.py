@@ -13,45 +13,19 @@ import time
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import GENERATION, evaluator_settings
 
 from modulenet.evaluation.dispatch import make_evaluator
 from modulenet.evaluation.evaluator import Evaluator, trunk_features
 from modulenet.evaluation.lit_module import pool_features
-from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.evaluation.stacked import batch_loader, epoch_order, prefix_shared_features, trunk_stages
-from modulenet.knowledge import build_knowledge_base
 from modulenet.runtime.trainer import make_trainer, quiet_lightning
-
-GENERATION = [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 0, 0), (0, 0, 2), (2, 2, 2)]
-
-
-def settings(**overrides) -> EvaluationSettings:
-    base = dict(
-        epochs=3, stack_individuals=1, batch_size=64, feature_batch_size=64, hidden=[64, 64], pool="avg", lr=3e-3
-    )
-    return EvaluationSettings(**{**base, **overrides})
-
-
-@pytest.fixture(scope="module")
-def kb():
-    torch.manual_seed(0)
-    return build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
-
-
-@pytest.fixture(scope="module")
-def data():
-    """Classes set by a colour cast, learnable from frozen random features."""
-    g = torch.Generator().manual_seed(1)
-    y = torch.randint(0, 4, (320,), generator=g)
-    x = torch.randn(320, 3, 32, 32, generator=g) * 0.5
-    x[torch.arange(320), y % 3] += 1.5 * (1 + (y == 3).float()).view(-1, 1, 1)
-    return x[:224], y[:224], x[224:], y[224:]
 
 
 @pytest.fixture(scope="module")
 def plain(kb, data):
     """The plain way: one trainer per individual, the frozen trunk in every training step."""
-    return Evaluator(kb, data, 4, settings(cache_features=False), progress=False)(GENERATION)
+    return Evaluator(kb, data, 4, evaluator_settings(cache_features=False), progress=False)(GENERATION)
 
 
 def assert_same(results, reference, tol_loss=1e-5):
@@ -97,20 +71,22 @@ def test_pre_drawn_batches_are_the_ones_a_lightning_trainer_draws(n):
 
 
 def test_stacked_classifiers_with_shared_prefixes_equal_the_plain_way(kb, data, plain):
-    batched = Evaluator(kb, data, 4, settings(stack_individuals=4, share_prefixes=True), progress=False)
+    batched = Evaluator(kb, data, 4, evaluator_settings(stack_individuals=4, share_prefixes=True), progress=False)
     assert batched.batched
     assert_same(batched(GENERATION), plain)
 
 
 def test_bf16_evaluation_stays_close_to_float32(kb, data, plain):
-    fast = Evaluator(kb, data, 4, settings(stack_individuals=6, precision="bf16-mixed"), progress=False)(GENERATION)
+    fast = Evaluator(kb, data, 4, evaluator_settings(stack_individuals=6, precision="bf16-mixed"), progress=False)(
+        GENERATION
+    )
     for a, b in zip(fast, plain):
         assert a.status == "ok" and abs(a.err_val - b.err_val) <= 0.05
         assert a.epoch_losses[-1] < a.epoch_losses[0]  # it still trains
 
 
 def test_tasks_are_stackable_groups_halved_until_every_worker_has_one(kb, data):
-    evaluator = Evaluator(kb, data, 4, settings(stack_individuals=6), progress=False)
+    evaluator = Evaluator(kb, data, 4, evaluator_settings(stack_individuals=6), progress=False)
     codes = sorted(GENERATION)
     alone = evaluator.tasks(codes)
     for workers in (1, 2, 4, 6, 8):
@@ -120,7 +96,7 @@ def test_tasks_are_stackable_groups_halved_until_every_worker_has_one(kb, data):
         # a task is a contiguous run of one stackable group (so its prefixes are shared)
         runs = [group[i:j] for group in alone for i in range(len(group)) for j in range(i + 1, len(group) + 1)]
         assert all(task in runs for task in tasks)
-    unbatched = Evaluator(kb, data, 4, settings(cache_features=False), progress=False)
+    unbatched = Evaluator(kb, data, 4, evaluator_settings(cache_features=False), progress=False)
     assert unbatched.tasks(codes, 2) == [[code] for code in codes]
 
 
@@ -128,7 +104,7 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
     memo = tmp_path / "evaluations.jsonl"
     # Stacks of up to 6: workers receive whole groups (tasks), a dead worker's group is re-queued.
     evaluator = make_evaluator(
-        "gpus", kb, data, 4, settings(stack_individuals=6), num_workers=2, memo_path=memo, progress=False
+        "gpus", kb, data, 4, evaluator_settings(stack_individuals=6), num_workers=2, memo_path=memo, progress=False
     )
     try:
         assert len(evaluator.slots) == 2 and evaluator.slots == [None, None]  # CPU workers here

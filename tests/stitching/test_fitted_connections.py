@@ -113,8 +113,7 @@ def test_an_unfitted_knowledge_base_is_a_one_line_error():
 def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, monkeypatch, tmp_path, caplog):
     import logging
 
-    from test_config import compose_search
-    from test_experiments import SMALL_CRAFT, TINY_DATA, TINY_SEARCH
+    from conftest import SMALL_CRAFT, TINY_DATA, TINY_SEARCH, compose_search
 
     from modulenet.app.jobs import search_job
 

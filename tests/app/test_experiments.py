@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import cifar_checkpoint
-from test_config import compose_search
+from conftest import SMALL_CRAFT, TINY_DATA, TINY_SEARCH, cifar_checkpoint, compose_search
 
 from modulenet.app.jobs import search_job
 
@@ -102,33 +101,6 @@ def test_paper_specific_choices(monkeypatch, tmp_path):
     assert real.knowledge_base.archs[0] == "resnet_cifar20" and real.finetune.after_search
 
 
-TINY_DATA = [
-    "dataset=quickstart",
-    "dataset.num_train=160",
-    "dataset.num_val=64",
-    "dataset.num_test=64",
-    "dataset.batch_size=32",
-]
-TINY_SEARCH = [
-    "search.generations=2",
-    "search.population_size=4",
-    "search.epochs=2",
-    "evaluator.hidden=[32,32]",
-    "evaluator.batch_size=32",
-    "evaluator.pool=avg",
-    "finetune.epochs=1",
-    "finetune.batch_size=32",
-    "logger=none",
-    "progress=false",
-    "trainer.accelerator=cpu",
-    "knowledge_base.allow_random=true",
-]
-# Knowledge bases made small: CIFAR-sized networks of two families (c = 3) stand in for the craft set
-SMALL_CRAFT = [
-    "knowledge_base.archs=[resnet_cifar8,vgg_cifar]",
-    "knowledge_base.num_cells=3",
-    "knowledge_base.weights=null",
-]
 TINY = {  # the recipe, made small: fewer/smaller networks, generated data, short training
     "paper_cifar100_craft": [*SMALL_CRAFT, "knowledge_base.source_finetune_epochs=1"],
     "paper_cifar10_craft": SMALL_CRAFT,

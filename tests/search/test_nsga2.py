@@ -10,62 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BETA, NAMES, TARGET, C, HiddenTarget, N
 from deap import creator
 
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype
 from modulenet.search import SearchCallback, SearchConfig, new_survival, run_search
-from modulenet.search.records import WORST_SCORE, Evaluation
-from modulenet.search.score import search_score, similarity
-
-N, C = 4, 5
-TARGET = (2, 0, 3, 1, 2)
-NAMES = ["resnet34", "resnet50", "vgg13", "vgg16"]
-BETA = 0.1
-
-
-class HiddenTarget:
-    """err_val = Hamming distance to TARGET over c, plus beta * sim (Eq. 4 with alpha = 0).
-
-    beta * sim varies by at most 0.08 while one wrong gene costs 0.2, so TARGET is the unique
-    optimum. Records every request so tests can check what the search asked for.
-    """
-
-    def __init__(self, fail_first_gene: int | None = None):
-        self.calls: list[list[tuple]] = []
-        self.fail_first_gene = fail_first_gene
-
-    def __call__(self, genotypes):
-        self.calls.append([tuple(g) for g in genotypes])
-        return [self.one(tuple(g)) for g in genotypes]
-
-    def one(self, code):
-        if code[0] == self.fail_first_gene:
-            return Evaluation(
-                genotype=code,
-                score=WORST_SCORE,
-                err_val=1.0,
-                l_rate=0.0,
-                sim=similarity(code),
-                status="failed",
-                error="out of memory",
-            )
-        err_val = sum(a != b for a, b in zip(code, TARGET)) / len(code)
-        sim = similarity(code)
-        return Evaluation(
-            genotype=code,
-            score=search_score(err_val, 0.0, sim, alpha=0.0, beta=BETA),
-            err_val=err_val,
-            l_rate=0.0,
-            sim=sim,
-            epoch_losses=[1.0, 0.9],
-            params=sum(1000 * (i + 1) for i in code),
-            flops=sum(7 * (N - i) for i in code),
-        )
-
-    @property
-    def requested(self) -> list[tuple]:
-        return [g for call in self.calls for g in call]
+from modulenet.search.records import Evaluation
+from modulenet.search.score import similarity
 
 
 class Recorder(SearchCallback):
@@ -318,7 +270,7 @@ class ZeroMutation(SearchConfig):  # your own operators: the toolbox, overridden
 
 
 def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_path, monkeypatch):
-    from test_config import compose_search
+    from conftest import compose_search
 
     from modulenet.app.builders import search_config
 

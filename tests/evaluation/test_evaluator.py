@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from conftest import colour_cast
 from torch import nn
 
 from modulenet.errors import ModuleNetError
@@ -31,19 +31,9 @@ def small_settings(**overrides) -> EvaluationSettings:
 
 
 @pytest.fixture(scope="module")
-def kb():
-    torch.manual_seed(0)
-    return build_knowledge_base(["resnet_cifar8", "vgg_cifar", "allconv_cifar"], progress=False)
-
-
-@pytest.fixture(scope="module")
 def data():
     """Images whose class is a colour cast, so a classifier on frozen random features can learn it."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 4, (384,), generator=g)
-    x = torch.randn(384, 3, 32, 32, generator=g) * 0.5
-    x[torch.arange(384), y % 3] += 1.5 * (1 + (y == 3).float()).view(-1, 1, 1)
-    return x[:256], y[:256], x[256:], y[256:]
+    return colour_cast(384, 256, seed=0)
 
 
 def test_cached_features_equal_the_trunk_in_the_loop(kb, data):

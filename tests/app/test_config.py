@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO
+from conftest import REPO, compose_search
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -13,12 +13,6 @@ from modulenet.app.config import register_configs
 
 CONF = str(REPO / "conf")
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
-
-def compose_search(overrides=()):
-    register_configs()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="search_app", overrides=list(overrides))
 
 
 def test_default_is_the_quickstart():

@@ -1,0 +1,96 @@
+"""The connection group's choices (Sec. III-D, V-C; ours): each is one `Connection` that says
+what it builds and what it implies, so no other code keeps a list of names. The name is what
+settings, memo keys, workers and results carry; your own class is named by its dotted path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from modulenet.errors import ModuleNetError
+from modulenet.stitching.connections import Conv1x1Connection, parameter_free_connection
+
+
+@dataclass(frozen=True)
+class Connection:
+    name: str  # built-in: its config name; yours: the class's dotted path
+    target: str  # what the group's `_target_` names
+    build: Callable[[int, int], nn.Module] | None  # (in_channels, out_channels); None: built from what was fitted
+    every_boundary: bool = False  # between every pair of modules, not only where channel counts differ
+    trains: bool = False  # has parameters trained with the classifier (the frozen trunk's features are not cached)
+    fitted: bool = False  # fitted from training images before the search (KnowledgeBase.fit_connections)
+
+    def between(self, in_channels: int, out_channels: int) -> nn.Module:
+        """The channel connection between modules of these channel counts: the identity where they
+        agree, unless it is placed at every boundary."""
+        if self.build is None:
+            raise ModuleNetError(f"connection {self.name!r} is fitted from data: build it with KnowledgeBase.assemble")
+        if in_channels == out_channels and not self.every_boundary:
+            return nn.Identity()
+        return self.build(in_channels, out_channels)
+
+
+_HERE = "modulenet.stitching"
+BUILT_IN = {
+    c.name: c
+    for c in (
+        # the paper's: ChP where channels fall, ChDP where they rise (Sec. III-D)
+        Connection("channel_pool", f"{_HERE}.connections.parameter_free_connection", parameter_free_connection),
+        # the paper's ablation (Sec. V-C): a 1x1 convolution between each module
+        Connection("conv1x1", f"{_HERE}.connections.Conv1x1Connection", Conv1x1Connection, True, trains=True),
+        # ours: a 1x1 convolution only where channel counts differ
+        Connection("conv1x1_where_needed", f"{_HERE}.connections.Conv1x1Connection", Conv1x1Connection, trains=True),
+        # ours: fitted from data (fitted.py)
+        Connection("aligned", f"{_HERE}.fitted.AlignedConnection", None, fitted=True),
+        Connection("least_squares", f"{_HERE}.fitted.LeastSquaresConnection", None, fitted=True),
+    )
+}
+
+
+def get_connection(name: str) -> Connection:
+    """The built-in `name`, or your own class or function at the dotted path `name`: built from
+    `(in_channels, out_channels)`, placed where channel counts differ (everywhere if it declares
+    `every_boundary = True`), trained with the classifier unless it declares `parameter_free = True`."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    factory = own_connection(name)
+    return Connection(
+        name,
+        name,
+        factory,
+        every_boundary=bool(getattr(factory, "every_boundary", False)),
+        trains=not getattr(factory, "parameter_free", False),
+    )
+
+
+def connection_id(name: str, target: str | None = None) -> str:
+    """What names the connection group's choice downstream: a built-in's `name`, or the dotted
+    path of your own class when `target` (`connection._target_`) is none of the built-ins'."""
+    if target is not None and target not in {c.target for c in BUILT_IN.values()}:
+        own_connection(target)  # importable, callable: a one-line error before any work
+        return target
+    if name not in BUILT_IN:
+        raise ModuleNetError(
+            f"connection.name={name!r}: valid connections are {sorted(BUILT_IN)} "
+            "(or your own class as connection._target_=mypkg.MyConnection)"
+        )
+    if target is not None and target != BUILT_IN[name].target:
+        raise ModuleNetError(
+            f"connection._target_={target!r} is not connection.name={name!r}'s class ({BUILT_IN[name].target}): "
+            f"choose a built-in by its group (connection={name})"
+        )
+    return name
+
+
+def own_connection(connection: str):
+    """Your own connection class or function (`connection._target_=mypkg.MyConnection`), imported."""
+    from modulenet.targets import group_choices, target_class
+
+    if "." not in connection:
+        raise ModuleNetError(
+            f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} "
+            "or your own class's dotted path"
+        )
+    return target_class("connection._target_", connection, group_choices("connection"))
