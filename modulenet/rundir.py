@@ -16,6 +16,7 @@ import contextlib
 import csv
 import fcntl
 import json
+import logging
 import math
 import os
 import tempfile
@@ -26,7 +27,9 @@ from pathlib import Path
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import read_genotype_text
 
-# Every file of a run directory (README, "What a run writes"), named here once.
+log = logging.getLogger(__name__)
+
+# Every file of a run directory (docs/cli.md, "What a run writes"), named here once.
 CONFIG = "config_resolved.yaml"  # the composed config, written before anything else
 LOCK = "run.lock"  # names the holder's pid (`hold`)
 STATE = "search_state.json"  # the search's checkpoint: population, generators, history
@@ -210,17 +213,25 @@ def read_scores(search_run: str | os.PathLike) -> dict[tuple, float]:
 
 
 def read_evaluations(run_dir: str | os.PathLike, num_cells: int | None = None) -> list[dict]:
-    """A run's evaluations.csv as rows with typed values (genotype a tuple; [] when the file is missing)."""
+    """A run's evaluations.csv as rows with typed values (genotype a tuple; [] when the file is
+    missing). A damaged row (cut short by a kill, an unreadable genotype, a score that is no
+    number) is skipped, and a warning says which and why."""
     path = Path(run_dir) / EVALUATIONS
     if not path.is_file():
         return []
-    rows = []
+    rows, skipped = [], []
     with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                code = read_genotype_text(row["genotype"], num_cells)
-            except (KeyError, ValueError, AttributeError, TypeError):
-                raise ModuleNetError(f"{path} has a row without a readable genotype: {row}") from None
+        reader = csv.DictReader(f)
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            problem = _damage(row, len(reader.fieldnames or []))
+            if problem is None:
+                try:
+                    code = read_genotype_text(row["genotype"], num_cells)
+                except (KeyError, ValueError, AttributeError, TypeError):
+                    problem = f"unreadable genotype {row.get('genotype')!r}"
+            if problem is not None:
+                skipped.append(f"line {number} ({problem})")
+                continue
             parsed = {
                 "genotype": code,
                 "architecture": row.get("architecture", ""),
@@ -230,7 +241,21 @@ def read_evaluations(run_dir: str | os.PathLike, num_cells: int | None = None) -
             for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
                 parsed[key] = _float_or_nan(row.get(key))
             rows.append(parsed)
+    if skipped:
+        log.warning("%s: skipped %d damaged row(s): %s", path, len(skipped), "; ".join(skipped))
     return rows
+
+
+def _damage(row: dict, fields: int) -> str | None:
+    """Why a row of evaluations.csv cannot be read, or None."""
+    if None in row:
+        return "more fields than the header"
+    present = sum(value is not None for value in row.values())
+    if present < fields:
+        return f"cut short: {present} of {fields} fields"
+    if row.get("status", "ok") == "ok" and "score" in row and math.isnan(_float_or_nan(row["score"])):
+        return f"score {row['score']!r} is not a number"
+    return None
 
 
 def _float_or_nan(value, default: float = math.nan) -> float:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from modulenet import rundir
+from modulenet.errors import ModuleNetError
 from modulenet.genotype import cell_shares, format_genotype
 
 SECRET_KEYS = ("WANDB_API_KEY",)
@@ -238,7 +239,15 @@ def tracker_class(target: str | None) -> type | None:
     """The class `logger._target_` names (None: no tracker); one line when it cannot be imported."""
     from modulenet.targets import target_class
 
-    return target_class("logger._target_", target, "logger=wandb|csv|none") if target else None
+    if not target:
+        return None
+    cls = target_class("logger._target_", target, "logger=wandb|csv|none")
+    if not isinstance(cls, type) or not callable(getattr(cls, "finish", None)):
+        raise ModuleNetError(
+            f"logger._target_={target!r} is not a tracker class (it needs the hooks of modulenet.tracking.Tracker: "
+            "on_generation_end, on_search_end, finish, ...); the built-in ones are logger=wandb|csv|none"
+        )
+    return cls
 
 
 def make_tracker(logger_cfg, run_dir, config: dict, **context):

@@ -6,7 +6,7 @@ import pytest
 from conftest import NAMES, HiddenTarget
 
 from modulenet.search import SearchConfig, run_search
-from modulenet.tracking import CSVTracker, WandbTracker, make_tracker, resolve_wandb_mode
+from modulenet.tracking import CSVTracker, Tracker, WandbTracker, make_tracker, resolve_wandb_mode
 
 SECRET = "local-test-key-0123456789abcdef0123456789abcdef"
 
@@ -69,8 +69,8 @@ def test_csv_logger_writes_one_row_per_generation(tmp_path):
     assert rows[0].startswith("generation,score/min") and len(rows) == 4
 
 
-class OwnTracker:
-    """A user's tracker: it declares only what it wants."""
+class OwnTracker(Tracker):
+    """A user's tracker: the hooks it wants (Tracker's do nothing), and only the arguments it declares."""
 
     def __init__(self, run_dir, job_type: str, tags: list):
         self.run_dir, self.job_type, self.tags = run_dir, job_type, tags
@@ -86,6 +86,8 @@ def test_logger_none_own_and_unknown():
 
     with pytest.raises(ModuleNetError, match=r"logger._target_='tensorboard.Logger' cannot be imported .*logger=wandb"):
         make_tracker({"_target_": "tensorboard.Logger"}, ".", {})
+    with pytest.raises(ModuleNetError, match=r"logger._target_='os.remove' is not a tracker class"):
+        make_tracker({"_target_": "os.remove"}, ".", {})
 
 
 def test_the_search_run_logs_convergence_per_cell_and_the_front_against_generation(tmp_path):

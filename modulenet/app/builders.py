@@ -12,10 +12,11 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning import LightningDataModule
 
 from modulenet.app.config import KnowledgeBaseConf
 from modulenet.errors import ModuleNetError, first_line
-from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, evaluator_class
+from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, check_dispatch
 from modulenet.evaluation.settings import ClassifierSettings, EvaluationSettings
 from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
@@ -35,11 +36,14 @@ from modulenet.tracking import tracker_class
 log = logging.getLogger(__name__)
 
 
-def build(node, key: str, convert: str = "none", **kwargs):
+def build(node, key: str, convert: str = "none", base: type | None = None, **kwargs):
     """Instantiate a config group's `_target_` (given as `key`, e.g. "dataset"; `convert`: Hydra's
-    `_convert_`; `kwargs`: arguments beside the group's); a class that cannot be imported, a bad
-    argument or value is a one-line error."""
-    target_class(f"{key}._target_", node.get("_target_"), group_choices(key))
+    `_convert_`; `kwargs`: arguments beside the group's), checked first: a subclass of `base` where
+    the group has one, else callable with the group's settings and `kwargs`. A class that cannot be
+    imported, is not what the group needs, or fails on a bad argument or value: one line."""
+    arguments = {k: None for k in node if not str(k).startswith("_")} | kwargs
+    called_with = None if base is not None else ((), arguments)
+    target_class(f"{key}._target_", node.get("_target_"), group_choices(key), base=base, called_with=called_with)
     try:
         return instantiate(node, _convert_=convert, **kwargs)
     except Exception as err:  # hydra wraps the constructor's TypeError/ModuleNetError
@@ -51,7 +55,7 @@ def build(node, key: str, convert: str = "none", **kwargs):
 
 def make_datamodule(dataset_cfg):
     """The dataset group's `_target_`, prepared and set up."""
-    datamodule = build(dataset_cfg, "dataset")
+    datamodule = build(dataset_cfg, "dataset", base=LightningDataModule)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -262,7 +266,7 @@ def group_settings(node, settings_class) -> dict:
 
 def check_trainer(trainer_cfg) -> TrainerSettings:
     """The trainer group's settings, built (and so checked) before any work."""
-    return build(trainer_cfg, "trainer")
+    return build(trainer_cfg, "trainer", base=TrainerSettings)
 
 
 def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
@@ -299,7 +303,7 @@ def check_search_config(cfg: DictConfig) -> None:
     for name in cfg.ablation.compare if cfg.ablation.connections else ():
         if name not in BUILT_IN:
             raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are {sorted(BUILT_IN)}")
-    evaluator_class(cfg.evaluator._target_)
+    check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)  # its class, and Ray where it is needed
     tracker_class(cfg.logger._target_)
     kb_cfg = cfg.knowledge_base
     if not is_built_in_knowledge_base(kb_cfg):  # yours: importable, callable
@@ -352,7 +356,7 @@ def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
 def search_config(cfg: DictConfig, kb: KnowledgeBase | None = None) -> SearchConfig:
     """The search group's `_target_` (its epochs, alpha and beta also go to the evaluation), with
     its initial genotypes parsed by the knowledge base (`kb`; None: as given, for the checks)."""
-    config = build(cfg.search, "search", convert="all")
+    config = build(cfg.search, "search", convert="all", base=SearchConfig)
     if kb is None:
         return config
     return replace(config, initial_genotypes=[kb.parse_genotype(g) for g in config.initial_genotypes])

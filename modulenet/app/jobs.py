@@ -44,19 +44,24 @@ log = logging.getLogger(__name__)
 def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> float:
     """Algorithm 1 end to end: data, knowledge base, evaluator, NSGA-II; returns the best score."""
     search_dir = Path(cfg.resume) if cfg.resume else run_dir
-    if cfg.resume and not (search_dir / rundir.STATE).is_file():
-        raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
+    resume = bool(cfg.resume) and (search_dir / rundir.STATE).is_file()
+    if cfg.resume and not resume:
+        if not (search_dir / rundir.CONFIG).is_file():
+            raise ModuleNetError(f"resume={cfg.resume} is not a search run: it has no search_state.json")
+        # killed before its first generation's checkpoint: the same seed draws the same first
+        # generation, and its memo gives back every evaluation that finished
+        log.info("resume=%s has no checkpoint yet: starting at generation 1 with its memo", cfg.resume)
     with hold(search_dir):  # one search per run directory, for the whole job
-        return _search_job(cfg, run_dir, search_dir, group)
+        return _search_job(cfg, run_dir, search_dir, group, resume)
 
 
-def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None) -> float:
+def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None, resume: bool) -> float:
     check_search_config(cfg)  # every check that needs no work, before any
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
     kb = make_search_knowledge_base(cfg, datamodule)
     settings, context = evaluation_settings(cfg), evaluation_context(cfg, kb)
-    if cfg.resume:  # `auto` keeps the run's own choice
+    if resume:  # `auto` keeps the run's own choice
         settings = resumed_settings(settings, search_dir)
     evaluator = make_search_evaluator(cfg, kb, datamodule, settings, context, search_dir / rundir.MEMO)
     tracker = make_tracker(
@@ -80,7 +85,7 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
             search_dir,
             arch_names=kb.arch_names,
             callbacks=[tracker] if tracker else [],
-            resume=bool(cfg.resume),
+            resume=resume,
             progress=cfg.progress,
             depends_on=depends_on,
         )

@@ -302,7 +302,7 @@ def _unreachable(address: str) -> str | None:
 
 def evaluator_class(target: str) -> type:
     """The class `evaluator._target_` names; one line when it cannot be imported."""
-    return target_class("evaluator._target_", target, f"evaluator={'|'.join(EVALUATORS)}")
+    return target_class("evaluator._target_", target, f"evaluator={'|'.join(EVALUATORS)}", base=Evaluator)
 
 
 def build_evaluator(target: str, *args, dispatch: dict | None = None, **kwargs) -> Evaluator:
@@ -312,6 +312,23 @@ def build_evaluator(target: str, *args, dispatch: dict | None = None, **kwargs) 
     cls = evaluator_class(target)
     accepted = inspect.signature(cls).parameters
     return cls(*args, **{k: v for k, v in (dispatch or {}).items() if k in accepted}, **kwargs)
+
+
+def check_dispatch(target: str, address: str | None) -> None:
+    """What dispatching needs, checked before any knowledge base is built: Ray for `evaluator=ray`,
+    and Ray's client extra (grpc) for a `ray://` address. A one-line error instead of a late one."""
+    import importlib.util
+
+    cls = evaluator_class(target)
+    if not issubclass(cls, RayEvaluator):
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)")
+    if str(address or "").startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ModuleNetError(
+            f"evaluator.address={address!r} is a Ray client address, which needs Ray's client extra: "
+            "pip install 'ray[client]' (or run on a node of the cluster with evaluator.address=auto)"
+        )
 
 
 def make_evaluator(name: str, *args, **kwargs) -> Evaluator:

@@ -242,17 +242,22 @@ def read_finetune_run(path: Path) -> FinetuneRun:
     data = _read_json(path / rundir.FINETUNE)
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise ModuleNetError(f"{path / 'finetune.json'} is not a fine-tune's results: it has no 'results' list")
-    for row in data["results"]:
-        for key in ("label", "genotype", "test_error"):
-            if key not in row:
-                raise ModuleNetError(f"{path / 'finetune.json'} has a result without {key!r}: {row}")
+    results, skipped = [], []
+    for number, row in enumerate(data["results"], start=1):
+        missing = [key for key in ("label", "genotype", "test_error") if not isinstance(row, dict) or key not in row]
+        if missing:
+            skipped.append(f"result {number} (no {', '.join(missing)})")
+        elif not isinstance(row["test_error"], (int, float)) or isinstance(row["test_error"], bool):
+            skipped.append(f"result {number} (test_error {row['test_error']!r} is not a number)")
+        else:
+            results.append(row)
+    if skipped:
+        log.warning("%s: skipped %d damaged result(s): %s", path / rundir.FINETUNE, len(skipped), "; ".join(skipped))
     config = _read_config(path)
     if not config and (path.parent / rundir.RESULTS).is_file():  # <search run>/finetune/: the search's config
         config = {"finetune": _read_config(path.parent).get("finetune") or {}}
     search_run = data.get("search_run") or config.get("search_run")
-    run = FinetuneRun(
-        path, dict(data.get("settings") or {}), list(data["results"]), config, Path(search_run) if search_run else None
-    )
+    run = FinetuneRun(path, dict(data.get("settings") or {}), results, config, Path(search_run) if search_run else None)
     if (path / "wandb_run.json").is_file():
         run.wandb = _read_json(path / "wandb_run.json")
     run.label = _run_label(path, config.get("name"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -156,14 +157,37 @@ def choose_precision(
 
 
 def _read_cache(path: Path) -> dict:
+    """The cache's entries that hold a measurement (both timings finite, positive numbers, and when
+    they were measured); a damaged entry is dropped with a warning, so it is measured again."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}  # none yet, or unreadable: measure again
     if not isinstance(entries, dict):
+        log.warning("%s is not a precision cache: measuring again", path)
         return {}
-    measured = lambda e: isinstance(e, dict) and isinstance(e.get("seconds"), dict)
-    return {k: e for k, e in entries.items() if measured(e) and {FLOAT32, BF16} <= e["seconds"].keys()}
+    kept = {}
+    for key, entry in entries.items():
+        if _valid_entry(entry):
+            kept[key] = entry
+        else:
+            log.warning("precision cache %s: entry %r is damaged (%s): measuring again", path, key, _short(entry))
+    return kept
+
+
+def _valid_entry(entry) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("measured"), str):
+        return False
+    seconds = entry.get("seconds")
+    if not isinstance(seconds, dict) or not {FLOAT32, BF16} <= seconds.keys():
+        return False
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0  # noqa: E731
+    return all(number(seconds[p]) for p in (FLOAT32, BF16))
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _write_cache(path: Path, entries: dict) -> None:

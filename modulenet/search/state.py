@@ -170,20 +170,29 @@ def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> N
         )
         return
     now = json.loads(json.dumps(now, default=str))  # the stored form: lists, not tuples
-    differing = [key for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
+    differing = _differences(stored, now)
     if differing:
-        shown = "; ".join(
-            f"{key}: {_short(now.get(key))} now, {_short(stored.get(key))} in the run" for key in differing[:3]
-        )
+        more = f"; and {len(differing) - 5} more" if len(differing) > 5 else ""
+        keys = ", ".join(sorted({d.split(":")[0].split(".")[0] for d in differing}))
         raise ModuleNetError(
-            f"cannot resume {run_dir}: its evaluations were made with another {', '.join(differing)} "
-            f"({shown}); start a new run or resume with the same settings"
+            f"cannot resume {run_dir}: its evaluations were made with another {keys} "
+            f"({'; '.join(differing[:5])}{more}); start a new run or resume with the same settings"
         )
 
 
-def _short(value, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _differences(stored: dict, now: dict, prefix: str = "") -> list[str]:
+    """Each differing value in full, `key: <now> now, <stored> in the run`; dictionaries (the
+    knowledge base's weights by architecture, the dataset's settings) compared key by key."""
+    found = []
+    for key in sorted(set(stored) | set(now), key=str):
+        a, b = now.get(key), stored.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(b, a, f"{prefix}{key}.")
+        else:
+            found.append(f"{prefix}{key}: {json.dumps(a, default=str)} now, {json.dumps(b, default=str)} in the run")
+    return found
 
 
 def float_out(value: float):

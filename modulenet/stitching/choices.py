@@ -93,4 +93,5 @@ def own_connection(connection: str):
             f"unknown connection {connection!r}; valid connections are {sorted(BUILT_IN)} "
             "or your own class's dotted path"
         )
-    return target_class("connection._target_", connection, group_choices("connection"))
+    # built from (in_channels, out_channels): anything that cannot take them is refused before a call
+    return target_class("connection._target_", connection, group_choices("connection"), called_with=((1, 2), {}))

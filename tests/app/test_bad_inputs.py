@@ -512,3 +512,19 @@ def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
             NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, archs=["vgg_cifar"], epochs=1
         )
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(find_spec("grpc") is not None, reason="ray[client] is installed: ray:// would connect")
+def test_a_ray_client_address_is_checked_before_any_knowledge_base_is_built(tmp_path, monkeypatch, capsys):
+    """Issue 25: the client extra is missing: one line at start (it took 4.7 minutes of knowledge-base
+    training before), and nothing of the knowledge base was built."""
+    from conftest import compose_search
+
+    from modulenet.app.jobs import search_job
+
+    cfg = compose_search(["evaluator=ray", "evaluator.address=ray://127.0.0.1:1", "logger=none", "progress=false"])
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModuleNetError, match=r"is a Ray client address, which needs Ray's client extra") as info:
+        search_job(cfg, tmp_path / "run")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()  # the quickstart base was not trained

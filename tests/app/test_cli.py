@@ -234,6 +234,14 @@ def bad_input(
         ),
         (["connection._target_=mypkg.Stitch"], "connection._target_='mypkg.Stitch' cannot be imported"),
         (["trainer._target_=mypkg.Trainer"], "the built-in ones are trainer=cpu|gpu"),
+        # Issue 25: a command-line _target_ is checked against its group's contract before any call
+        (["logger._target_=os.remove"], "logger._target_='os.remove' is not a tracker class"),
+        (["connection._target_=os.system"], "connection._target_='os.system' cannot be called as this group calls"),
+        (["evaluator._target_=subprocess.Popen"], "evaluator._target_='subprocess.Popen' is not a subclass of"),
+        (["search._target_=collections.OrderedDict"], "is not a subclass of modulenet.search.toolbox.SearchConfig"),
+        (["trainer._target_=os.getcwd"], "is not a subclass of modulenet.runtime.settings.TrainerSettings"),
+        (["dataset._target_=os.getcwd"], "is not a subclass of pytorch_lightning.core.datamodule.LightningDataModule"),
+        (["knowledge_base._target_=os.getcwd"], "knowledge_base._target_='os.getcwd' cannot be called as this group"),
         (
             [
                 "knowledge_base=craft",
@@ -314,7 +322,25 @@ def test_a_run_directory_is_data_for_finetuning(tmp_path, monkeypatch, capsys):
     crafted["dataset"] = {"_target_": "os.system", "command": f"touch {marker}"}
     (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(crafted))
     line = bad_finetune(tmp_path, monkeypatch, capsys, [f"search_run={run}"])
-    assert line.startswith("error: ") and "names _target_ 'os.system', which is not modulenet's own" in line, line
+    assert line.startswith("error: ") and "names dataset._target_='os.system', which is none of" in line, line
+    assert not marker.exists()
+
+    # Issue 25: a dotted name under modulenet. reaches whatever modulenet imports (torch.load here,
+    # with a hostile pickle), nested at any depth: refused by name before anything is called.
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save(Hostile(), tmp_path / "hostile.pt")
+    crafted = OmegaConf.to_container(cfg, resolve=True)
+    crafted["dataset"]["seed"] = {
+        "_target_": "modulenet.finetune.stage.torch.load",
+        "f": str(tmp_path / "hostile.pt"),
+        "weights_only": False,
+    }
+    (run / "config_resolved.yaml").write_text(OmegaConf.to_yaml(crafted))
+    line = bad_finetune(tmp_path, monkeypatch, capsys, [f"search_run={run}"])
+    assert "names dataset.seed._target_='modulenet.finetune.stage.torch.load', which is none of" in line, line
     assert not marker.exists()
 
     kb = build_knowledge_base(["resnet_cifar8"], progress=False)

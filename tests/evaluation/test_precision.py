@@ -105,3 +105,32 @@ def test_a_resumed_search_keeps_the_precision_auto_chose_for_it(monkeypatch, tmp
     assert builders.resumed_settings(auto, tmp_path).precision == BF16
     monkeypatch.setattr(builders, "has_bf16_units", lambda device: False)  # emulated bf16: measure instead
     assert builders.resumed_settings(auto, tmp_path) == auto
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"seconds": {FLOAT32: 1.0, BF16: 0.5}},  # no `measured`
+        {"seconds": {FLOAT32: "1.0", BF16: 0.5}, "measured": "x"},
+        {"seconds": {FLOAT32: None, BF16: 0.5}, "measured": "x"},
+        {"seconds": {FLOAT32: 1.0, BF16: -0.5}, "measured": "x"},
+        {"seconds": {FLOAT32: 0.0, BF16: 0.5}, "measured": "x"},
+        {"seconds": {FLOAT32: float("inf"), BF16: 0.5}, "measured": "x"},
+        {"seconds": {FLOAT32: True, BF16: 0.5}, "measured": "x"},
+        "not an entry",
+    ],
+)
+def test_a_damaged_cache_entry_is_measured_again_with_a_warning(monkeypatch, tmp_path, caplog, entry):
+    """Issue 25: an entry of the wrong shape or with timings that are no timings is measured again
+    (a warning, never a traceback), and the cache is rewritten whole with the new measurement."""
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    cache = tmp_path / "precision.json"
+    first = choose_precision("auto", CPU, HEAD, cache=cache)
+    ((key, _),) = json.loads(cache.read_text()).items()
+    cache.write_text(json.dumps({key: entry}))
+    with caplog.at_level("WARNING", logger="modulenet"):
+        again = choose_precision("auto", CPU, HEAD, cache=cache)
+    assert "measured now" in again.reason and "damaged" in caplog.text
+    assert again.precision in (FLOAT32, BF16) and first.precision in (FLOAT32, BF16)
+    stored = json.loads(cache.read_text())[key]
+    assert stored["seconds"] == again.seconds and isinstance(stored["measured"], str)

@@ -531,3 +531,29 @@ def test_figures_go_to_an_offline_wandb_run_when_asked(runs, tmp_path):
 
     logged = {re.sub(r"_\d+_[0-9a-f]+$", "", p.stem) for p in offline.rglob("*.png")}  # <key>_<step>_<hash>.png
     assert logged == {p.stem for p in report.figures}
+
+
+def test_a_damaged_evaluations_csv_or_finetune_json_is_reported_row_by_row(runs, tmp_path, caplog):
+    """Issue 25: a run's evaluations.csv cut mid-line (a kill) and finetune.json rows without their
+    numbers: the report is written from what can be read, and a warning names each skipped row."""
+    import shutil
+
+    search = tmp_path / "search"
+    shutil.copytree(runs.sweep / "0", search)
+    csv_path = search / "evaluations.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 3])  # the last row cut short
+    ft = tmp_path / "ft"
+    shutil.copytree(runs.ft, ft)
+    data = json.loads((ft / "finetune.json").read_text())
+    data["search_run"] = str(search)
+    del data["results"][1]["test_error"]
+    data["results"][2]["test_error"] = "n/a"
+    (ft / "finetune.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        report = write_report([search, ft], tmp_path / "report")
+    assert report.path.is_file()
+    assert f"{csv_path}: skipped 1 damaged row(s): line {len(lines)} (cut short" in caplog.text
+    assert "skipped 2 damaged result(s): result 2 (no test_error); result 3 (test_error 'n/a' is not a number)" in (
+        caplog.text
+    )
