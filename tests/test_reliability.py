@@ -102,7 +102,7 @@ def test_resume_refuses_evaluations_made_on_something_else(tmp_path, caplog):
     [
         (lambda s: s.pop("population"), "lacks 'population'"),
         (lambda s: s.update(generation="two"), "has a bad value"),
-        (lambda s: s.update(rng={}), "lacks 'python'"),
+        (lambda s: s.update(rng={}), "lacks 'search'"),
     ],
 )
 def test_a_corrupt_checkpoint_is_one_line(tmp_path, edit, expected):

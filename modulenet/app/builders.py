@@ -65,15 +65,15 @@ BUILT_IN_KNOWLEDGE_BASE = "modulenet.app.builders.knowledge_base"
 
 
 def is_built_in_knowledge_base(kb_cfg) -> bool:
-    """Whether the knowledge_base group builds the built-in (configs saved before it had a `_target_` do)."""
-    return kb_cfg.get("_target_") in (None, BUILT_IN_KNOWLEDGE_BASE)
+    """Whether the knowledge_base group builds the built-in (`builders.knowledge_base`)."""
+    return kb_cfg._target_ == BUILT_IN_KNOWLEDGE_BASE
 
 
 def make_knowledge_base(
     kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
 ) -> KnowledgeBase:
-    """The knowledge_base group's `_target_` (configs saved before the group had one: the built-in),
-    given the group's settings and `datamodule`, `progress`, `seed`, `accelerator`."""
+    """The knowledge_base group's `_target_`, given the group's settings and `datamodule`,
+    `progress`, `seed`, `accelerator`."""
     if is_built_in_knowledge_base(kb_cfg):
         return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
     target = kb_cfg._target_

@@ -33,7 +33,7 @@ class KnowledgeBaseConf:
     own function or class (`knowledge_base._target_=mypkg.my_knowledge_base`) receives these as
     keywords with `datamodule`, `progress`, `seed` and `accelerator`, and returns a KnowledgeBase."""
 
-    _target_: str | None = "modulenet.app.builders.knowledge_base"  # null: the built-in (configs saved before it)
+    _target_: str = "modulenet.app.builders.knowledge_base"
     archs: list[str] = field(default_factory=list)
     num_cells: int | None = None
     weights: Any = None  # one spec for all, or {arch: spec}: null/random, DEFAULT, or a file path
@@ -59,12 +59,12 @@ class ConnectionConf:
     """How neighbouring modules are joined (stitching/connections.py): the built-ins by `name` with their
     `_target_`, or your own class as `connection._target_=mypkg.MyConnection` (stitching/choices.py)."""
 
-    _target_: str | None = "modulenet.stitching.connections.parameter_free_connection"  # null: the built-in `name`'s
+    _target_: str = "modulenet.stitching.connections.parameter_free_connection"
     # channel_pool (ChP/ChDP, Sec. III-D) | conv1x1 (ablation, Sec. V-C: a 1x1 convolution at every
     # boundary) | conv1x1_where_needed (ours: only where channel counts differ) | aligned | least_squares
     name: str = "channel_pool"
     # Sec. III-B: reduce (the paper's: the preceding module drops its last reduction, or pools more;
-    # never upsampled) | resample (ours before: pool or upsample between modules) - stitching/resolution.py
+    # never upsampled) | resample (ours: pool or upsample between modules) - stitching/resolution.py
     resolution: str = "reduce"
     fit_images: int = 2000  # aligned | least_squares: training images the connections are fitted on
 

@@ -35,6 +35,7 @@ from modulenet.knowledge import KnowledgeBase
 from modulenet.rundir import hold, read_results
 from modulenet.runtime.settings import TrainerSettings
 from modulenet.search import run_search
+from modulenet.stitching.choices import BUILT_IN
 from modulenet.targets import check_targets
 from modulenet.tracking import make_tracker, tracker_class
 
@@ -113,7 +114,7 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
 
     compare = [name for name in cfg.ablation.compare if name != settings.connection]
     for name in compare:
-        connection = OmegaConf.merge(cfg.connection, {"name": name, "_target_": None})
+        connection = OmegaConf.merge(cfg.connection, {"name": name, "_target_": BUILT_IN[name].target})
         fit_connections(kb, connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
     connection_ablation(
         kb,
@@ -194,7 +195,7 @@ def finetune_stage(
         hidden=list(search_cfg.evaluator.hidden),
         pool=search_cfg.evaluator.pool,
         connection=connection_of(search_cfg.connection),
-        resolution=search_cfg.connection.get("resolution", "resample"),  # runs from before the rule resampled
+        resolution=search_cfg.connection.resolution,
         **group_settings(run_cfg.trainer, TrainerSettings),
         seed=seed,
     )

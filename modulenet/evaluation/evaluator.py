@@ -1,7 +1,8 @@
 """Evaluating one individual (Sec. III-E, Sec. IV; Algorithm 1 lines 11 and 16).
 
 The assembled trunk is frozen, so only the classifier is trained, with cross-entropy, for
-`epochs` (20 in the paper) by a Lightning `Trainer`. From that run: err_val = 1 - acc_val
+`epochs` (20 in the paper): by a Lightning `Trainer` one individual at a time, or as stacked
+classifiers in a plain loop (stacked.py). From that training: err_val = 1 - acc_val
 (Eq. 5), l_rate from the first and last epoch's mean training loss (Eq. 6), sim from the
 genotype (Eq. 7-8), and score (Eq. 4).
 """

@@ -91,10 +91,6 @@ class EvaluationSettings(ClassifierSettings, TrainerSettings):
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in self.SPEED_ONLY}
-        # Memos written before these settings existed still match at the value they had then.
-        for key, before in (("float32_matmul_precision", "highest"), ("resolution", "resample")):
-            if relevant[key] == before:
-                del relevant[key]
         return {**relevant, **(context or {})}
 
     def fingerprint(self, context: dict | None = None) -> str:

@@ -65,7 +65,7 @@ def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple
     return tuple(float(getattr(evaluation, name)) for name in objectives)
 
 
-# --------------------------------------------------------------------------- the toolbox
+# --------------------------------------------------------------------------- variation
 
 
 def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
@@ -258,6 +258,3 @@ def _record(run: SearchState, stats: tools.Statistics, previous: list[tuple], ev
         best_genotype=list(best.genotype),
     )
     return dict(run.logbook[-1])
-
-
-# --------------------------------------------------------------------------- checkpoint (JSON only)

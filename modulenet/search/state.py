@@ -24,7 +24,7 @@ from modulenet.search.toolbox import SearchConfig
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "modulenet-search-state/1"
+STATE_FORMAT = "modulenet-search-state/2"  # 2: memo keys name every setting
 
 
 class SearchState:
@@ -152,9 +152,7 @@ def _run_from_state(
     for row in state["history"]:
         run.logbook.record(**row)
     run.populations = [[tuple(int(g) for g in code) for code in pop] for pop in state.get("populations", [])]
-    # Checkpoints written before the search owned its generator kept the process's `random` state,
-    # which was then the search's stream.
-    run.rng = rng_from_json(state["rng"]["search"] if "search" in state["rng"] else state["rng"]["python"])
+    run.rng = rng_from_json(state["rng"]["search"])
     return run
 
 
@@ -162,15 +160,8 @@ def _check_depends_on(run_dir: Path, stored: dict | None, now: dict | None) -> N
     """Refuse to continue a run whose evaluations were made on something else, naming what differs."""
     if now is None:
         return
-    if stored is None:
-        log.warning(
-            "%s records no knowledge base or evaluation settings (written by an older modulenet): "
-            "resuming without checking that its evaluations match this run",
-            run_dir,
-        )
-        return
     now = json.loads(json.dumps(now, default=str))  # the stored form: lists, not tuples
-    differing = _differences(stored, now)
+    differing = _differences(stored or {}, now)
     if differing:
         more = f"; and {len(differing) - 5} more" if len(differing) > 5 else ""
         keys = ", ".join(sorted({d.split(":")[0].split(".")[0] for d in differing}))
@@ -198,6 +189,3 @@ def _differences(stored: dict, now: dict, prefix: str = "") -> list[str]:
 def float_out(value: float):
     """Strict JSON has no Infinity; crowding distances of boundary points are infinite."""
     return value if math.isfinite(value) else str(value)
-
-
-# --------------------------------------------------------------------------- outputs

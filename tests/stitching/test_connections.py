@@ -140,7 +140,7 @@ def test_your_own_connection_class_is_built_from_connection_target(own_connectio
 
     assert connection_id("channel_pool", "my_connections.Stitch") == "my_connections.Stitch"
     assert connection_id("conv1x1", "modulenet.stitching.connections.Conv1x1Connection") == "conv1x1"
-    assert connection_id("least_squares") == "least_squares"  # a config saved before the group had a _target_
+    assert connection_id("least_squares") == "least_squares"  # the Python API: a built-in by its name
     assert isinstance(get_connection("my_connections.Stitch").between(4, 8), own_connections.Stitch)
     assert isinstance(get_connection("my_connections.Stitch").between(4, 4), torch.nn.Identity)
     assert isinstance(get_connection("my_connections.FirstChannel").between(4, 4), own_connections.FirstChannel)
