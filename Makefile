@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install lint format test test-all clean bench bench-dispatch
+.PHONY: install lint format test test-all clean bench bench-dispatch bench-finetune
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,7 @@ bench:
 # evaluator=gpus with CPU workers against local, same generations (writes benchmarks/results_dispatch.json).
 bench-dispatch:
 	$(PY) benchmarks/bench_dispatch.py $(ARGS)
+
+# The evaluation stage: per-image data path against data on the device, side by side (writes benchmarks/results_finetune.json).
+bench-finetune:
+	$(PY) benchmarks/bench_finetune.py $(ARGS)

@@ -19,3 +19,7 @@ echo "bench_paper_scale --eager exit $?"; grep -v "individuals:" "$out/paper_sca
 timeout "${EVALUATION_S:-180}" python3 benchmarks/bench_evaluation.py --device cuda --no-scaling \
     --out "$out/results_gpu.json" >"$out/evaluation.log" 2>&1
 echo "bench_evaluation exit $?"; tail -n 9 "$out/evaluation.log"
+# The evaluation stage: the per-image data path against data augmented on the GPU (issue 23).
+timeout "${FINETUNE_S:-240}" python3 benchmarks/bench_finetune.py --accelerator cuda --precision bf16-mixed \
+    --epochs 2 --seeds 2 --out "$out/results_finetune_gpu.json" >"$out/finetune.log" 2>&1
+echo "bench_finetune exit $?"; grep -v "Warning\|warn" "$out/finetune.log" | tail -n 12

@@ -20,6 +20,7 @@ master weights, on CPUs with bf16 matrix units and on GPUs alike.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from torch.utils.data import DataLoader
 from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.runtime.precision import BF16, FLOAT32
 from modulenet.stitching.assembly import Trunk
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- shared prefixes
 
@@ -183,28 +186,64 @@ class StackedIndividuals:
             self._loss(index, loss_sum).backward()
             optimizer.step()
 
-        replay = None
         side = torch.cuda.Stream(self.device) if capturable else None
+
+        def beside(index: torch.Tensor) -> None:  # eager work beside a graph runs on a side stream
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                eager(index)
+            torch.cuda.current_stream().wait_stream(side)
+
+        replay = None
         steps = 0
         self.classifier.train()
         for epoch in range(epochs):
             for start in range(0, n, batch_size):
                 index = order[epoch, start : start + batch_size]
-                if capturable and len(index) == batch_size and steps >= self.WARMUP:
-                    if replay is None:
-                        replay = self._capture(optimizer, index, loss_sum)
+                if capturable and len(index) == batch_size and steps >= self.WARMUP and replay is None:
+                    replay = self._capture(optimizer, index, loss_sum)
+                    # the check steps this batch eagerly; a graph that disagrees is not replayed
+                    capturable = self.replay_agrees(replay, beside, index, optimizer, loss_sum)
+                elif capturable and len(index) == batch_size and replay is not None:
                     replay(index)
-                elif capturable:  # eager work beside a graph runs on a side stream, as capture requires
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
-                        eager(index)
-                    torch.cuda.current_stream().wait_stream(side)
+                elif capturable:
+                    beside(index)
                 else:
                     eager(index)
                 steps += 1
             for g, value in enumerate((loss_sum / n).tolist()):  # the one host sync of an epoch
                 self.epoch_losses[g].append(value)
             loss_sum.zero_()
+
+    def replay_agrees(self, replay, eager, index: torch.Tensor, optimizer, loss_sum: torch.Tensor) -> bool:
+        """The graph checks itself at first use: one replayed step and one eager step on the same
+        batch, from the same parameters and optimizer state, must give the same parameters (to a
+        tolerance bf16 explains). A wrong replay would silently change every score, so a mismatch
+        is one warning, and the run continues eagerly from the eager step's state."""
+        params = list(self.classifier.parameters())
+        tensors = params + [v for p in params for v in optimizer.state[p].values() if torch.is_tensor(v)] + [loss_sum]
+        before = [v.detach().clone() for v in tensors]
+        keys = {p: set(optimizer.state[p]) for p in params}
+        replay(index)
+        replayed = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for v, saved in zip(tensors, before):
+                v.copy_(saved)
+        for p in params:  # optimizer state the replay created (a first step) goes too
+            for key in set(optimizer.state[p]) - keys[p]:
+                del optimizer.state[p][key]
+        eager(index)
+        tolerance = 1e-2 if self.bf16 else 1e-4
+        if all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(replayed, params)):
+            return True
+        worst = max(float((a - b.detach()).abs().max()) for a, b in zip(replayed, params))
+        log.warning(
+            "the CUDA-graph step of the stacked classifiers differs from the eager step (max |d param| %.3g "
+            "> %g): continuing eagerly (evaluator.graph_step=false does so from the start)",
+            worst,
+            tolerance,
+        )
+        return False
 
     def _capture(self, optimizer, first: torch.Tensor, loss_sum: torch.Tensor):
         """One full-batch step (gradients allocated by the captured backward, fused Adam) as a

@@ -35,6 +35,9 @@ class FinetuneRecipe:
     batch_size: int = 128
     seeds: list[int] = field(default_factory=list)  # fine-tune each architecture once per seed (default: [seed])
     keep_checkpoints: bool = False  # keep each architecture's last Lightning checkpoint after it finishes
+    # array-backed data batched and augmented on the training device (data/device.py): the same
+    # augmentation's distribution, other draws; false: the per-image DataLoader path
+    data_on_device: bool = True
 
     def __post_init__(self) -> None:
         """One line naming the first bad value."""

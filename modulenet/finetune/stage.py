@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from modulenet import rundir
+from modulenet.data.device import device_batches
 from modulenet.errors import first_line
 from modulenet.evaluation.lit_module import IndividualModule, classifier_input_size
 from modulenet.finetune.network import (
@@ -126,11 +127,15 @@ def _finetune_architecture(
     model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
     with quiet_lightning():
         curves = [EpochCurves(report, datamodule.val_dataloader())] if report is not None else []
-        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress, checkpoints, curves)
+        # array-backed data: batched and augmented on the training device (data/device.py)
+        on_device = device_batches(datamodule, accelerator_device(s.accelerator), s.seed) if s.data_on_device else None
+        train = on_device if on_device is not None else datamodule.train_dataloader()
+        owned = [on_device] if on_device is not None else []
+        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress, checkpoints, curves, owned)
         last, finished = resume_from(checkpoints)
         if last is not None:
             log.info("  continuing from %s (epoch %d of %d)", last, finished, s.epochs)
-        trainer.fit(model, datamodule.train_dataloader(), ckpt_path=last, weights_only=True)
+        trainer.fit(model, train, ckpt_path=last, weights_only=True)
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy
         trainer.test(model, datamodule.test_dataloader(), verbose=False)

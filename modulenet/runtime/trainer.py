@@ -84,18 +84,24 @@ def quiet_lightning():
 
 
 class GeneratorStates(pl.Callback):
-    """The global torch generators (the loader's shuffling, the per-image augmentation draw from
-    them) saved in each checkpoint and restored on resume: a resumed fine-tune draws the batches
-    an uninterrupted one would."""
+    """The generators that shuffle and augment, saved in each checkpoint and restored on resume,
+    so a resumed fine-tune draws the batches an uninterrupted one would: torch's global ones (a
+    DataLoader's shuffling, the per-image augmentation) and those of `owned` (objects with
+    `generator_state` / `set_generator_state`: data.device.DeviceBatches)."""
+
+    def __init__(self, owned=()):
+        self.owned = list(owned)
 
     def state_dict(self) -> dict:
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+        return {"cpu": torch.get_rng_state(), "cuda": cuda, "owned": [o.generator_state() for o in self.owned]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         torch.set_rng_state(state_dict["cpu"])
         if state_dict["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+        for owner, state in zip(self.owned, state_dict["owned"]):
+            owner.set_generator_state(state)
 
 
 LAST_CHECKPOINT = "last.ckpt"  # the last finished epoch's checkpoint
@@ -118,12 +124,14 @@ def make_trainer(
     progress: bool = False,
     checkpoints: Path | None = None,
     callbacks: list[pl.Callback] = (),
+    owned_generators=(),
 ) -> pl.Trainer:
     """The one Lightning trainer of evaluation, fine-tuning and source training: one device, no
     sanity pass; a progress bar only where one run is long (`progress`; a search shows its own).
     No logger of its own (the job's tracker is the only W&B run; `callbacks` may report to it).
     `checkpoints`: a folder where the last finished epoch is kept (model, optimiser, scheduler,
-    loops and generators; `resume_from(checkpoints)` continues from it).
+    loops and generators, torch's and those of `owned_generators`; `resume_from(checkpoints)`
+    continues from it).
     `precision="auto"` here means whole networks (`precision.choose_precision`)."""
     if precision == AUTO:
         precision = choose_precision(AUTO, accelerator_device(accelerator)).precision
@@ -133,7 +141,7 @@ def make_trainer(
         every_epoch = ModelCheckpoint(
             dirpath=checkpoints, filename=LAST_CHECKPOINT.removesuffix(".ckpt"), enable_version_counter=False
         )
-        callbacks += [every_epoch, GeneratorStates()]
+        callbacks += [every_epoch, GeneratorStates(owned_generators)]
     return pl.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,

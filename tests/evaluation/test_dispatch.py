@@ -128,3 +128,48 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
 
 
 # `evaluator=ray` against `local`: tests/test_reliability.py runs the same search with both.
+
+
+def _stacked(seed: int = 0):
+    from modulenet.evaluation.lit_module import Classifier
+    from modulenet.evaluation.stacked import StackedIndividuals
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(2, 64, 16, generator=g), torch.randint(0, 4, (64,), generator=g)
+    torch.manual_seed(seed)
+    model = StackedIndividuals(x, y, x[:, :16], y[:16], Classifier(16, 4, [32]), lambda p, c=False: torch.optim.Adam(p))
+    optimizer = model.optimizer_factory(model.classifier.parameters())
+    loss_sum = torch.zeros(2)
+
+    def eager(index):
+        optimizer.zero_grad(set_to_none=True)
+        model._loss(index, loss_sum).backward()
+        optimizer.step()
+
+    return model, optimizer, loss_sum, eager
+
+
+def test_the_graphed_step_checks_itself_against_the_eager_step(caplog):
+    """Issue 23: at first use the replayed step is compared with an eager step on the same batch from
+    the same state; the check is the same on any device, so a mismatch is forced here on the CPU (a
+    'replay' that perturbs a weight). Either way the state after the check is one eager step's."""
+    index = torch.arange(16)
+    reference, ref_optimizer, ref_loss, ref_eager = _stacked()
+    ref_eager(index)
+    expected = [p.detach().clone() for p in reference.classifier.parameters()]
+
+    model, optimizer, loss_sum, eager = _stacked()
+    assert model.replay_agrees(eager, eager, index, optimizer, loss_sum)  # a faithful replay
+    assert all(torch.equal(a, b) for a, b in zip(model.classifier.parameters(), expected))
+
+    def wrong_replay(index):
+        eager(index)
+        with torch.no_grad():
+            next(model.classifier.parameters()).add_(0.1)
+
+    model, optimizer, loss_sum, eager = _stacked()
+    with caplog.at_level("WARNING", logger="modulenet"):
+        assert not model.replay_agrees(wrong_replay, eager, index, optimizer, loss_sum)
+    assert "differs from the eager step" in caplog.text and "continuing eagerly" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(model.classifier.parameters(), expected))
+    assert torch.equal(loss_sum, ref_loss)  # the batch's loss counted once
