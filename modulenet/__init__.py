@@ -11,4 +11,14 @@ runtime (devices, precision), data.
 from modulenet.errors import ModuleNetError
 
 __version__ = "0.1.0"
-__all__ = ["ModuleNetError", "__version__"]
+__all__ = ["ModuleNetError", "__version__", "load_network"]
+
+
+def __getattr__(name: str):
+    """`modulenet.load_network(path)`: a saved network (finetune/network.py), imported on first
+    use so that `import modulenet` stays light (the search and the report need no torch)."""
+    if name == "load_network":
+        from modulenet.finetune.network import load_network
+
+        return load_network
+    raise AttributeError(f"module 'modulenet' has no attribute {name!r}")

@@ -90,8 +90,10 @@ def test_a_reloaded_network_in_a_fresh_process_gives_the_recorded_test_error(fin
 
 def test_the_reloaded_network_predicts_what_the_finetuned_one_did(finetuned):
     """In this process too: the network rebuilt from its description gives the recorded error."""
+    import modulenet
+
     out, (row,), _ = finetuned
-    network = load_network(out / row.network)
+    network = modulenet.load_network(out / row.network)  # the package's own name for it
     assert not network.training
     dm = NpzDataModule(**{k: v for k, v in network.description["dataset"].items() if k != "_target_"})
     dm.setup("fit")
