@@ -20,7 +20,7 @@ from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, c
 from modulenet.evaluation.settings import ClassifierSettings, EvaluationSettings
 from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
-from modulenet.knowledge.base import METADATA_FILE
+from modulenet.knowledge.base import load_cached_knowledge_base
 from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.runtime.precision import AUTO, PRECISIONS, has_bf16_units
@@ -143,9 +143,10 @@ def built_in_knowledge_base(
                 "dataset: give one (e.g. dataset=cifar10)"
             )
         cached = finetuned_cache_dir(kb_cfg, datamodule, seed)  # once, then reused by sweeps and fine-tuning
-        if (cached / METADATA_FILE).is_file():
-            log.info("knowledge base fine-tuned on the target: loading %s", cached)
-            return load_knowledge_base(cached, trust_code=kb_cfg.trust_code)
+        kb = load_cached_knowledge_base(cached, trust_code=kb_cfg.trust_code)
+        if kb is not None:
+            log.info("knowledge base fine-tuned on the target: loaded %s", cached)
+            return kb
     kb = build_knowledge_base(
         list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size, progress=progress
     )
@@ -215,7 +216,7 @@ def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: st
     """`connection=aligned | least_squares`: fitted on the first `connection.fit_images` images of the
     search's training split, once, then cached beside the knowledge bases (keyed by their weights,
     the data and the resolution rule)."""
-    name, resolution = connection_of(connection_cfg), connection_cfg.get("resolution", "resample")
+    name, resolution = connection_of(connection_cfg), connection_cfg.resolution
     if not get_connection(name).fitted or resolution in kb.fitted:
         return
     count = connection_cfg.fit_images
@@ -232,9 +233,13 @@ def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: st
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cached = Path(cache_dir).expanduser() / f"fitted-connections-{key}.pt"
     if cached.is_file():
-        log.info("fitted connections: loading %s", cached)
-        kb.load_fitted(cached, len(images))
-        return
+        try:
+            kb.load_fitted(cached, len(images))
+            log.info("fitted connections: loaded %s", cached)
+            return
+        except ModuleNetError as err:  # a damaged cache is fitted again, never a failed run
+            log.warning("cached fitted connections %s are damaged (%s): fitting them again", cached, err)
+            cached.unlink(missing_ok=True)
     log.info("fitting the %s connections on %d training images (cached at %s)", name, len(images), cached)
     kb.fit_connections(images, resolution=resolution, progress=progress)
     cached.parent.mkdir(parents=True, exist_ok=True)

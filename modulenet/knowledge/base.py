@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -338,6 +339,20 @@ class KnowledgeBase:
             raise WeightsError(f"cannot read {path}: corrupt or not a tensor file ({first_line(err)})") from None
         self.fitted.update(fitted_from_state(self, state))
         self.fitted_images = int(images)
+
+
+def load_cached_knowledge_base(directory: Path, trust_code: bool = False) -> KnowledgeBase | None:
+    """A knowledge base this package cached (trained or fine-tuned sources), or None where there is
+    none yet; a damaged one (corrupt or truncated files, another format) is set aside with a
+    warning, never a failed run: the caller builds it again."""
+    if not (directory / METADATA_FILE).is_file():
+        return None
+    try:
+        return KnowledgeBase.load(directory, trust_code=trust_code)
+    except (KnowledgeBaseError, WeightsError) as err:
+        log.warning("cached knowledge base %s is damaged (%s): building it again", directory, err)
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
 
 
 def load_knowledge_base(directory: str | os.PathLike, trust_code: bool = False) -> KnowledgeBase:

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from modulenet.errors import ModuleNetError
-from modulenet.knowledge import build_knowledge_base, get_architecture, load_knowledge_base
-from modulenet.knowledge.base import METADATA_FILE, KnowledgeBase
+from modulenet.knowledge import build_knowledge_base, get_architecture
+from modulenet.knowledge.base import KnowledgeBase, load_cached_knowledge_base
 from modulenet.knowledge.training import train_source_network
 from modulenet.rng import seeded
 from modulenet.runtime.trainer import accelerator_device
@@ -41,9 +41,10 @@ def quickstart_knowledge_base(
     recipe = {"archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule)}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
-    if (path / METADATA_FILE).is_file():
-        log.info("quickstart knowledge base: loading %s", path)
-        return load_knowledge_base(path)
+    cached = load_cached_knowledge_base(path)
+    if cached is not None:
+        log.info("quickstart knowledge base: loaded %s", path)
+        return cached
     datamodule.setup("fit")
     if getattr(datamodule, "num_classes", 10) > 10:
         raise ModuleNetError(

@@ -242,5 +242,20 @@ def fitted_from_state(kb, state: dict[str, torch.Tensor]) -> dict:
             )
         resolution, j, prev, nxt, connection, name = parts
         boundary = (int(j), index[prev], index[nxt])
+        _check_fitted(key, tensor, kb, boundary, connection, name)
         fitted.setdefault(resolution, {}).setdefault(boundary, {}).setdefault(connection, {})[name] = tensor
     return fitted
+
+
+def _check_fitted(key: str, tensor, kb, boundary: tuple[int, int, int], connection: str, name: str) -> None:
+    """A fitted tensor of the shape its boundary needs, with finite values (or one line)."""
+    j, prev, nxt = boundary
+    if not 0 < j < kb.num_cells:
+        raise KnowledgeBaseError(f"fitted connection key {key!r}: position {j} is not a boundary of c = {kb.num_cells}")
+    c_in, c_out = kb.specs[j - 1][prev].out_channels, kb.specs[j][nxt].in_channels
+    shapes = {"weight": (c_out, c_in), "bias": (c_out,), "perm": (c_out,), "scale": (c_out,), "shift": (c_out,)}
+    if not torch.is_tensor(tensor) or name not in shapes or tuple(tensor.shape) != shapes[name]:
+        shape = tuple(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__
+        raise KnowledgeBaseError(f"fitted connection {key!r} has shape {shape}; this boundary needs {shapes.get(name)}")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise KnowledgeBaseError(f"fitted connection {key!r} holds values that are not finite")

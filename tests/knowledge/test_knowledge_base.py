@@ -448,3 +448,21 @@ def test_the_built_in_knowledge_base_target_builds_with_instantiate(tmp_path):
     for kb in (built, make_knowledge_base(cfg)):
         assert kb.arch_names == ["resnet_cifar8", "vgg_cifar"] and kb.weight_hashes() == built.weight_hashes()
     assert OmegaConf.is_missing(compose_search([]).knowledge_base, "_target_") is False
+
+
+def test_a_damaged_cached_knowledge_base_is_built_again_with_a_warning(tmp_path, caplog):
+    """Issue 25: the quickstart's cached knowledge base with a truncated module file is set aside
+    and trained again (a warning), not a failed run."""
+    import logging
+
+    from modulenet.data import QuickstartDataModule
+    from modulenet.knowledge.quickstart import quickstart_knowledge_base
+
+    dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
+    first = quickstart_knowledge_base(dm, tmp_path, archs=("resnet_cifar8",), epochs=1, progress=False)
+    (module,) = tmp_path.glob("quickstart-kb-*/modules/resnet_cifar8.pt")
+    module.write_bytes(module.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="modulenet"):
+        again = quickstart_knowledge_base(dm, tmp_path, archs=("resnet_cifar8",), epochs=1, progress=False)
+    assert "is damaged" in caplog.text and "building it again" in caplog.text
+    assert again.weight_hashes() == first.weight_hashes()  # the same seed trains the same network

@@ -133,6 +133,39 @@ def test_the_app_fits_at_start_and_caches_with_the_knowledge_base(connection, mo
         (cached,) = (tmp_path / "cache").glob("fitted-connections-*.pt")
         caplog.clear()
         search_job(compose_search(overrides), tmp_path / "b")  # the same base and data: from the cache
-        assert f"fitted connections: loading {cached}" in caplog.text
+        assert f"fitted connections: loaded {cached}" in caplog.text
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["population"] and all(row["status"] == "ok" for row in results["population"])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path, state: path.write_bytes(b"not a tensor file"),
+        lambda path, state: torch.save({k: v[:-1] for k, v in state.items()}, path),  # wrong shapes
+        lambda path, state: torch.save({k: v * float("nan") for k, v in state.items()}, path),
+    ],
+)
+def test_a_damaged_fitted_connection_cache_is_fitted_again_with_a_warning(damage, monkeypatch, tmp_path, caplog):
+    """Issue 25: a cache is validated entry by entry (readable, each tensor of its boundary's shape,
+    finite); a damaged one is fitted again and rewritten, never a failed run."""
+    import logging
+
+    from conftest import SMALL_CRAFT, TINY_DATA, TINY_SEARCH, compose_search
+
+    from modulenet.app.jobs import search_job
+
+    monkeypatch.setenv("MODULENET_CACHE", str(tmp_path / "cache"))
+    overrides = [
+        "knowledge_base=craft", *TINY_DATA, *TINY_SEARCH, *SMALL_CRAFT,
+        "connection=least_squares", "connection.fit_images=64", "search.generations=1",
+    ]  # fmt: skip
+    search_job(compose_search(overrides), tmp_path / "a")
+    (cached,) = (tmp_path / "cache").glob("fitted-connections-*.pt")
+    good = torch.load(cached, weights_only=True)
+    damage(cached, good)
+    with caplog.at_level(logging.INFO, logger="modulenet"):
+        search_job(compose_search(overrides), tmp_path / "b")
+    assert f"cached fitted connections {cached} are damaged" in caplog.text and "fitting the" in caplog.text
+    again = torch.load(cached, weights_only=True)
+    assert again.keys() == good.keys() and all(torch.allclose(again[k], good[k]) for k in good)
