@@ -23,7 +23,8 @@ from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowle
 from modulenet.knowledge.base import load_cached_knowledge_base
 from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
 from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
-from modulenet.runtime.precision import AUTO, PRECISIONS, has_bf16_units
+from modulenet.knowledge.training import SOURCE_TRAINER
+from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units
 from modulenet.runtime.settings import TrainerSettings
 from modulenet.runtime.trainer import accelerator_device
 from modulenet.search import SearchConfig
@@ -70,30 +71,29 @@ def is_built_in_knowledge_base(kb_cfg) -> bool:
 
 
 def make_knowledge_base(
-    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
+    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, trainer: TrainerSettings | None = None
 ) -> KnowledgeBase:
     """The knowledge_base group's `_target_`, given the group's settings and `datamodule`,
-    `progress`, `seed`, `accelerator`."""
+    `progress`, `seed`, `trainer` (the trainer group's settings: where and in what precision
+    source networks train)."""
     if is_built_in_knowledge_base(kb_cfg):
-        return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
+        return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, trainer)
     target = kb_cfg._target_
-    kb = build(
-        kb_cfg, "knowledge_base", "all", datamodule=datamodule, progress=progress, seed=seed, accelerator=accelerator
-    )
+    kb = build(kb_cfg, "knowledge_base", "all", datamodule=datamodule, progress=progress, seed=seed, trainer=trainer)
     if not isinstance(kb, KnowledgeBase):
         raise ModuleNetError(f"knowledge_base._target_={target!r} returned a {type(kb).__name__}, not a KnowledgeBase")
     return kb
 
 
-def knowledge_base(datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu", **settings):
+def knowledge_base(datamodule=None, progress: bool = True, seed: int = 0, trainer=None, **settings):
     """The knowledge_base group's built-in `_target_`, for `hydra.utils.instantiate(cfg.knowledge_base,
     datamodule=...)`: `settings` are KnowledgeBaseConf's fields."""
     kb_cfg = OmegaConf.structured(KnowledgeBaseConf(**settings))
-    return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, accelerator)
+    return built_in_knowledge_base(kb_cfg, datamodule, progress, seed, trainer)
 
 
 def built_in_knowledge_base(
-    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, accelerator: str = "cpu"
+    kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, trainer: TrainerSettings | None = None
 ) -> KnowledgeBase:
     """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
     if kb_cfg.path:
@@ -108,7 +108,7 @@ def built_in_knowledge_base(
             epochs=kb_cfg.quickstart_epochs,
             seed=seed,
             progress=progress,
-            accelerator=accelerator,
+            trainer=trainer,
         )
     if not kb_cfg.archs:
         raise ModuleNetError(
@@ -131,7 +131,7 @@ def built_in_knowledge_base(
             lr=kb_cfg.train_lr,
             seed=seed,
             progress=progress,
-            accelerator=accelerator,
+            trainer=trainer,
         )
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):
@@ -142,7 +142,7 @@ def built_in_knowledge_base(
                 "knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
                 "dataset: give one (e.g. dataset=cifar10)"
             )
-        cached = finetuned_cache_dir(kb_cfg, datamodule, seed)  # once, then reused by sweeps and fine-tuning
+        cached = finetuned_cache_dir(kb_cfg, datamodule, seed, trainer)  # once, then reused by sweeps and fine-tuning
         kb = load_cached_knowledge_base(cached, trust_code=kb_cfg.trust_code)
         if kb is not None:
             log.info("knowledge base fine-tuned on the target: loaded %s", cached)
@@ -159,7 +159,7 @@ def built_in_knowledge_base(
             kb_cfg.source_finetune_epochs,
         )
         accuracies = finetune_sources(
-            kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr, accelerator, progress
+            kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr, trainer, progress
         )
         log.info(
             "source networks' validation accuracy after fine-tuning: %s",
@@ -172,7 +172,7 @@ def built_in_knowledge_base(
 def make_search_knowledge_base(cfg: DictConfig, datamodule) -> KnowledgeBase:
     """The search's knowledge base: built, refused if untrained (unless allowed), summarised, and
     its connections fitted where the connection group needs them."""
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, check_trainer(cfg.trainer))
     refuse_untrained([n for n, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], cfg.knowledge_base)
     log.info("\n%s", kb.summary())
     fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
@@ -274,14 +274,17 @@ def check_trainer(trainer_cfg) -> TrainerSettings:
     return build(trainer_cfg, "trainer", base=TrainerSettings)
 
 
-def finetuned_cache_dir(kb_cfg, datamodule, seed: int) -> Path:
+def finetuned_cache_dir(kb_cfg, datamodule, seed: int, trainer: TrainerSettings | None = None) -> Path:
     """Where a knowledge base fine-tuned on the target is cached: keyed by everything that decides
-    what its source networks saw (the knowledge base's recipe, the dataset and its search split)."""
+    what its source networks saw (the knowledge base's recipe, the dataset and its search split)
+    and how they trained (the precision as resolved)."""
+    trainer = trainer or SOURCE_TRAINER
     recipe = {
         "kb": OmegaConf.to_container(kb_cfg, resolve=True),
         "data": datamodule_signature(datamodule),
         "dataset": type(datamodule).__name__,
         "seed": seed,
+        "precision": choose_precision(trainer.precision, accelerator_device(trainer.accelerator)).precision,
     }
     # how it is built (the built-in), where it lives and what loading may do
     for key in ("_target_", "cache_dir", "trust_code", "allow_random"):

@@ -139,7 +139,7 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     # yours gets the dataset when there is one; the built-in only where it trains on it
     needs_data = (not built_in or kb_cfg.quickstart or kb_cfg.source_finetune_epochs > 0) and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, cfg.trainer.accelerator)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, check_trainer(cfg.trainer))
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
     kb.save(out)
     log.info("\n%s\nsaved to %s (use knowledge_base.path=%s)", kb.summary(), out, out)
@@ -207,7 +207,11 @@ def finetune_stage(
     datamodule = make_datamodule(dataset_cfg)
     if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
         source_data = make_datamodule(search_cfg.dataset)
-        kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed)
+        # the search's own trainer settings (its precision keys the cached sources), on this device
+        trained = TrainerSettings(
+            **{**group_settings(search_cfg.trainer, TrainerSettings), "accelerator": run_cfg.trainer.accelerator}
+        )
+        kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed, trained)
         fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
     tracker = make_tracker(
         run_cfg.logger,

@@ -17,8 +17,10 @@ import torch
 from modulenet.errors import ModuleNetError
 from modulenet.knowledge import build_knowledge_base, get_architecture
 from modulenet.knowledge.base import KnowledgeBase, load_cached_knowledge_base
-from modulenet.knowledge.training import train_source_network
+from modulenet.knowledge.training import SOURCE_TRAINER, train_source_network
 from modulenet.rng import seeded
+from modulenet.runtime.precision import choose_precision
+from modulenet.runtime.settings import TrainerSettings
 from modulenet.runtime.trainer import accelerator_device
 
 log = logging.getLogger(__name__)
@@ -34,11 +36,21 @@ def quickstart_knowledge_base(
     lr: float = 0.05,
     seed: int = 0,
     progress: bool = True,
-    accelerator: str = "cpu",
+    trainer: TrainerSettings | None = None,
 ) -> KnowledgeBase:
     """Load the cached knowledge base of `archs` trained from scratch on `datamodule` (the
-    quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it."""
-    recipe = {"archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule)}
+    quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it,
+    where and in the precision `trainer` says (None: float32 on the CPU)."""
+    trainer = trainer or SOURCE_TRAINER
+    device = accelerator_device(trainer.accelerator)
+    trained_in = {  # what the networks' weights depend on besides the data: the precision as resolved
+        "precision": choose_precision(trainer.precision, device).precision,
+        "float32_matmul_precision": trainer.float32_matmul_precision if device.type == "cuda" else "highest",
+    }
+    recipe = {
+        "archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule),
+        **trained_in,
+    }  # fmt: skip
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
     cached = load_cached_knowledge_base(path)
@@ -56,7 +68,7 @@ def quickstart_knowledge_base(
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:
-        with seeded(seed, accelerator_device(accelerator)):
+        with seeded(seed, device):
             model = get_architecture(arch_name).build()
             accuracies[arch_name] = train_source_network(
                 model,
@@ -64,7 +76,7 @@ def quickstart_knowledge_base(
                 datamodule.val_dataloader(),
                 epochs=epochs,
                 lr=lr,
-                accelerator=accelerator,
+                trainer=trainer,
                 progress=False,
             )
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])

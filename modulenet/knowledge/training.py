@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modulenet.runtime.trainer import make_trainer, quiet_lightning
+from modulenet.runtime.settings import TrainerSettings
+from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+
+SOURCE_TRAINER = TrainerSettings(precision="32-true")  # the Python API's default: float32 on the CPU
 
 
 class SourceNetworkModule(pl.LightningModule):
@@ -77,13 +80,17 @@ def train_source_network(
     val_loader: DataLoader | None = None,
     epochs: int = 3,
     lr: float = 0.05,
-    accelerator: str = "cpu",
+    trainer: TrainerSettings | None = None,
     progress: bool = True,
 ) -> float:
-    """Train `model` in place for `epochs`; returns validation accuracy (or nan without a loader)."""
+    """Train `model` in place for `epochs` where, and in the precision, `trainer` (the trainer
+    group's settings; None: float32 on the CPU) says; returns validation accuracy (or nan without
+    a loader)."""
+    settings = trainer or SOURCE_TRAINER
+    use_float32_matmul_precision(accelerator_device(settings.accelerator), settings.float32_matmul_precision)
     module = SourceNetworkModule(model, lr=lr, epochs=epochs)
     with quiet_lightning():
-        trainer = make_trainer(epochs, accelerator, progress=progress)
+        trainer = make_trainer(epochs, settings.accelerator, settings.precision, progress=progress)
         trainer.fit(module, train_loader)
         recalibrate_batchnorm(model, train_loader)
         if val_loader is None:
@@ -94,7 +101,7 @@ def train_source_network(
 
 
 def finetune_sources(
-    kb, datamodule, epochs: int, lr: float = 0.01, accelerator: str = "cpu", progress: bool = True
+    kb, datamodule, epochs: int, lr: float = 0.01, trainer: TrainerSettings | None = None, progress: bool = True
 ) -> dict[str, float]:
     """Fine-tune every source network of `kb` on the target dataset before the search (Sec. IV-B1:
     "we first fine-tune those architectures ... for new modules in the knowledge base").
@@ -116,7 +123,7 @@ def finetune_sources(
             datamodule.val_dataloader(),
             epochs=epochs,
             lr=lr,
-            accelerator=accelerator,
+            trainer=trainer,
             progress=progress,
         )
         network.cpu().requires_grad_(False).eval()

@@ -403,7 +403,7 @@ MY_KNOWLEDGE_BASE = """
 from modulenet.knowledge import build_knowledge_base
 
 
-def two_small_cnns(datamodule=None, progress=True, seed=0, accelerator="cpu", **settings):
+def two_small_cnns(datamodule=None, progress=True, seed=0, trainer=None, **settings):
     assert datamodule is not None and datamodule.num_classes == 10
     return build_knowledge_base(["resnet_cifar8", "allconv_cifar"], progress=False)
 
@@ -466,3 +466,34 @@ def test_a_damaged_cached_knowledge_base_is_built_again_with_a_warning(tmp_path,
         again = quickstart_knowledge_base(dm, tmp_path, archs=("resnet_cifar8",), epochs=1, progress=False)
     assert "is damaged" in caplog.text and "building it again" in caplog.text
     assert again.weight_hashes() == first.weight_hashes()  # the same seed trains the same network
+
+
+def test_source_training_follows_the_trainer_groups_precision(tmp_path, monkeypatch):
+    """Issue 24: knowledge-base training receives the trainer group's settings, not only the
+    accelerator: its precision reaches Lightning, and the cache keys the networks by it."""
+    import pytorch_lightning as pl
+
+    from modulenet.data import QuickstartDataModule
+    from modulenet.knowledge.quickstart import quickstart_knowledge_base
+    from modulenet.runtime.settings import TrainerSettings
+
+    seen = []
+    fit = pl.Trainer.fit
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.precision)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "fit", recording)
+    dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
+    for precision in ("32-true", "bf16-mixed"):
+        quickstart_knowledge_base(
+            dm,
+            tmp_path,
+            archs=("resnet_cifar8",),
+            epochs=1,
+            progress=False,
+            trainer=TrainerSettings(precision=precision),
+        )
+    assert seen == ["32-true", "bf16-mixed"]
+    assert len(list(tmp_path.glob("quickstart-kb-*"))) == 2  # one cached base per precision
