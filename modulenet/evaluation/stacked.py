@@ -21,7 +21,6 @@ master weights, on CPUs with bf16 matrix units and on GPUs alike.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from modulenet.evaluation.lit_module import Classifier, pool_features
-from modulenet.runtime.precision import BF16, FLOAT32
+from modulenet.runtime.precision import time_steps
 from modulenet.stitching.assembly import Trunk
 
 log = logging.getLogger(__name__)
@@ -365,19 +364,4 @@ def head_step_seconds(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    best = {FLOAT32: float("inf"), BF16: float("inf")}
-    for precision in best:  # warm-up: first-call costs are not the step's
-        step(precision == BF16)
-    for _ in range(rounds):
-        for precision in best:
-            sync()
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(precision == BF16)
-            sync()
-            best[precision] = min(best[precision], (time.perf_counter() - start) / steps)
-    return best
+    return time_steps(step, device, rounds, steps)

@@ -38,6 +38,7 @@ from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
+from modulenet.runtime.precision import AUTO, NetworkStep, choose_precision
 from modulenet.runtime.trainer import (
     accelerator_device,
     make_trainer,
@@ -131,7 +132,8 @@ def _finetune_architecture(
         on_device = device_batches(datamodule, accelerator_device(s.accelerator), s.seed) if s.data_on_device else None
         train = on_device if on_device is not None else datamodule.train_dataloader()
         owned = [on_device] if on_device is not None else []
-        trainer = make_trainer(s.epochs, s.accelerator, s.precision, progress, checkpoints, curves, owned)
+        precision = _network_precision(model, kb, genotype, datamodule, s)
+        trainer = make_trainer(s.epochs, s.accelerator, precision, progress, checkpoints, curves, owned)
         last, finished = resume_from(checkpoints)
         if last is not None:
             log.info("  continuing from %s (epoch %d of %d)", last, finished, s.epochs)
@@ -249,6 +251,20 @@ def _run_finetune(
     _write_finetune_json(json_path, settings, search_run, finished)
     write_atomic(out_dir / rundir.FINETUNE_TABLE, markdown_table(finished, settings))
     return finished
+
+
+def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings) -> str:
+    """`trainer.precision=auto` for a whole network: its own training step timed in float32 and
+    bf16 on this device, once per machine and network shape (cached, runtime/precision.py); an
+    explicit precision as given. Measured on a copy, so the network trains as if never timed."""
+    if s.precision != AUTO:
+        return s.precision
+    head = f"{'-'.join(map(str, s.hidden))}-{datamodule.num_classes} {s.pool}"
+    name = f"{'+'.join(kb.describe(genotype))} {s.connection} {s.resolution} head {head}"
+    step = NetworkStep(model, name, datamodule.image_size, s.batch_size, datamodule.num_classes)
+    choice = choose_precision(AUTO, accelerator_device(s.accelerator), step)
+    log.info("  trainer.precision=auto chose %s: %s", choice.precision, choice.reason)
+    return choice.precision
 
 
 class EpochCurves(pl.Callback):

@@ -8,8 +8,9 @@ backward and fused Adam) in float32 and in bf16 on this device, once per machine
 cached under `MODULENET_CACHE`, keyed by the device's model, torch's version and the thread
 count), and takes bf16 only where it is at least `MARGIN` faster: a tie keeps exact float32.
 
-Whole networks (fine-tuning, source training) are not measured: `auto` is bf16-mixed on GPUs
-with bf16 and float32 on CPUs. An explicit precision (`32-true`, `bf16-mixed`, ...) is obeyed.
+A fine-tuned network is measured the same way (`NetworkStep`: its own SGD step on a copy, cached
+per machine and network shape). Source training is not measured: `auto` is bf16-mixed on GPUs
+with bf16 and float32 on CPUs there. An explicit precision (`32-true`, `bf16-mixed`, ...) is obeyed.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import logging
 import math
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from modulenet.errors import ModuleNetError
 
@@ -107,12 +110,70 @@ class TimedStep(Protocol):
     def seconds(self, device: torch.device) -> dict[str, float]: ...
 
 
+def time_steps(step, device: torch.device, rounds: int = 3, steps: int = 2) -> dict[str, float]:
+    """Seconds per call of `step(bf16)` in float32 and in bf16-mixed: rounds alternate the two (so a
+    slow spell of the machine hits both), the best round counts; one warm-up call each first."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    best = {FLOAT32: float("inf"), BF16: float("inf")}
+    for precision in best:  # warm-up: first-call costs are not the step's
+        step(precision == BF16)
+    for _ in range(rounds):
+        for precision in best:
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(precision == BF16)
+            sync()
+            best[precision] = min(best[precision], (time.perf_counter() - start) / steps)
+    return best
+
+
+@dataclass(frozen=True)
+class NetworkStep:
+    """A whole network's training step (fine-tuning: every weight trainable, SGD), as `auto` times
+    it: `model` copied (the original is untouched), a batch of random images of `image_size`,
+    `classes` classes. `name` describes the network in the cache key (its architecture and head)."""
+
+    model: torch.nn.Module
+    name: str
+    image_size: int
+    batch_size: int
+    classes: int
+
+    @property
+    def key(self) -> str:
+        return f"network {self.name} {self.image_size}px x{self.batch_size}"
+
+    def seconds(self, device: torch.device, seed: int = 0) -> dict[str, float]:
+        import copy
+
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.batch_size, 3, self.image_size, self.image_size, generator=generator).to(device)
+        y = torch.randint(self.classes, (self.batch_size,), generator=generator).to(device)
+        model = copy.deepcopy(self.model).to(device).train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+        def step(bf16: bool) -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            F.cross_entropy(logits.float(), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return time_steps(step, device, rounds=2, steps=1)
+
+
 def choose_precision(
     precision: str, device: torch.device, step: TimedStep | None = None, cache: Path | None = None
 ) -> PrecisionChoice:
-    """The precision to train in, and why. `step`: the search's classifiers' step (measured,
-    cached; evaluation/stacked.py's HeadShape); None: whole networks (not measured). An explicit
-    precision is returned as given."""
+    """The precision to train in, and why. `step`: what is timed (measured, cached): the search's
+    classifiers (evaluation/stacked.py's HeadShape) or a fine-tuned network (NetworkStep); None:
+    source training (not measured). An explicit precision is returned as given."""
     check_precision(precision)
     if precision != AUTO:
         if precision.startswith("bf16") and not has_bf16_units(device):
@@ -128,8 +189,8 @@ def choose_precision(
         return PrecisionChoice(FLOAT32, f"{model} has no bf16 matrix units (bf16 would be emulated)")
     if step is None:
         if device.type == "cuda":
-            return PrecisionChoice(BF16, f"whole networks on a GPU with bf16 ({model})")
-        return PrecisionChoice(FLOAT32, "whole networks on a CPU train in float32 (only classifiers are measured)")
+            return PrecisionChoice(BF16, f"source networks on a GPU with bf16 ({model})")
+        return PrecisionChoice(FLOAT32, "source networks on a CPU train in float32 (not measured)")
     cache = cache or cache_path()
     key = " | ".join(
         (

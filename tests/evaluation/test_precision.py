@@ -134,3 +134,41 @@ def test_a_damaged_cache_entry_is_measured_again_with_a_warning(monkeypatch, tmp
     assert again.precision in (FLOAT32, BF16) and first.precision in (FLOAT32, BF16)
     stored = json.loads(cache.read_text())[key]
     assert stored["seconds"] == again.seconds and isinstance(stored["measured"], str)
+
+
+def test_auto_for_a_fine_tuned_network_is_measured_on_a_copy_once_and_cached(monkeypatch, tmp_path):
+    """Issue 23: a whole network's own SGD step timed in float32 and bf16 (where the device has bf16
+    units), on a copy: the network and the global generator are untouched; cached per shape."""
+    from torch import nn
+
+    from modulenet.runtime.precision import NetworkStep
+
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    cache = tmp_path / "precision.json"
+    step = NetworkStep(model, "tiny conv", image_size=8, batch_size=4, classes=3)
+    first = choose_precision("auto", CPU, step, cache=cache)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    ((key, entry),) = json.loads(cache.read_text()).items()
+    assert "network tiny conv 8px x4" in key and entry["seconds"] == first.seconds
+    monkeypatch.setattr(NetworkStep, "seconds", lambda *a, **k: pytest.fail("measured twice"))
+    assert choose_precision("auto", CPU, step, cache=cache).precision == first.precision
+
+
+def test_a_fine_tune_with_auto_trains_in_the_measured_precision_and_records_it(monkeypatch):
+    from modulenet.data import QuickstartDataModule
+    from modulenet.finetune.settings import FinetuneSettings
+    from modulenet.finetune.stage import finetune_architecture
+    from modulenet.knowledge import build_knowledge_base
+    from modulenet.runtime.precision import NetworkStep
+
+    monkeypatch.setattr(precision, "has_bf16_units", lambda device: True)
+    monkeypatch.setattr(NetworkStep, "seconds", lambda self, device: {FLOAT32: 2.0, BF16: 1.0})
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    dm = QuickstartDataModule(num_train=32, num_val=16, num_test=16, batch_size=16, seed=0)
+    settings = FinetuneSettings(epochs=1, hidden=[8], pool="avg", batch_size=16, precision="auto")
+    _, description = finetune_architecture(kb, (0, 1, 1), dm, settings, progress=False)
+    assert description["precision"] == BF16
