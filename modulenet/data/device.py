@@ -6,7 +6,7 @@ The augmentation is the per-image path's (base.py: `RandomCrop` with zero paddin
 image_size / 8, `RandomHorizontalFlip`, normalisation, then `Cutout` clipped at the border), in
 the same order and arithmetic; each image draws its own offsets, flip and Cutout centre from the
 batches' own generator, so the distribution is the per-image path's while the draws differ. The
-generator is checkpointed with a fine-tune (`state_dict`), so a resumed run draws what an
+generator is checkpointed with a fine-tune (`generator_state`), so a resumed run draws what an
 uninterrupted one would.
 """
 

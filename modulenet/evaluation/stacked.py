@@ -351,8 +351,7 @@ def head_step_seconds(
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(head.copies, head.batch_size, head.in_features, generator=generator).to(device)
     y = torch.randint(head.classes, (head.copies * head.batch_size,), generator=generator).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # its init draws roll back
         template = Classifier(head.in_features, head.classes, head.hidden)
     model = StackedClassifier(template, head.copies).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))

@@ -49,7 +49,7 @@ def describe_network(
     kb: KnowledgeBase, genotype, settings, image_size: int, num_classes: int, in_features: int
 ) -> dict:
     """What rebuilds the network `genotype` fine-tuned with `settings` (FinetuneSettings); the
-    caller adds what it measured (val_error, test_error, ...)."""
+    caller adds the precision it trained in and what it measured (val_error, test_error, ...)."""
     from modulenet.data.base import IMAGENET_MEAN, IMAGENET_STD
 
     code = kb.parse_genotype(genotype)
@@ -69,7 +69,6 @@ def describe_network(
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "seed": settings.seed,
         "epochs": settings.epochs,
-        "precision": settings.precision,
     }
 
 
@@ -113,7 +112,7 @@ def load_network(directory: str | os.PathLike, trust_code: bool = False) -> Netw
                 f"{directory} names the connection {connection!r}, code to import: a saved network is data, "
                 "so it is loaded only with trust_code=True, if you trust where it came from"
             )
-        kb = KnowledgeBase._from_metadata(directory, d["knowledge_base"], trust_code, "a saved network", weights=False)
+        kb = KnowledgeBase.from_metadata(directory, d["knowledge_base"], trust_code, "a saved network", weights=False)
         if get_connection(connection).fitted:
             kb.load_fitted(directory / rundir.NETWORK_CONNECTIONS, int(d["knowledge_base"].get("fitted_images", 0)))
         trunk = kb.assemble(d["genotype"], connection=connection, trainable=True, resolution=d["resolution"])

@@ -126,13 +126,14 @@ def _finetune_architecture(
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, s.epochs))}
 
     model = IndividualModule(trunk, in_features, datamodule.num_classes, s.hidden, s.pool, optimizer=optimizer)
+    device = accelerator_device(s.accelerator)
     with quiet_lightning():
         curves = [EpochCurves(report, datamodule.val_dataloader())] if report is not None else []
         # array-backed data: batched and augmented on the training device (data/device.py)
-        on_device = device_batches(datamodule, accelerator_device(s.accelerator), s.seed) if s.data_on_device else None
+        on_device = device_batches(datamodule, device, s.seed) if s.data_on_device else None
         train = on_device if on_device is not None else datamodule.train_dataloader()
         owned = [on_device] if on_device is not None else []
-        precision = _network_precision(model, kb, genotype, datamodule, s)
+        precision = _network_precision(model, kb, genotype, datamodule, s, device)
         trainer = make_trainer(s.epochs, s.accelerator, precision, progress, checkpoints, curves, owned)
         last, finished = resume_from(checkpoints)
         if last is not None:
@@ -253,7 +254,7 @@ def _run_finetune(
     return finished
 
 
-def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings) -> str:
+def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings, device) -> str:
     """`trainer.precision=auto` for a whole network: its own training step timed in float32 and
     bf16 on this device, once per machine and network shape (cached, runtime/precision.py); an
     explicit precision as given. Measured on a copy, so the network trains as if never timed."""
@@ -262,7 +263,7 @@ def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: Finetu
     head = f"{'-'.join(map(str, s.hidden))}-{datamodule.num_classes} {s.pool}"
     name = f"{'+'.join(kb.describe(genotype))} {s.connection} {s.resolution} head {head}"
     step = NetworkStep(model, name, datamodule.image_size, s.batch_size, datamodule.num_classes)
-    choice = choose_precision(AUTO, accelerator_device(s.accelerator), step)
+    choice = choose_precision(AUTO, device, step)
     log.info("  trainer.precision=auto chose %s: %s", choice.precision, choice.reason)
     return choice.precision
 

@@ -271,7 +271,7 @@ class KnowledgeBase:
             found = metadata.get("format") if isinstance(metadata, dict) else None
             raise KnowledgeBaseError(f"{meta_path} has format {found!r}; this modulenet reads {FORMAT_VERSION}")
         try:
-            return cls._from_metadata(directory, metadata, trust_code)
+            return cls.from_metadata(directory, metadata, trust_code)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if isinstance(err, KnowledgeBaseError):
                 raise
@@ -281,7 +281,7 @@ class KnowledgeBase:
             ) from None
 
     @classmethod
-    def _from_metadata(
+    def from_metadata(
         cls, directory: Path, metadata: dict, trust_code: bool, what: str = "a knowledge base", weights: bool = True
     ) -> KnowledgeBase:
         """The knowledge base `metadata` (from `directory`) describes, its weights read from

@@ -165,7 +165,7 @@ def resume_from(checkpoints: Path | None) -> tuple[Path | None, int]:
     if last is None or not last.is_file():
         return None, 0
     try:
-        epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"]
     except Exception as err:  # a file of another kind: start this architecture again
         logging.getLogger(__name__).warning("cannot continue from %s (%s): starting again", last, first_line(err))
         last.unlink(missing_ok=True)
