@@ -49,6 +49,7 @@ NETWORK_WEIGHTS = "weights.pt"  # a saved network: its state dict (weights_only)
 NETWORK_DESCRIPTION = "network.json"  # what rebuilds it and what it measured; written last
 NETWORK_CONNECTIONS = "connections.pt"  # its fitted connections, where there are any
 NETWORK_EXPORT = "network.pt2"  # the selected network as a torch.export program
+NETWORK_PREDICTIONS = "test_predictions.npz"  # each test image's label and predicted class (paired tests)
 EVALUATION = "evaluation.json"  # modulenet-evaluate: a saved network measured again
 
 _held: dict[Path, list] = {}  # run dir -> [open lock file, depth]: re-entrant within this process

@@ -200,11 +200,7 @@ def finetune_stage(
         seed=seed,
     )
     pl.seed_everything(seed, workers=True, verbose=False)
-    dataset_cfg = OmegaConf.merge(
-        OmegaConf.to_container(search_cfg.dataset, resolve=True),
-        {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size},
-    )
-    datamodule = make_datamodule(dataset_cfg)
+    dataset_cfg, datamodule = finetune_datamodule(search_cfg.dataset, ft)
     if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
         source_data = make_datamodule(search_cfg.dataset)
         # the search's own trainer settings (its precision keys the cached sources), on this device
@@ -232,7 +228,7 @@ def finetune_stage(
             tracker,
             progress,
             search_run=search_run,
-            dataset_config=OmegaConf.to_container(dataset_cfg, resolve=True),
+            dataset_config=dataset_cfg,
         )
     finally:
         if tracker is not None:
@@ -241,6 +237,16 @@ def finetune_stage(
     # The value a Hydra sweeper would optimise: validation error, so the test split chooses nothing.
     chosen = [r for r in finished if r.selected] or finished
     return statistics.fmean(r.val_error for r in chosen)
+
+
+def finetune_datamodule(dataset_cfg: DictConfig, ft) -> tuple[dict, object]:
+    """The search's dataset with the finetune group's augmentation and batch size: its config (recorded
+    with each saved network) and its datamodule, set up."""
+    merged = OmegaConf.merge(
+        OmegaConf.to_container(dataset_cfg, resolve=True),
+        {"augment": ft.augment, "cutout": ft.cutout, "batch_size": ft.batch_size},
+    )
+    return OmegaConf.to_container(merged, resolve=True), make_datamodule(merged)
 
 
 def evaluate_job(cfg: DictConfig, run_dir: Path) -> float:

@@ -40,6 +40,7 @@ class Network(nn.Module):
         self.classifier = classifier
         self.pool = pool
         self.description: dict = {}
+        self.test_predictions: torch.Tensor | None = None  # (label, predicted) per test image, once measured
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(pool_features(self.trunk(x), self.pool))
@@ -69,6 +70,7 @@ def describe_network(
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "seed": settings.seed,
         "epochs": settings.epochs,
+        "init": settings.init,
     }
 
 
@@ -78,6 +80,8 @@ def save_network(directory: str | os.PathLike, network: Network, kb: KnowledgeBa
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_torch_save(state, directory / rundir.NETWORK_WEIGHTS)
+    if getattr(network, "test_predictions", None) is not None:
+        save_predictions(directory / rundir.NETWORK_PREDICTIONS, network.test_predictions)
     if get_connection(description["connection"]).fitted:
         kb.save_fitted(directory / rundir.NETWORK_CONNECTIONS)
     write_atomic(directory / rundir.NETWORK_DESCRIPTION, json.dumps(description, indent=2))
@@ -136,24 +140,62 @@ def load_network(directory: str | os.PathLike, trust_code: bool = False) -> Netw
 
 
 @torch.no_grad()
-def measure_network(network: nn.Module, loader, precision: str = "32-true", device: str | torch.device = "cpu") -> dict:
+def measure_network(
+    network: nn.Module,
+    loader,
+    precision: str = "32-true",
+    device: str | torch.device = "cpu",
+    predictions: bool = False,
+) -> dict:
     """Top-1 and top-5 error of `network` over `loader` (top-5 None with 5 classes or fewer), in
-    `precision` as it was measured after fine-tuning (bf16 autocast for bf16-mixed)."""
+    `precision` as it was measured after fine-tuning (bf16 autocast for bf16-mixed). With
+    `predictions`, also each image's label and predicted class in the loader's order (`predictions`:
+    a (images, 2) int64 tensor), what paired tests between two networks need."""
     device = torch.device(device)
     network = network.to(device).eval()
     correct = correct5 = total = 0
+    pairs = []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision).startswith("bf16")):
             logits = network(x)
-        correct += int((logits.argmax(1) == y).sum())
+        predicted = logits.argmax(1)
+        correct += int((predicted == y).sum())
         if logits.shape[1] > 5:
             correct5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum())
         total += len(y)
-    if total == 0:
-        return {"error": math.nan, "error_top5": None, "images": 0}
-    top5 = 1.0 - correct5 / total if logits.shape[1] > 5 else None
-    return {"error": 1.0 - correct / total, "error_top5": top5, "images": total}
+        if predictions:
+            pairs.append(torch.stack([y, predicted], dim=1).cpu().long())
+    measured = {"error": math.nan, "error_top5": None, "images": total}
+    if total:
+        top5 = 1.0 - correct5 / total if logits.shape[1] > 5 else None
+        measured.update(error=1.0 - correct / total, error_top5=top5)
+    if predictions:
+        measured["predictions"] = torch.cat(pairs) if pairs else torch.zeros(0, 2, dtype=torch.long)
+    return measured
+
+
+def save_predictions(path: str | os.PathLike, predictions: torch.Tensor) -> Path:
+    """Each test image's index, label and predicted class as a compressed `.npz` (plain arrays)."""
+    import numpy as np
+
+    path = Path(path)
+    pairs = predictions.numpy().astype(np.int16)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        index = np.arange(len(pairs), dtype=np.int32)
+        np.savez_compressed(handle, index=index, label=pairs[:, 0], predicted=pairs[:, 1])
+    return path
+
+
+def read_predictions(path: str | os.PathLike) -> dict:
+    """A `save_predictions` file as {"index", "label", "predicted"} arrays (no pickled objects)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in ("index", "label", "predicted")}
+    except (OSError, KeyError, ValueError) as err:
+        raise ModuleNetError(f"{path} is not a predictions file ({first_line(err)})") from None
 
 
 def export_network(network: Network, path: str | os.PathLike) -> Path:

@@ -10,6 +10,8 @@ from modulenet.runtime.settings import TrainerSettings
 
 # The evaluation stage's candidates (finetune/stage.py's select_candidates).
 CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
+# Where the weights start: the knowledge base's (the paper's) or random (ours, the control for inheritance).
+INITS = ("inherited", "scratch")
 
 
 @dataclass
@@ -38,6 +40,9 @@ class FinetuneRecipe:
     # array-backed data batched and augmented on the training device (data/device.py): the same
     # augmentation's distribution, other draws; false: the per-image DataLoader path
     data_on_device: bool = True
+    # inherited: the modules' trained weights and fitted stitches (the paper); scratch: the same
+    # architecture with its own random initialisation (KnowledgeBase.reinitialized), the control
+    init: str = "inherited"
 
     def __post_init__(self) -> None:
         """One line naming the first bad value."""
@@ -46,6 +51,8 @@ class FinetuneRecipe:
                 raise ModuleNetError(f"finetune.{key}={getattr(self, key)} must be a positive integer")
         if self.candidates not in CANDIDATES:
             raise ModuleNetError(f"finetune.candidates={self.candidates!r}; valid values are {list(CANDIDATES)}")
+        if self.init not in INITS:
+            raise ModuleNetError(f"finetune.init={self.init!r}; valid values are {list(INITS)}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 
 from modulenet import rundir
 from modulenet.data.device import device_batches
-from modulenet.errors import first_line
+from modulenet.errors import ModuleNetError, first_line
 from modulenet.evaluation.lit_module import IndividualModule, classifier_input_size
 from modulenet.finetune.network import (
     Network,
@@ -116,6 +116,13 @@ def finetune_architecture(
 def _finetune_architecture(
     kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress, checkpoints, report
 ) -> tuple[Network, dict]:
+    if settings.init == "scratch":  # the control: the same architecture, none of the knowledge
+        if settings.connection == "aligned":
+            raise ModuleNetError(
+                "finetune.init=scratch with connection=aligned: a permutation fitted to inherited features has no "
+                "random counterpart; use least_squares (a 1x1 convolution), channel_pool or conv1x1"
+            )
+        kb = kb.reinitialized(settings.seed)
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True, resolution=settings.resolution)
     size = trunk.output_size(datamodule.image_size)
     in_features = classifier_input_size(trunk.out_channels, size, settings.pool)
@@ -141,15 +148,16 @@ def _finetune_architecture(
         trainer.fit(model, train, ckpt_path=last, weights_only=True)
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy
-        trainer.test(model, datamodule.test_dataloader(), verbose=False)
-    top5 = model.val_accuracy_top5
     network = Network(model.trunk, model.classifier, s.pool).eval()
+    # the test split as modulenet-evaluate measures it, each image's prediction kept for paired tests
+    test = measure_network(network, datamodule.test_dataloader(), trainer.precision, device, predictions=True)
+    network.test_predictions = test["predictions"]
     network.description = {
         **describe_network(kb, genotype, s, datamodule.image_size, datamodule.num_classes, in_features),
         "precision": trainer.precision,  # what `auto` chose: a reload measures in it
         "val_error": val_error,
-        "test_error": 1.0 - model.val_accuracy,
-        "test_error_top5": None if top5 is None else 1.0 - top5,
+        "test_error": test["error"],
+        "test_error_top5": test["error_top5"],
     }
     return network, network.description
 

@@ -161,6 +161,30 @@ class KnowledgeBase:
         self.fitted_images = int(len(images))
         return self
 
+    def reinitialized(self, seed: int) -> KnowledgeBase:
+        """The same architectures, cells and specs with none of the knowledge: each network built
+        anew with its own random initialisation (`Architecture.build`), drawn from `seed` with the
+        process's generators restored afterwards. A least-squares stitch becomes a 1x1 convolution
+        with PyTorch's default initialisation. The control for inheritance (ours: the paper never
+        trains its architectures from scratch); an `aligned` permutation, fitted to the inherited
+        features, has no random counterpart and is not kept."""
+        from modulenet.knowledge.build import RANDOM_SOURCE  # build.py imports this module
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            columns = [arch.cells(arch.build()) for arch in self.architectures]
+            fitted = {
+                resolution: {
+                    key: {"least_squares": _random_stitch(fits["least_squares"]["weight"].shape)}
+                    for key, fits in boundaries.items()
+                }
+                for resolution, boundaries in self.fitted.items()
+            }
+        modules = [[columns[i][j] for i in range(self.num_archs)] for j in range(self.num_cells)]
+        kb = KnowledgeBase(self.architectures, modules, self.specs, self.image_size, [RANDOM_SOURCE] * self.num_archs)
+        kb.fitted, kb.fitted_images = fitted, 0
+        return kb
+
     def _reduced_view(self, cell: int, arch: int, factor: float) -> nn.Module | None:
         """Module (cell, arch) with `factor` of its reduction removed, made once; None (with a
         warning, the boundary then resamples) where its reductions cannot be removed."""
@@ -364,3 +388,10 @@ def atomic_torch_save(obj, path: Path) -> None:
     """`torch.save` whole (rundir.atomic_path): a crash or a second writer never leaves a torn file."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _random_stitch(shape: torch.Size) -> dict[str, torch.Tensor]:
+    """A least-squares stitch's tensors as a freshly initialised 1x1 convolution would hold them."""
+    out_channels, in_channels = shape
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+    return {"weight": conv.weight.detach().view(out_channels, in_channels).clone(), "bias": conv.bias.detach().clone()}

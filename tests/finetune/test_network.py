@@ -17,7 +17,7 @@ from conftest import CIFAR_NPZ, cifar_checkpoint
 from modulenet import rundir
 from modulenet.data import NpzDataModule
 from modulenet.errors import ModuleNetError
-from modulenet.finetune.network import load_network, measure_network, read_description
+from modulenet.finetune.network import load_network, measure_network, read_description, read_predictions
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.stage import run_finetune
 from modulenet.knowledge import build_knowledge_base
@@ -135,3 +135,12 @@ def test_a_damaged_or_foreign_network_folder_is_one_line(finetuned, tmp_path):
     (tmp_path / rundir.NETWORK_WEIGHTS).write_bytes(b"not a tensor file")
     with pytest.raises(ModuleNetError, match="does not hold this network's weights"):
         load_network(tmp_path)
+
+
+def test_each_test_images_prediction_is_saved_and_gives_the_recorded_error(finetuned):
+    out, finished, _ = finetuned
+    (row,) = finished
+    predictions = read_predictions(out / row.network / rundir.NETWORK_PREDICTIONS)
+    assert list(predictions["index"]) == list(range(200))
+    assert np.mean(predictions["predicted"] != predictions["label"]) == pytest.approx(row.test_error)
+    assert list(predictions["label"]) == list(np.load(CIFAR_NPZ)["y_test"][:200])

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from modulenet.data import QuickstartDataModule
+from modulenet.errors import ModuleNetError
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.stage import finetune_architecture
 from modulenet.knowledge import build_knowledge_base
@@ -86,6 +87,7 @@ from pathlib import Path
 import torch
 
 from modulenet.data import QuickstartDataModule
+from modulenet.errors import ModuleNetError
 from modulenet.evaluation.lit_module import IndividualModule
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.stage import run_finetune
@@ -160,3 +162,35 @@ def test_checkpoints_are_kept_when_asked(tmp_path):
     done = _finetune_process(tmp_path, keep=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / rundir.NETWORKS / "modulenet-1-seed0" / rundir.CHECKPOINTS / "last.ckpt").is_file()
+
+
+def test_the_scratch_control_is_the_same_architecture_with_none_of_the_knowledge(kb_and_data):
+    kb, dm = kb_and_data
+    kb.fit_connections(torch.randn(64, 3, 32, 32), progress=False)
+    before = torch.get_rng_state()
+    scratch = kb.reinitialized(seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the process's generator is not drawn from
+    assert scratch.specs == kb.specs and scratch.sources == ["random init"] * 2
+    assert kb.reinitialized(seed=3).weight_hashes() == scratch.weight_hashes()
+    assert kb.reinitialized(seed=4).weight_hashes() != scratch.weight_hashes()
+    for inherited, fresh in zip(kb.iter_modules(), scratch.iter_modules()):
+        inherited_state, fresh_state = inherited.state_dict(), fresh.state_dict()
+        assert inherited_state.keys() == fresh_state.keys()
+        for key, tensor in fresh_state.items():
+            if key.endswith("weight") and tensor.dim() > 1:  # every convolution drawn anew
+                assert not torch.equal(tensor, inherited_state[key]), key
+    # the least-squares stitch becomes a freshly initialised 1x1 convolution of the same shape
+    fitted, fresh = (b.fitted["reduce"][(1, 0, 1)]["least_squares"]["weight"] for b in (kb, scratch))
+    assert fresh.shape == fitted.shape and not torch.allclose(fresh, fitted)
+    assert "aligned" not in scratch.fitted["reduce"][(1, 0, 1)]
+
+    settings = FinetuneSettings(epochs=1, hidden=[16], pool="avg", connection="least_squares", init="scratch")
+    network, description = finetune_architecture(kb, (0, 1, 1), dm, settings, progress=False)
+    assert description["init"] == "scratch" and description["knowledge_base"]["sources"] == ["random init"] * 2
+    assert description["knowledge_base_sha256"] == kb.reinitialized(seed=0).weight_hashes()
+    assert len(network.test_predictions) == 32
+
+    with pytest.raises(ModuleNetError, match="finetune.init=scratch with connection=aligned"):
+        finetune_architecture(kb, (0, 1, 1), dm, FinetuneSettings(connection="aligned", init="scratch"), progress=False)
+    with pytest.raises(ModuleNetError, match=r"finetune.init='random'; valid values are \['inherited', 'scratch'\]"):
+        FinetuneSettings(init="random")
