@@ -1,17 +1,24 @@
-"""Is inherited knowledge worth having? Study 1 of docs/cpu_cifar10_inheritance/README.md (issue 21).
+"""Is inherited knowledge worth having? Studies 1 and 3 of docs/cpu_cifar10_inheritance/README.md (issue 21).
 
-    .venv/bin/python studies/cpu_cifar10_inheritance.py run      # hours on 2 CPU cores; rerun to resume
-    .venv/bin/python studies/cpu_cifar10_inheritance.py report   # the tables, tests and figure from the rows
+    .venv/bin/python studies/cpu_cifar10_inheritance.py study1         # hours on 2 CPU cores; rerun to resume
+    .venv/bin/python studies/cpu_cifar10_inheritance.py study1-report  # its tables, tests and figure from the rows
+    .venv/bin/python studies/cpu_cifar10_inheritance.py study3         # minutes: rankings out of sample, NASWOT
 
-`run` builds the same-data study's knowledge base (experiment=cpu_cifar10_same_data, cached), fits
+`study1` builds the same-data study's knowledge base (experiment=cpu_cifar10_same_data, cached), fits
 its least-squares stitches, then fine-tunes every arm of the protocol for seeds 0, 1, 2: the
 selected hybrid (211) and the best original (111) from inherited weights at 6, 18 and 36 epochs,
 and both from random initialisation (finetune.init=scratch) at 36. Each arm and seed is a saved
 network (finetune/network.py) with its per-image test predictions under $OUT/<arm>-seed<k>/;
 `rows.json` gains its row when it finishes, and a killed fine-tune continues from its last
-epoch. Seeds go round first, so a partial run is balanced. `report` writes `rows.json`, the
-predictions, `study1.md` and `study1.png` into docs/cpu_cifar10_inheritance/. The recipe is the
-protocol's, fixed before the first run; nothing here chooses by the test split.
+epoch. Seeds go round first, so a partial run is balanced. `study1-report` writes `rows.json`,
+the predictions, `study1.md` and `study1.png` into docs/cpu_cifar10_inheritance/.
+
+`study3` reads the same-data study's committed rows (docs/cpu_cifar10_same_data: each fine-tuned
+architecture's search terms and test errors, each seed once), fits Eq. 4's alpha and beta on one
+connection's points and measures Spearman and Kendall on each other connection's, beside alpha =
+beta = 25, err_val alone and NASWOT (evaluation/naswot.py) on the same knowledge base, and writes
+`study3_points.json` and `study3.md`. The recipe is the protocol's, fixed before the first run;
+nothing here chooses by the test split.
 """
 
 from __future__ import annotations
@@ -72,11 +79,10 @@ def compose(extra: list[str]):
         return hydra_compose(config_name="search_app", overrides=OVERRIDES + extra)
 
 
-def run(args) -> None:
+def study1(args) -> None:
     import torch
 
     from modulenet import rundir
-    from modulenet.app.builders import make_datamodule, make_search_knowledge_base
     from modulenet.app.jobs import finetune_datamodule
     from modulenet.finetune.network import save_network
     from modulenet.finetune.settings import FinetuneSettings
@@ -84,8 +90,7 @@ def run(args) -> None:
     from modulenet.rundir import write_atomic
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    cfg = compose(args.overrides)
-    kb = make_search_knowledge_base(cfg, make_datamodule(cfg.dataset))
+    cfg, kb, _ = same_data_knowledge_base(args.overrides)
     ft = cfg.finetune.copy()
     ft.update(RECIPE)
     dataset_config, datamodule = finetune_datamodule(cfg.dataset, ft)
@@ -138,7 +143,7 @@ def run(args) -> None:
             print(f"  val {description['val_error']:.4f} test {description['test_error']:.4f}", flush=True)
 
 
-def report(args) -> None:
+def study1_report(args) -> None:
     """Every number of study1.md from rows.json and the saved predictions."""
     from modulenet import rundir
     from modulenet.finetune.network import read_predictions
@@ -227,6 +232,136 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def same_data_knowledge_base(extra: list[str]):
+    """The same-data study's knowledge base (cached: built once by whichever study runs first), its
+    least-squares and aligned stitches fitted, and the search's datamodule."""
+    from modulenet.app.builders import make_datamodule, make_search_knowledge_base
+
+    cfg = compose(extra)
+    datamodule = make_datamodule(cfg.dataset)
+    return cfg, make_search_knowledge_base(cfg, datamodule), datamodule
+
+
+SAME_DATA = ROOT / "docs" / "cpu_cifar10_same_data"
+CONNECTIONS = ("channel_pool", "aligned", "least_squares")
+
+
+def same_data_points() -> list[dict]:
+    """The same-data study's fine-tuned architectures per connection: their search terms (report.md's
+    calibration table, from each search's evaluations.csv) and test error averaged over their distinct
+    seeds (finetune_<c>.json and fig8_finetune_<c>.json; a seed fine-tuned in both is counted once)."""
+    table = (SAME_DATA / "report.md").read_text().split("Architectures used:")[1]
+    points = []
+    for line in table.splitlines():
+        if not line.startswith("| search-"):
+            continue
+        run, label, genotype, err_val, l_rate, sim = (cell.strip() for cell in line.split("|")[1:7])
+        connection = run.removeprefix("search-")
+        errors: dict[int, float] = {}
+        for name in (f"finetune_{connection}.json", f"fig8_finetune_{connection}.json"):
+            for row in json.loads((SAME_DATA / name).read_text())["results"]:
+                if "".join(map(str, row["genotype"])) == genotype:
+                    errors.setdefault(int(row["seed"]), row["test_error"])
+        points.append(
+            {
+                "connection": connection,
+                "label": label,
+                "genotype": genotype,
+                "err_val": float(err_val) / 100,
+                "l_rate": float(l_rate),
+                "sim": float(sim),
+                "test_error": statistics.fmean(errors.values()),
+                "seeds": sorted(errors),
+            }
+        )
+    return points
+
+
+def study3(args) -> None:
+    """Which ranking predicts fine-tuned error, out of sample (study 3 of the protocol)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from modulenet.evaluation.naswot import naswot_score
+    from modulenet.report.calibration import calibrate
+    from modulenet.report.correlation import kendall, spearman
+    from modulenet.search.score import search_score
+
+    points = same_data_points()
+    cfg, kb, datamodule = same_data_knowledge_base(args.overrides)
+    images = datamodule.search_tensors()[0]
+    batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:128]]
+    for point in points:
+        trunk = kb.assemble(point["genotype"], connection=point["connection"], resolution=cfg.connection.resolution)
+        point["naswot"] = naswot_score(trunk, batch)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "study3_points.json").write_text(json.dumps(points, indent=2) + "\n")
+
+    def ranks(group: list[dict], scores: list[float]) -> tuple[float, float]:
+        errors = [p["test_error"] for p in group]
+        return spearman(scores, errors), kendall(scores, errors)
+
+    def eq4(group, alpha, beta):
+        return [search_score(p["err_val"], p["l_rate"], p["sim"], alpha, beta) for p in group]
+
+    by_connection = {c: [p for p in points if p["connection"] == c] for c in CONNECTIONS}
+    fitted = {}
+    for c, group in by_connection.items():
+        run = SimpleNamespace(label=c, alpha=25.0, beta=25.0)
+        result = calibrate([{**p, "run": run} for p in group], maximum=50.0, step=1.0)
+        fitted[c] = (result.best_alpha, result.best_beta, result.ties)
+
+    def cell(values: tuple[float, float]) -> str:
+        return f"{values[0]:+.3f} ({values[1]:+.3f})"
+
+    lines = [
+        "# Study 3: which ranking predicts fine-tuned error, out of sample (generated)",
+        "",
+        "Points: the same-data study's fine-tuned architectures per connection (`study3_points.json`: search",
+        "terms from its report, test error averaged over each architecture's distinct seeds). Spearman",
+        "(Kendall) between each ranking and the test error; positive means the ranking puts the better",
+        "network first. NASWOT is negated (a higher NASWOT ranks first). Never pooled across connections.",
+        "",
+        "Alpha and beta fitted on one connection's points (grid 0..50 step 1, highest Spearman; ties by",
+        "Kendall, then the centre of the tied region):",
+        "",
+        "| fitted on | points | alpha | beta | grid points tied at the best Spearman |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in CONNECTIONS:
+        alpha, beta, ties = fitted[c]
+        lines.append(f"| {c} | {len(by_connection[c])} | {alpha:g} | {beta:g} | {ties} |")
+    lines += [
+        "",
+        "| scored on | points | err_val alone | Eq. 4 at 25, 25 | NASWOT | "
+        + " | ".join(f"Eq. 4 fitted on {c}" for c in CONNECTIONS)
+        + " |",
+        "| --- " * (5 + len(CONNECTIONS)) + "|",
+    ]
+    for c, group in by_connection.items():
+        cells = [
+            cell(ranks(group, eq4(group, 0, 0))),
+            cell(ranks(group, eq4(group, 25, 25))),
+            cell(ranks(group, [-p["naswot"] for p in group])),
+        ]
+        for f in CONNECTIONS:
+            alpha, beta, _ = fitted[f]
+            value = cell(ranks(group, eq4(group, alpha, beta)))
+            cells.append(f"{value} (in sample)" if f == c else value)
+        lines.append(f"| {c} | {len(group)} | " + " | ".join(cells) + " |")
+    naswot_ok = all(ranks(g, [-p["naswot"] for p in g])[0] >= ranks(g, eq4(g, 0, 0))[0] for g in by_connection.values())
+    lines += [
+        "",
+        f"NASWOT ranks at least as well as err_val on every connection's points: {'yes' if naswot_ok else 'no'} "
+        "(the protocol's condition for offering it as a search objective).",
+        f"NASWOT over one mini-batch of 128 training images (seed 0) of the frozen trunk with its inherited "
+        f"weights; knowledge base sha256 {json.dumps(kb.weight_hashes(), sort_keys=True)}.",
+    ]
+    (DOCS / "study3.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _figure(by_arm: dict, path: Path) -> None:
     """Test error against the fine-tuning budget: inherited hybrid and original as lines (mean, each
     seed a dot), the 36-epoch scratch controls as open markers."""
@@ -258,14 +393,16 @@ def _figure(by_arm: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["run", "report"])
+    parser.add_argument("step", choices=list(STEPS))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (a smoke run: knowledge_base.train_epochs=1)")
     parser.add_argument("--epochs", type=int, default=0, help="every arm this many epochs (smoke runs only)")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--rows-from", default="", help="report: the run folder (default $OUT)")
+    parser.add_argument("--rows-from", default="", help="study1-report: the run folder (default $OUT)")
     args = parser.parse_args(argv)
-    run(args) if args.step == "run" else report(args)
+    STEPS[args.step](args)
 
+
+STEPS = {"study1": study1, "study1-report": study1_report, "study3": study3}
 
 if __name__ == "__main__":
     sys.exit(main())

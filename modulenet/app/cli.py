@@ -102,26 +102,58 @@ def _evaluate(cfg: DictConfig):
     return _guard(lambda c, d, *_: evaluate_job(c, d), cfg)
 
 
+# Launchers whose Hydra plugin is a separate package: {launcher name prefix: (plugin module, what to install)}
+LAUNCHER_PLUGINS = {
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "pip install 'modulenet[slurm]'"),
+    "submitit": ("hydra_plugins.hydra_submitit_launcher", "pip install 'modulenet[slurm]'"),
+}
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A `hydra/launcher=` choice whose plugin is not installed: one line before Hydra composes
+    (Hydra's own refusal is a paragraph about a missing config group option)."""
+    import importlib.util
+
+    for arg in argv:
+        name = arg.split("=", 1)[1] if arg.lstrip("+").startswith("hydra/launcher=") else ""
+        prefix = next((p for p in LAUNCHER_PLUGINS if name.startswith(p)), None)
+        if prefix is None:
+            continue
+        module, install = LAUNCHER_PLUGINS[prefix]
+        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+            print(
+                f"error: hydra/launcher={name} needs the submitit launcher ({module}), which is not installed: "
+                f"{install}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+
+
+def _main(hydra_main) -> None:
+    check_launcher(sys.argv[1:])
+    hydra_main()
+
+
 def evaluate_main() -> None:
     """modulenet-evaluate"""
-    _evaluate()
+    _main(_evaluate)
 
 
 def finetune_main() -> None:
     """modulenet-finetune"""
-    _finetune()
+    _main(_finetune)
 
 
 def search_main() -> None:
     """modulenet-search"""
-    _search()
+    _main(_search)
 
 
 def kb_main() -> None:
     """modulenet-kb"""
-    _kb()
+    _main(_kb)
 
 
 def report_main() -> None:
     """modulenet-report"""
-    _report()
+    _main(_report)

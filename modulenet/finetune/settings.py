@@ -9,7 +9,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.runtime.settings import TrainerSettings
 
 # The evaluation stage's candidates (finetune/stage.py's select_candidates).
-CANDIDATES = ("population", "top_k", "every_generation", "evaluated")
+CANDIDATES = ("population", "top_k", "every_generation", "evaluated", "front")
 # Where the weights start: the knowledge base's (the paper's) or random (ours, the control for inheritance).
 INITS = ("inherited", "scratch")
 
@@ -25,7 +25,8 @@ class FinetuneRecipe:
     include_originals: bool = True
     # population (the paper: the final population's distinct genotypes, at most max_candidates by score; the
     # best by validation error is selected) | top_k (its top_k by score) | every_generation (Fig. 8: every
-    # generation's population) | evaluated (Fig. 8: every genotype the search evaluated)
+    # generation's population) | evaluated (Fig. 8: every genotype the search evaluated) | front (the final
+    # population's genotypes no other dominates in the search's objectives, e.g. [score, flops])
     candidates: str = "top_k"
     max_candidates: int = 40  # population: the best this many by score; every_generation: spread over the ranking
     epochs: int = 50

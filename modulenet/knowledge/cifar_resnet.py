@@ -40,11 +40,12 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         changes_shape = stride != 1 or in_planes != planes
         self.shortcut = OptionAShortcut(in_planes, planes) if changes_shape else nn.Identity()
+        self.relu = nn.ReLU()  # a module, not F.relu, so activation hooks (evaluation/naswot.py) see it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):

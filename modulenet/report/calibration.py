@@ -36,7 +36,8 @@ class Calibration:
 
 
 def calibration_points(finetunes: Sequence[FinetuneRun]) -> list[dict]:
-    """Fine-tuned architectures matched by genotype to their search run's evaluations (search terms known)."""
+    """Fine-tuned architectures matched by genotype to their search run's evaluations (search terms known),
+    each with its test error averaged over its distinct fine-tuning seeds (each seed counted once)."""
     merged: dict[tuple, dict] = {}
     for ft in finetunes:
         if ft.search is None:
@@ -61,14 +62,16 @@ def calibration_points(finetunes: Sequence[FinetuneRun]) -> list[dict]:
                     "err_val": e["err_val"],
                     "l_rate": e["l_rate"],
                     "sim": e["sim"],
-                    "errors": [],
+                    "errors": {},
                     "run": ft.search,
                 },
             )
-            point["errors"].append(error)
+            # one fine-tune per seed: a genotype fine-tuned again with a seed already counted (a Fig. 8 run
+            # beside the population's) is the same network, so it would count twice in the mean
+            point["errors"].setdefault(int(r.get("seed", 0)), error)
     points = []
     for point in merged.values():
-        point["test_error"] = float(np.mean(point.pop("errors")))  # several fine-tunes of one genotype: their mean
+        point["test_error"] = float(np.mean(list(point.pop("errors").values())))  # over its seeds
         points.append(point)
     return points
 

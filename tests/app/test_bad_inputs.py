@@ -528,3 +528,23 @@ def test_a_ray_client_address_is_checked_before_any_knowledge_base_is_built(tmp_
         search_job(cfg, tmp_path / "run")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "cache").exists()  # the quickstart base was not trained
+
+
+LAUNCHER_WITHOUT_PLUGIN = """
+import sys
+sys.modules["hydra_plugins.hydra_submitit_launcher"] = None  # as if hydra-submitit-launcher were not installed
+sys.argv = ["modulenet-search", "-m", sys.argv[1], "search.alpha=10,25"]
+from modulenet.app.cli import search_main
+search_main()
+"""
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=slurm", "hydra/launcher=submitit_slurm"])
+def test_a_launcher_whose_plugin_is_missing_is_one_line_before_hydra_composes(tmp_path, launcher):
+    """Issue 25: Hydra's own refusal is a paragraph about a missing config group option."""
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER_WITHOUT_PLUGIN, launcher], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and not (tmp_path / "multirun").exists()
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {launcher} needs the submitit launcher") and "modulenet[slurm]" in line

@@ -80,6 +80,25 @@ def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
     assert codes("evaluated", limit=2) == [(0, 1, 1), (1, 0, 1)]
 
 
+def test_the_front_candidates_are_the_final_populations_non_dominated_genotypes():
+    """A hand example in (score, flops): A (0.30, 100) and B (0.20, 200) are the front; C (0.35, 150)
+    is dominated by A, D (0.20, 250) by B; a failed individual never counts; best score first."""
+    from modulenet.finetune.stage import final_front, select_candidates
+
+    def row(code, score, flops, status="ok"):
+        return {"genotype": list(code), "score": score, "flops": flops, "status": status}
+
+    a, b, c, d, failed = (0, 0, 0), (1, 1, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0)
+    population = [row(a, 0.30, 100), row(b, 0.20, 200), row(c, 0.35, 150), row(d, 0.20, 250), row(a, 0.30, 100)]
+    population.append(row(failed, 0.10, 10, "error"))
+    results = {"population": population, "config": {"objectives": ["score", "flops"]}}
+    assert sorted(final_front(results)) == [a, b]
+    settings = FinetuneSettings(candidates="front", include_originals=False)
+    assert select_candidates(results, None, settings) == [("ModuleNet #1", b), ("ModuleNet #2", a)]
+    # one objective: the front is the best score (ties all stay)
+    assert sorted(final_front({**results, "config": {"objectives": ["score"]}})) == [d, b]
+
+
 FINETUNE_SCRIPT = """
 import logging, os, signal, sys
 from pathlib import Path

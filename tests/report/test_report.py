@@ -20,7 +20,8 @@ import pytest
 
 from modulenet.app.cli import report_main
 from modulenet.errors import ModuleNetError
-from modulenet.report import PAPER_TABLES, calibrate, dataset_key, paper_table_for, write_report
+from modulenet.report import PAPER_TABLES, calibrate, dataset_key, load_runs, paper_table_for, write_report
+from modulenet.report.calibration import calibration_points
 from modulenet.report.correlation import kendall, spearman, spearman_rows
 from modulenet.rundir import read_evaluations
 from modulenet.search import SearchConfig, run_search
@@ -557,3 +558,16 @@ def test_a_damaged_evaluations_csv_or_finetune_json_is_reported_row_by_row(runs,
     assert "skipped 2 damaged result(s): result 2 (no test_error); result 3 (test_error 'n/a' is not a number)" in (
         caplog.text
     )
+
+
+def test_a_genotype_fine_tuned_twice_with_one_seed_counts_that_seed_once(runs, tmp_path):
+    """The population's fine-tune (seeds 0 and 1) and a Fig. 8 run (seed 0) of one search: seed 0 is
+    the same network twice, so the point's test error is the mean over seeds {0, 1}, not {0, 1, 0}."""
+    search = runs.sweep / "1"
+    code = read_evaluations(search, C)[0]["genotype"]
+    population, fig8 = tmp_path / "population", tmp_path / "fig8"
+    write_finetune(population, search, [{**row("ModuleNet #1", code, 0.30), "seed": 0},
+                                         {**row("ModuleNet #1", code, 0.40), "seed": 1}])  # fmt: skip
+    write_finetune(fig8, search, [{**row("ModuleNet #1", code, 0.30), "seed": 0}])
+    (point,) = calibration_points(load_runs([population, fig8]).finetune)
+    assert point["test_error"] == pytest.approx(0.35)
