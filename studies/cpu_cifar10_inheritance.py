@@ -1,7 +1,9 @@
-"""Is inherited knowledge worth having? Studies 1 and 3 of docs/cpu_cifar10_inheritance/README.md (issue 21).
+"""Is inherited knowledge worth having? The three studies of docs/cpu_cifar10_inheritance/README.md (issue 21).
 
     .venv/bin/python studies/cpu_cifar10_inheritance.py study1         # hours on 2 CPU cores; rerun to resume
     .venv/bin/python studies/cpu_cifar10_inheritance.py study1-report  # its tables, tests and figure from the rows
+    .venv/bin/python studies/cpu_cifar10_inheritance.py study2         # the front: a search, then fine-tunes
+    .venv/bin/python studies/cpu_cifar10_inheritance.py study2-report
     .venv/bin/python studies/cpu_cifar10_inheritance.py study3         # minutes: rankings out of sample, NASWOT
 
 `study1` builds the same-data study's knowledge base (experiment=cpu_cifar10_same_data, cached), fits
@@ -12,6 +14,11 @@ network (finetune/network.py) with its per-image test predictions under $OUT/<ar
 `rows.json` gains its row when it finishes, and a killed fine-tune continues from its last
 epoch. Seeds go round first, so a partial run is balanced. `study1-report` writes `rows.json`,
 the predictions, `study1.md` and `study1.png` into docs/cpu_cifar10_inheritance/.
+
+`study2` runs the accuracy/cost front through the command line (modulenet-search with objectives
+[score, flops], then modulenet-finetune finetune.candidates=front with the originals, 3 seeds);
+`study2-report` writes `study2_rows.json`, `study2.md` (which searched networks no original
+dominates, McNemar against the original closest in FLOPs) and `study2.png`.
 
 `study3` reads the same-data study's committed rows (docs/cpu_cifar10_same_data: each fine-tuned
 architecture's search terms and test errors, each seed once), fits Eq. 4's alpha and beta on one
@@ -26,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT", ROOT.parent / "studies" / "cpu_cifar10_inheritance"))
-DOCS = ROOT / "docs" / "cpu_cifar10_inheritance"
+DOCS = Path(os.environ.get("DOCS", ROOT / "docs" / "cpu_cifar10_inheritance"))
 SEEDS = (0, 1, 2)
 HYBRID, ORIGINAL = "211", "111"  # allconv+vgg+vgg (the same-data study's least_squares pick), vgg_cifar
 # (arm, genotype, init, epochs), in the order they run within a seed
@@ -68,6 +74,13 @@ OVERRIDES = [
 ]
 
 
+def mean_sd(values: list[float]) -> str:
+    """Fractions as a percentage, mean ± sd over seeds."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (1 seed)"
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
 def compose(extra: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -88,6 +101,7 @@ def study1(args) -> None:
     from modulenet.finetune.settings import FinetuneSettings
     from modulenet.finetune.stage import finetune_architecture
     from modulenet.rundir import write_atomic
+    from modulenet.runtime.precision import device_model
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     cfg, kb, _ = same_data_knowledge_base(args.overrides)
@@ -135,7 +149,7 @@ def study1(args) -> None:
                     "test_error": description["test_error"],
                     "seconds": round(time.perf_counter() - start, 1),
                     "knowledge_base_sha256": kb.weight_hashes(),
-                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                    "machine": f"{device_model(torch.device('cpu'))}, {os.cpu_count()} cores",
                     "torch": torch.__version__,
                 }
             )
@@ -167,11 +181,6 @@ def study1_report(args) -> None:
     def predictions(arm: str, seed: int):
         return read_predictions(DOCS / "predictions" / f"{arm}-seed{seed}.npz")
 
-    def pct(values: list[float]) -> str:
-        if len(values) == 1:
-            return f"{100 * values[0]:.2f} (1 seed)"
-        return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
-
     lines = [
         "# Study 1: inheritance against training from scratch, by budget (generated from rows.json)",
         "",
@@ -187,10 +196,9 @@ def study1_report(args) -> None:
             lines.append(f"| {arm} | | {init} | | none yet | | |")
             continue
         first = next(iter(runs.values()))
-        lines.append(
-            f"| {arm} | {first['architecture']} | {init} | {first['epochs']} | {','.join(map(str, sorted(runs)))} | "
-            f"{pct([r['val_error'] for r in runs.values()])} | {pct([r['test_error'] for r in runs.values()])} |"
-        )
+        val, test = (mean_sd([r[key] for r in runs.values()]) for key in ("val_error", "test_error"))
+        seeds = ",".join(map(str, sorted(runs)))
+        lines.append(f"| {arm} | {first['architecture']} | {init} | {first['epochs']} | {seeds} | {val} | {test} |")
     lines += [
         "",
         "Paired McNemar tests, seed k against seed k (exact binomial on the discordant images): "
@@ -362,6 +370,180 @@ def study3(args) -> None:
     print("\n".join(lines))
 
 
+STUDY2_SEARCH = [  # written in the protocol before any run: objectives [score, flops], alpha = beta = 0
+    "experiment=cifar10_shared",
+    "connection=least_squares",
+    "search.objectives=[score,flops]",
+    "search.alpha=0",
+    "search.beta=0",
+    "search.generations=6",
+    "search.population_size=12",
+    "trainer.precision=32-true",
+    "trainer.accelerator=cpu",
+    "progress=false",
+    "logger=none",
+]
+STUDY2_FINETUNE = [  # the final front and the four originals, the common recipe, 3 seeds
+    "finetune.candidates=front",
+    "finetune.max_candidates=40",
+    "finetune.include_originals=true",
+    f"finetune.seeds=[{','.join(map(str, SEEDS))}]",
+    "finetune.epochs=6",
+    *(f"finetune.{key}={str(value).lower()}" for key, value in RECIPE.items()),
+    "trainer.precision=32-true",
+    "trainer.accelerator=cpu",
+    "progress=false",
+    "logger=none",
+]
+
+
+def study2(args) -> None:
+    """The accuracy/cost front (study 2): the search, then its final front and the originals
+    fine-tuned; both through the command line, each resuming where a rerun finds it."""
+    import subprocess
+
+    search, finetune = OUT / "study2-search", OUT / "study2-finetune"
+    resume = [f"resume={search}"] if (search / "search_state.json").is_file() else []
+    bin_dir = Path(sys.executable).parent
+    for command in (
+        [bin_dir / "modulenet-search", *STUDY2_SEARCH, f"hydra.run.dir={search}", *resume, *args.overrides],
+        [bin_dir / "modulenet-finetune", f"search_run={search}", *STUDY2_FINETUNE, f"hydra.run.dir={finetune}"]
+        + [o for o in args.overrides if o.startswith("finetune.")],
+    ):
+        print(" ".join(map(str, command)), flush=True)
+        subprocess.run(list(map(str, command)), check=True)
+
+
+def study2_report(args) -> None:
+    """study2.md and study2.png from the fine-tune's rows, the search's FLOPs and parameters, and the
+    saved predictions: which searched networks no original dominates, and paired tests."""
+    from modulenet.finetune.network import read_predictions
+    from modulenet.report.paired import mcnemar_of_predictions, wins
+    from modulenet.rundir import read_evaluations
+
+    source = Path(args.rows_from) if args.rows_from else OUT
+    search, finetune = source / "study2-search", source / "study2-finetune"
+    cost = {"".join(map(str, e["genotype"])): e for e in read_evaluations(search)}
+    rows = []
+    (DOCS / "predictions").mkdir(parents=True, exist_ok=True)
+    for r in json.loads((finetune / "finetune.json").read_text())["results"]:
+        genotype = "".join(map(str, r["genotype"]))
+        name = f"study2-{genotype}-seed{r['seed']}.npz"
+        shutil.copyfile(finetune / r["network"] / "test_predictions.npz", DOCS / "predictions" / name)
+        rows.append(
+            {
+                "label": r["label"],
+                "genotype": genotype,
+                "architecture": r["architecture"],
+                "original": not r["label"].startswith("ModuleNet"),
+                "seed": r["seed"],
+                "test_error": r["test_error"],
+                "flops": int(cost[genotype]["flops"]),
+                "params": int(cost[genotype]["params"]),
+                "frozen_err_val": cost[genotype]["err_val"],
+                "seconds": round(r["seconds"], 1),
+            }
+        )
+    (DOCS / "study2_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    networks: dict[str, list[dict]] = {}
+    for r in rows:
+        networks.setdefault(r["genotype"], []).append(r)
+
+    def mean_error(genotype: str, seed: int | None = None) -> float:
+        return statistics.fmean(r["test_error"] for r in networks[genotype] if seed in (None, r["seed"]))
+
+    def dominated(genotype: str, seed: int | None = None) -> bool:
+        """Some original has lower or equal test error and FLOPs, one of them strictly lower."""
+        mine = (mean_error(genotype, seed), networks[genotype][0]["flops"])
+        for other in originals:
+            theirs = (mean_error(other, seed), networks[other][0]["flops"])
+            if all(t <= m for t, m in zip(theirs, mine)) and any(t < m for t, m in zip(theirs, mine)):
+                return True
+        return False
+
+    originals = [g for g, rs in networks.items() if rs[0]["original"]]
+    searched = [g for g, rs in networks.items() if not rs[0]["original"]]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [
+        "# Study 2: the accuracy/cost front (generated from study2_rows.json)",
+        "",
+        "The four pretrained CIFAR ResNets of `../shared`, connection `least_squares`; a search minimising",
+        "(score with alpha = beta = 0, i.e. the frozen validation error, FLOPs); its final front and the four",
+        "originals fine-tuned 6 epochs on `x_train` (the common recipe), seeds "
+        + ", ".join(map(str, seeds))
+        + "; test error on `x_test`. Validation was `x_test` too (the sources saw every `x_train` image), so",
+        "this study selects nothing and reports every member of the front.",
+        "",
+        "| network | genotype | architecture | MFLOPs | params (K) | frozen err_val (%) | test error (%), mean ± sd |"
+        " dominated by an original (mean) | per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for genotype in originals + searched:
+        first = networks[genotype][0]
+        spread = mean_sd([r["test_error"] for r in networks[genotype]])
+        per_seed = "" if first["original"] else ", ".join("yes" if dominated(genotype, k) else "no" for k in seeds)
+        verdict = "" if first["original"] else ("yes" if dominated(genotype) else "**no**")
+        lines.append(
+            f"| {first['label']} | {genotype} | {first['architecture']} | {first['flops'] / 1e6:.1f} | "
+            f"{first['params'] / 1e3:.0f} | {100 * first['frozen_err_val']:.1f} | {spread} | {verdict} | {per_seed} |"
+        )
+    free = [g for g in searched if not dominated(g)]
+    lines += [
+        "",
+        f"Searched networks on the front: {len(searched)}; not dominated by any original (mean test error): "
+        f"{len(free)}; per seed: "
+        + ", ".join(f"seed {k}: {sum(not dominated(g, k) for g in searched)}" for k in seeds)
+        + ".",
+        "",
+        "Paired McNemar tests of each searched network no original dominates against the original closest in",
+        "FLOPs (seed k against seed k; A beats B: lower mean test error and p < 0.05 in 2 of 3 pairings):",
+        "",
+        "| searched (A) | closest original (B) | per seed: only A / only B, p | A - B (points) | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for genotype in free:
+        flops = networks[genotype][0]["flops"]
+        other = min(originals, key=lambda g: abs(networks[g][0]["flops"] - flops))
+        tests = [
+            mcnemar_of_predictions(
+                read_predictions(DOCS / "predictions" / f"study2-{genotype}-seed{k}.npz"),
+                read_predictions(DOCS / "predictions" / f"study2-{other}-seed{k}.npz"),
+            )
+            for k in seeds
+        ]
+        a = [r["test_error"] for r in sorted(networks[genotype], key=lambda r: r["seed"])]
+        b = [r["test_error"] for r in sorted(networks[other], key=lambda r: r["seed"])]
+        verdict = "A wins" if wins(a, b, tests) else "B wins" if wins(b, a, tests) else "no difference shown"
+        cells = "; ".join(f"seed {k}: {t.only_a} / {t.only_b}, p = {t.p_value:.3g}" for k, t in zip(seeds, tests))
+        gap = 100 * (statistics.fmean(a) - statistics.fmean(b))
+        lines.append(f"| {genotype} | {other} ({networks[other][0]['label']}) | {cells} | {gap:+.2f} | {verdict} |")
+    (DOCS / "study2.md").write_text("\n".join(lines) + "\n")
+    _front_figure(networks, DOCS / "study2.png")
+    print("\n".join(lines))
+
+
+def _front_figure(networks: dict, path: Path) -> None:
+    """Test error against FLOPs and against parameters, originals marked, each seed a dot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for axis, key, unit in zip(fig.subplots(1, 2), ("flops", "params"), (1e6, 1e3)):
+        for genotype, rs in networks.items():
+            x = rs[0][key] / unit
+            errors = [100 * r["test_error"] for r in rs]
+            original = rs[0]["original"]
+            colour = "tab:blue" if original else "tab:red"
+            axis.scatter([x] * len(errors), errors, color=colour, s=8, alpha=0.5)
+            axis.scatter([x], [statistics.fmean(errors)], color=colour, marker="s" if original else "o", s=40)
+            axis.annotate(rs[0]["label"] if original else genotype, (x, statistics.fmean(errors)), fontsize=7)
+        axis.set_xlabel("MFLOPs" if key == "flops" else "parameters (K)")
+        axis.set_ylabel("test error (%)")
+    fig.suptitle("Study 2: searched front (red) and the pretrained originals (blue squares), mean and each seed")
+    fig.savefig(path, dpi=120)
+
+
 def _figure(by_arm: dict, path: Path) -> None:
     """Test error against the fine-tuning budget: inherited hybrid and original as lines (mean, each
     seed a dot), the 36-epoch scratch controls as open markers."""
@@ -402,7 +584,13 @@ def main(argv: list[str] | None = None) -> None:
     STEPS[args.step](args)
 
 
-STEPS = {"study1": study1, "study1-report": study1_report, "study3": study3}
+STEPS = {
+    "study1": study1,
+    "study1-report": study1_report,
+    "study2": study2,
+    "study2-report": study2_report,
+    "study3": study3,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,8 +85,9 @@ def select_candidates(
         finals = dict.fromkeys(tuple(row["genotype"]) for row in results["population"])
         limit = settings.top_k if settings.candidates == "top_k" else settings.max_candidates
         ranked = sorted(finals, key=lambda code: scores[code])[:limit]
-    elif settings.candidates == "front":
-        ranked = sorted(final_front(results), key=lambda code: scores[code])[: settings.max_candidates]
+    elif settings.candidates == "front":  # an original on the front is fine-tuned once, under its own name
+        front = [code for code in final_front(results) if not (settings.include_originals and len(set(code)) == 1)]
+        ranked = sorted(front, key=lambda code: scores[code])[: settings.max_candidates]
     elif settings.candidates == "every_generation":
         ranked = search_path(results, scores, settings.max_candidates)
     else:

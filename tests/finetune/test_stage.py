@@ -8,6 +8,7 @@ a learning rate that suits a BatchNorm network wrecked it (docs/cpu_cifar10_same
 from __future__ import annotations
 
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -88,15 +89,19 @@ def test_the_front_candidates_are_the_final_populations_non_dominated_genotypes(
     def row(code, score, flops, status="ok"):
         return {"genotype": list(code), "score": score, "flops": flops, "status": status}
 
-    a, b, c, d, failed = (0, 0, 0), (1, 1, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0)
+    a, b, c, d, failed = (0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 0, 1), (1, 1, 0)  # a: an original
     population = [row(a, 0.30, 100), row(b, 0.20, 200), row(c, 0.35, 150), row(d, 0.20, 250), row(a, 0.30, 100)]
     population.append(row(failed, 0.10, 10, "error"))
     results = {"population": population, "config": {"objectives": ["score", "flops"]}}
     assert sorted(final_front(results)) == [a, b]
     settings = FinetuneSettings(candidates="front", include_originals=False)
     assert select_candidates(results, None, settings) == [("ModuleNet #1", b), ("ModuleNet #2", a)]
+    # with the originals fine-tuned anyway, an original on the front is fine-tuned once, under its name
+    kb = SimpleNamespace(arch_names=["p", "q"], original_genotype=lambda i: (i, i, i))
+    with_originals = FinetuneSettings(candidates="front", include_originals=True)
+    assert select_candidates(results, kb, with_originals) == [("ModuleNet #1", b), ("p", a), ("q", (1, 1, 1))]
     # one objective: the front is the best score (ties all stay)
-    assert sorted(final_front({**results, "config": {"objectives": ["score"]}})) == [d, b]
+    assert sorted(final_front({**results, "config": {"objectives": ["score"]}})) == [b, d]
 
 
 FINETUNE_SCRIPT = """
