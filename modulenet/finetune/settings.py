@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from modulenet.errors import ModuleNetError
 from modulenet.runtime.settings import TrainerSettings
 
-# The evaluation stage's candidates (finetune/stage.py's select_candidates).
+# The evaluation stage's candidates (finetune/candidates.py).
 CANDIDATES = ("population", "top_k", "every_generation", "evaluated", "front")
 # Where the weights start: the knowledge base's (the paper's) or random (ours, the control for inheritance).
 INITS = ("inherited", "scratch")

@@ -10,12 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import shutil
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -25,6 +23,7 @@ from modulenet import rundir
 from modulenet.data.device import device_batches
 from modulenet.errors import ModuleNetError, first_line
 from modulenet.evaluation.lit_module import IndividualModule, classifier_input_size
+from modulenet.finetune.candidates import select_candidates
 from modulenet.finetune.network import (
     Network,
     describe_network,
@@ -33,6 +32,7 @@ from modulenet.finetune.network import (
     measure_network,
     save_network,
 )
+from modulenet.finetune.results import FinetuneResult, markdown_table, select, selected_network
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
@@ -46,66 +46,8 @@ from modulenet.runtime.trainer import (
     resume_from,
     use_float32_matmul_precision,
 )
-from modulenet.search.outputs import non_dominated, search_path, spread_over_ranking
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneResult:
-    label: str  # "ModuleNet #k" (k-th by search score) or the original architecture's name
-    genotype: list[int]
-    architecture: str
-    test_error: float
-    search_score: float | None
-    epochs: int
-    seconds: float
-    val_error: float = math.nan
-    test_error_top5: float | None = None  # where there are more than 5 classes (Table IV)
-    seed: int = 0
-    selected: bool = False  # the searched candidate chosen by validation error: the ModuleNet row
-    validated_on: str = "val"  # "test" where the dataset has no separate validation split (Table III)
-    network: str = ""  # the saved network's folder, relative to the fine-tune directory
-
-
-def select_candidates(
-    results: dict, kb: KnowledgeBase, settings: FinetuneSettings, scores: dict[tuple, float] | None = None
-) -> list[tuple[str, tuple]]:
-    """Searched genotypes ranked by search score ("ModuleNet #1" best), then the originals [i] * c.
-
-    `top_k`: the k best distinct genotypes of the final population. `every_generation`: the
-    distinct genotypes of all generations' populations (`results["populations"]`, scores from
-    `scores`); `evaluated`: every genotype the search evaluated (`scores`, from evaluations.csv),
-    survivor or not; `front`: the final population's genotypes that no other one dominates in the
-    search's objectives (a multi-objective search's accuracy/cost front; ours). Beyond
-    `max_candidates`, evenly spaced ranks, so the picks span good to bad (`front`: the best by score)."""
-    scores = dict(scores or {})
-    scores.update({tuple(row["genotype"]): row["score"] for row in results["population"]})
-    if settings.candidates in ("top_k", "population"):
-        finals = dict.fromkeys(tuple(row["genotype"]) for row in results["population"])
-        limit = settings.top_k if settings.candidates == "top_k" else settings.max_candidates
-        ranked = sorted(finals, key=lambda code: scores[code])[:limit]
-    elif settings.candidates == "front":  # an original on the front is fine-tuned once, under its own name
-        front = [code for code in final_front(results) if not (settings.include_originals and len(set(code)) == 1)]
-        ranked = sorted(front, key=lambda code: scores[code])[: settings.max_candidates]
-    elif settings.candidates == "every_generation":
-        ranked = search_path(results, scores, settings.max_candidates)
-    else:
-        ranked = spread_over_ranking(sorted(scores, key=lambda code: scores[code]), settings.max_candidates)
-    chosen = [(f"ModuleNet #{rank}", code) for rank, code in enumerate(ranked, start=1)]
-    if settings.include_originals:
-        chosen += [(name, kb.original_genotype(i)) for i, name in enumerate(kb.arch_names)]
-    return chosen
-
-
-def final_front(results: dict) -> list[tuple[int, ...]]:
-    """The final population's distinct genotypes that no other one dominates in the objectives the
-    search minimised (`results["config"]["objectives"]`; failed individuals left out)."""
-    objectives = results["config"]["objectives"]
-    rows = {tuple(r["genotype"]): r for r in results["population"] if r.get("status", "ok") == "ok"}
-    codes = list(rows)
-    points = [tuple(float(rows[code][name]) for name in objectives) for code in codes]
-    return [codes[i] for i in non_dominated(points)]
 
 
 def finetune_architecture(
@@ -316,13 +258,6 @@ class EpochCurves(pl.Callback):
         )
 
 
-def selected_network(results: list[FinetuneResult]) -> FinetuneResult | None:
-    """The row whose saved network is handed to the user: of the selected architecture's seeds,
-    the one with the lowest validation error (the first on ties)."""
-    chosen = [r for r in results if r.selected and r.network]
-    return min(chosen, key=lambda r: r.val_error) if chosen else None
-
-
 def _export(folder: Path) -> None:
     """The selected network as a torch.export program beside its weights. A network that
     torch.export cannot trace keeps its weights and description: a warning, not a failure."""
@@ -337,29 +272,6 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "-" for c in label.lower().replace(" #", "-")).strip("-")
 
 
-def select(results: list[FinetuneResult]) -> str | None:
-    """Mark the searched candidate with the lowest validation error, averaged over its seeds (ties:
-    the better search score), as `selected` (every seed's row): the best final architecture, chosen
-    without the test split. Returns its label."""
-    by_label: dict[str, list[FinetuneResult]] = {}
-    for r in results:
-        r.selected = False
-        if r.label.startswith("ModuleNet"):
-            by_label.setdefault(r.label, []).append(r)
-    if not by_label:
-        return None
-    best = min(
-        by_label,
-        key=lambda label: (
-            statistics.fmean(r.val_error for r in by_label[label]),
-            by_label[label][0].search_score if by_label[label][0].search_score is not None else math.inf,
-        ),
-    )
-    for r in by_label[best]:
-        r.selected = True
-    return best
-
-
 def _write_finetune_json(path: Path, settings: FinetuneSettings, search_run, finished: list[FinetuneResult]) -> None:
     rows = [{**asdict(r), "score": r.search_score} for r in finished]  # `score`: the search score, by its name
     selected = selected_network(finished)
@@ -370,46 +282,3 @@ def _write_finetune_json(path: Path, settings: FinetuneSettings, search_run, fin
         "results": rows,
     }
     write_atomic(path, json.dumps(document, indent=2))
-
-
-def markdown_table(results: list[FinetuneResult], settings: FinetuneSettings) -> str:
-    """The paper's table form, one row per architecture (mean and standard deviation over its
-    seeds); the selected searched architecture (by validation error) is the ModuleNet row."""
-    top5 = any(r.test_error_top5 is not None for r in results)
-    header = "| Method | Architecture (cell 1 .. c) | Search score | Val Error (%) | Test Error (%) |" + (
-        " Top-5 Test Error (%) |" if top5 else ""
-    )
-    seeds = settings.seeds or [settings.seed]
-    lines = [
-        f"Fine-tuned {settings.epochs} epochs, all weights trainable, seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}{' (mean ± sd over seeds)' if len(seeds) > 1 else ''}. The searched "
-        "architecture with the lowest validation error is selected (**bold**); test errors choose nothing.",
-        "",
-        header,
-        "| --- " * (header.count("|") - 1) + "|",
-    ]
-    by_label: dict[str, list[FinetuneResult]] = {}
-    for r in results:
-        by_label.setdefault(r.label, []).append(r)
-    for label, rows in by_label.items():
-        r = rows[0]
-        name = f"**ModuleNet (selected: {label})**" if r.selected else label
-        if r.validated_on == "test":
-            name += " (no separate validation split: validated on the test set, as the paper's Table III)"
-        score = "" if r.search_score is None else f"{r.search_score:.3f}"
-        row = (
-            f"| {name} | {r.architecture} | {score} | {_pct([x.val_error for x in rows])} | "
-            f"{_pct([x.test_error for x in rows])} |"
-        )
-        lines.append(row + (f" {_pct([x.test_error_top5 for x in rows])} |" if top5 else ""))
-    return "\n".join(lines) + "\n"
-
-
-def _pct(values: list[float | None]) -> str:
-    """A percentage, or mean ± sd where there are several."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"

@@ -67,7 +67,7 @@ def test_fine_tuning_the_sources_trains_batchnorm_in_train_mode(kb_and_data):
 def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
     """`evaluated` takes every genotype the search scored, survivor or not; `every_generation` only
     the populations'; beyond max_candidates, evenly spaced ranks from best to worst."""
-    from modulenet.finetune.stage import select_candidates
+    from modulenet.finetune.candidates import select_candidates
 
     results = {"population": [{"genotype": [0, 0, 0], "score": 1.0}], "populations": [[[0, 0, 0]]]}
     scores = {(0, 1, 1): 0.5, (1, 1, 0): 2.0, (0, 0, 0): 1.0, (1, 0, 1): 3.0}
@@ -84,7 +84,7 @@ def test_fig8_candidates_span_the_evaluated_genotypes_or_the_populations():
 def test_the_front_candidates_are_the_final_populations_non_dominated_genotypes():
     """A hand example in (score, flops): A (0.30, 100) and B (0.20, 200) are the front; C (0.35, 150)
     is dominated by A, D (0.20, 250) by B; a failed individual never counts; best score first."""
-    from modulenet.finetune.stage import final_front, select_candidates
+    from modulenet.finetune.candidates import final_front, select_candidates
 
     def row(code, score, flops, status="ok"):
         return {"genotype": list(code), "score": score, "flops": flops, "status": status}
