@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from modulenet.evaluation.lit_module import Classifier, pool_features
-from modulenet.runtime.precision import time_steps
+from modulenet.runtime.precision import BF16, time_steps
 from modulenet.stitching.assembly import Trunk
 
 log = logging.getLogger(__name__)
@@ -356,8 +356,8 @@ def head_step_seconds(
     model = StackedClassifier(template, head.copies).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
 
-    def step(bf16: bool) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    def step(precision: str) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == BF16):
             logits = model(x)
         F.cross_entropy(logits.flatten(0, 1).float(), y).backward()
         optimizer.step()

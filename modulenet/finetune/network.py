@@ -25,6 +25,7 @@ from modulenet.errors import ModuleNetError, first_line
 from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.knowledge.base import KnowledgeBase, atomic_torch_save
 from modulenet.rundir import atomic_path, write_atomic
+from modulenet.runtime.precision import CHANNELS_LAST
 from modulenet.stitching.choices import BUILT_IN, get_connection
 
 FORMAT = "modulenet-network/1"
@@ -136,6 +137,8 @@ def load_network(directory: str | os.PathLike, trust_code: bool = False) -> Netw
             f"{directory / rundir.NETWORK_WEIGHTS} does not hold this network's weights ({first_line(err)})"
         ) from None
     network.description = d
+    if d.get("memory_format") == CHANNELS_LAST:  # measured after fine-tuning in this layout
+        network.to(memory_format=torch.channels_last)
     return network.eval()
 
 

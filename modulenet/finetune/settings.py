@@ -68,6 +68,7 @@ class FinetuneSettings(FinetuneRecipe, TrainerSettings):
     resolution: str = "reduce"
     seed: int = 0
     precision: str = "32-true"  # the Python API's default (the app's trainer group: auto)
+    memory_format: str = "contiguous"  # the Python API's default (the app's trainer group: auto)
 
     def __post_init__(self) -> None:
         FinetuneRecipe.__post_init__(self)

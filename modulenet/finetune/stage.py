@@ -38,7 +38,7 @@ from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rng import seeded
 from modulenet.rundir import hold, read_scores, write_atomic
-from modulenet.runtime.precision import AUTO, NetworkStep, choose_precision
+from modulenet.runtime.precision import AUTO, MEMORY_FORMATS, NetworkStep, choose_memory_format, choose_precision
 from modulenet.runtime.trainer import (
     accelerator_device,
     make_trainer,
@@ -97,7 +97,8 @@ def _finetune_architecture(
         on_device = device_batches(datamodule, device, s.seed) if s.data_on_device else None
         train = on_device if on_device is not None else datamodule.train_dataloader()
         owned = [on_device] if on_device is not None else []
-        precision = _network_precision(model, kb, genotype, datamodule, s, device)
+        precision, layout = _network_precision(model, kb, genotype, datamodule, s, device)
+        model.to(memory_format=MEMORY_FORMATS[layout])  # convolutions follow their weights' layout
         trainer = make_trainer(s.epochs, s.accelerator, precision, progress, checkpoints, curves, owned)
         last, finished = resume_from(checkpoints)
         if last is not None:
@@ -112,6 +113,7 @@ def _finetune_architecture(
     network.description = {
         **describe_network(kb, genotype, s, datamodule.image_size, datamodule.num_classes, in_features),
         "precision": trainer.precision,  # what `auto` chose: a reload measures in it
+        "memory_format": layout,  # and in this layout, so it measures the same numbers
         "val_error": val_error,
         "test_error": test["error"],
         "test_error_top5": test["error_top5"],
@@ -219,18 +221,23 @@ def _run_finetune(
     return finished
 
 
-def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings, device) -> str:
-    """`trainer.precision=auto` for a whole network: its own training step timed in float32 and
-    bf16 on this device, once per machine and network shape (cached, runtime/precision.py); an
-    explicit precision as given. Measured on a copy, so the network trains as if never timed."""
-    if s.precision != AUTO:
-        return s.precision
+def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings, device) -> tuple[str, str]:
+    """The precision and layout a whole network fine-tunes in. `auto`: its own training step timed
+    in float32 and bf16, then in the chosen precision contiguous and channels-last, on this device,
+    once per machine and network shape (cached, runtime/precision.py); an explicit setting as given.
+    Measured on copies, so the network trains as if never timed."""
     head = f"{'-'.join(map(str, s.hidden))}-{datamodule.num_classes} {s.pool}"
     name = f"{'+'.join(kb.describe(genotype))} {s.connection} {s.resolution} head {head}"
     step = NetworkStep(model, name, datamodule.image_size, s.batch_size, datamodule.num_classes)
-    choice = choose_precision(AUTO, device, step)
-    log.info("  trainer.precision=auto chose %s: %s", choice.precision, choice.reason)
-    return choice.precision
+    precision = s.precision
+    if precision == AUTO:
+        choice = choose_precision(AUTO, device, step)
+        log.info("  trainer.precision=auto chose %s: %s", choice.precision, choice.reason)
+        precision = choice.precision
+    layout = choose_memory_format(s.memory_format, device, step, precision)
+    if s.memory_format == AUTO:
+        log.info("  trainer.memory_format=auto chose %s: %s", layout.memory_format, layout.reason)
+    return precision, layout.memory_format
 
 
 class EpochCurves(pl.Callback):

@@ -51,7 +51,11 @@ PRECISIONS = (
     "transformer-engine",
     "transformer-engine-float16",
 )
-MARGIN = 1.1  # bf16 must be this much faster than float32 to be chosen
+MARGIN = 1.1  # bf16 must be this much faster than float32 to be chosen (channels-last than contiguous)
+# A whole network's layout in fine-tuning (trainer.memory_format): its weights', which convolutions follow
+CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
+LAYOUTS = (CONTIGUOUS, CHANNELS_LAST)
+MEMORY_FORMATS = {CONTIGUOUS: torch.contiguous_format, CHANNELS_LAST: torch.channels_last}
 
 
 def check_precision(precision) -> None:
@@ -97,6 +101,13 @@ class PrecisionChoice:
     seconds: dict[str, float] = field(default_factory=dict)  # measured seconds per step, by precision
 
 
+@dataclass(frozen=True)
+class LayoutChoice:
+    memory_format: str  # contiguous | channels_last
+    reason: str
+    seconds: dict[str, float] = field(default_factory=dict)  # measured seconds per step, by layout
+
+
 def cache_path() -> Path:
     return Path(os.environ.get("MODULENET_CACHE", "~/.cache/modulenet")).expanduser() / "precision.json"
 
@@ -110,25 +121,28 @@ class TimedStep(Protocol):
     def seconds(self, device: torch.device) -> dict[str, float]: ...
 
 
-def time_steps(step, device: torch.device, rounds: int = 3, steps: int = 2) -> dict[str, float]:
-    """Seconds per call of `step(bf16)` in float32 and in bf16-mixed: rounds alternate the two (so a
-    slow spell of the machine hits both), the best round counts; one warm-up call each first."""
+def time_steps(
+    step, device: torch.device, rounds: int = 3, steps: int = 2, variants: tuple[str, ...] = (FLOAT32, BF16)
+) -> dict[str, float]:
+    """Seconds per call of `step(variant)` for each variant (float32 and bf16-mixed by default):
+    rounds alternate them (so a slow spell of the machine hits all), the best round counts; one
+    warm-up call each first."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    best = {FLOAT32: float("inf"), BF16: float("inf")}
-    for precision in best:  # warm-up: first-call costs are not the step's
-        step(precision == BF16)
+    best = dict.fromkeys(variants, float("inf"))
+    for variant in best:  # warm-up: first-call costs are not the step's
+        step(variant)
     for _ in range(rounds):
-        for precision in best:
+        for variant in best:
             sync()
             start = time.perf_counter()
             for _ in range(steps):
-                step(precision == BF16)
+                step(variant)
             sync()
-            best[precision] = min(best[precision], (time.perf_counter() - start) / steps)
+            best[variant] = min(best[variant], (time.perf_counter() - start) / steps)
     return best
 
 
@@ -148,24 +162,44 @@ class NetworkStep:
     def key(self) -> str:
         return f"network {self.name} {self.image_size}px x{self.batch_size}"
 
-    def seconds(self, device: torch.device, seed: int = 0) -> dict[str, float]:
+    def seconds(self, device: torch.device) -> dict[str, float]:
+        """Seconds per step in float32 and in bf16-mixed (contiguous layout)."""
+        step = self._steps(device, {FLOAT32: CONTIGUOUS, BF16: CONTIGUOUS}, {FLOAT32: False, BF16: True})
+        return self._timed(step, device, (FLOAT32, BF16))
+
+    def layout_seconds(self, device: torch.device, precision: str) -> dict[str, float]:
+        """Seconds per step in `precision` with the weights contiguous and channels-last."""
+        bf16 = str(precision).startswith("bf16")
+        step = self._steps(device, {layout: layout for layout in LAYOUTS}, dict.fromkeys(LAYOUTS, bf16))
+        return self._timed(step, device, LAYOUTS)
+
+    def _steps(self, device: torch.device, layouts: dict[str, str], bf16: dict[str, bool]):
+        """A step per variant: SGD on its own copy of the model in its layout, the same random batch."""
         import copy
 
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(0)
         x = torch.randn(self.batch_size, 3, self.image_size, self.image_size, generator=generator).to(device)
         y = torch.randint(self.classes, (self.batch_size,), generator=generator).to(device)
-        model = copy.deepcopy(self.model).to(device).train()
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        models, optimizers = {}, {}
+        for variant, layout in layouts.items():
+            model = copy.deepcopy(self.model).to(device).train().to(memory_format=MEMORY_FORMATS[layout])
+            models[variant] = model
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimizers[variant] = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9)
 
-        def step(bf16: bool) -> None:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
+        def step(variant: str) -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16[variant]):
+                logits = models[variant](x)
             F.cross_entropy(logits.float(), y).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizers[variant].step()
+            optimizers[variant].zero_grad(set_to_none=True)
 
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return time_steps(step, device, rounds=2, steps=1)
+        return step
+
+    @staticmethod
+    def _timed(step, device: torch.device, variants: tuple[str, ...]) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # dropout draws roll back
+            return time_steps(step, device, rounds=2, steps=1, variants=variants)
 
 
 def choose_precision(
@@ -191,24 +225,8 @@ def choose_precision(
         if device.type == "cuda":
             return PrecisionChoice(BF16, f"source networks on a GPU with bf16 ({model})")
         return PrecisionChoice(FLOAT32, "source networks on a CPU train in float32 (not measured)")
-    cache = cache or cache_path()
-    key = " | ".join(
-        (
-            model,
-            f"torch {torch.__version__}",
-            f"{torch.get_num_threads()} threads",
-            step.key,
-        )
-    )
-    entries = _read_cache(cache)
-    if key in entries:
-        seconds, where = entries[key]["seconds"], f"measured {entries[key]['measured']}, cached in {cache}"
-    else:
-        log.info("trainer.precision=auto: timing the classifiers' step in float32 and bf16 on %s", model)
-        seconds = step.seconds(device)
-        where = f"measured now, cached in {cache}"
-        entries[key] = {"seconds": seconds, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-        _write_cache(cache, entries)
+    log_line = f"trainer.precision=auto: timing the step in float32 and bf16 on {model}"
+    seconds, where = _measured(step.key, device, lambda: step.seconds(device), (FLOAT32, BF16), log_line, cache)
     chosen = BF16 if seconds[FLOAT32] >= MARGIN * seconds[BF16] else FLOAT32
     reason = (
         f"classifier step {seconds[FLOAT32]:.3g} s in float32, {seconds[BF16]:.3g} s in bf16 on "
@@ -217,9 +235,53 @@ def choose_precision(
     return PrecisionChoice(chosen, reason, dict(seconds))
 
 
-def _read_cache(path: Path) -> dict:
-    """The cache's entries that hold a measurement (both timings finite, positive numbers, and when
-    they were measured); a damaged entry is dropped with a warning, so it is measured again."""
+def choose_memory_format(
+    memory_format: str, device: torch.device, step: NetworkStep, precision: str, cache: Path | None = None
+) -> LayoutChoice:
+    """The layout a whole network fine-tunes in (`trainer.memory_format`), and why: `auto` times
+    its step in `precision` contiguous and channels-last on this device (cached per machine and
+    network shape) and takes channels-last where it is at least `MARGIN` faster; an explicit
+    layout is obeyed. (Ours: channels-last feeds GPU tensor cores and oneDNN without transposes.)"""
+    check_memory_format(memory_format)
+    if memory_format != AUTO:
+        return LayoutChoice(memory_format, "set by trainer.memory_format")
+    model = device_model(device)
+    log_line = f"trainer.memory_format=auto: timing the step contiguous and channels-last on {model}"
+    measure = functools.partial(step.layout_seconds, device, precision)
+    seconds, where = _measured(f"{step.key} {precision} layout", device, measure, LAYOUTS, log_line, cache)
+    chosen = CHANNELS_LAST if seconds[CONTIGUOUS] >= MARGIN * seconds[CHANNELS_LAST] else CONTIGUOUS
+    reason = (
+        f"step {seconds[CONTIGUOUS]:.3g} s contiguous, {seconds[CHANNELS_LAST]:.3g} s channels-last in {precision} "
+        f"on {model} ({where}); channels-last needs {MARGIN:g}x"
+    )
+    return LayoutChoice(chosen, reason, dict(seconds))
+
+
+def check_memory_format(memory_format) -> None:
+    if memory_format not in (AUTO, *LAYOUTS):
+        raise ModuleNetError(f"trainer.memory_format={memory_format!r}; valid values are {[AUTO, *LAYOUTS]}")
+
+
+def _measured(key: str, device: torch.device, measure, variants: tuple[str, ...], log_line: str, cache: Path | None):
+    """Seconds per step by variant for the step named `key` on this machine (device model, torch
+    version, threads): read from the cache, else measured now and cached; and where they came from."""
+    cache = cache or cache_path()
+    key = " | ".join((device_model(device), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads", key))
+    entries = _read_cache(cache, variants, key)
+    if key in entries:
+        return entries[key]["seconds"], f"measured {entries[key]['measured']}, cached in {cache}"
+    log.info(log_line)
+    seconds = measure()
+    entries = _read_cache(cache)  # another process may have added entries meanwhile
+    entries[key] = {"seconds": seconds, "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    _write_cache(cache, entries)
+    return seconds, f"measured now, cached in {cache}"
+
+
+def _read_cache(path: Path, variants: tuple[str, ...] = (), wanted: str | None = None) -> dict:
+    """The cache's entries that hold a measurement (every timing a finite, positive number, and when
+    it was measured); a damaged entry is dropped with a warning, so it is measured again. The entry
+    `wanted` must also time every one of `variants`."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -229,21 +291,21 @@ def _read_cache(path: Path) -> dict:
         return {}
     kept = {}
     for key, entry in entries.items():
-        if _valid_entry(entry):
+        if _valid_entry(entry, variants if key == wanted else ()):
             kept[key] = entry
         else:
             log.warning("precision cache %s: entry %r is damaged (%s): measuring again", path, key, _short(entry))
     return kept
 
 
-def _valid_entry(entry) -> bool:
+def _valid_entry(entry, variants: tuple[str, ...] = ()) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("measured"), str):
         return False
     seconds = entry.get("seconds")
-    if not isinstance(seconds, dict) or not {FLOAT32, BF16} <= seconds.keys():
+    if not isinstance(seconds, dict) or not seconds or not set(variants) <= seconds.keys():
         return False
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0  # noqa: E731
-    return all(number(seconds[p]) for p in (FLOAT32, BF16))
+    return all(number(v) for v in seconds.values())
 
 
 def _short(value, limit: int = 60) -> str:

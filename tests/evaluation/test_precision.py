@@ -172,3 +172,62 @@ def test_a_fine_tune_with_auto_trains_in_the_measured_precision_and_records_it(m
     settings = FinetuneSettings(epochs=1, hidden=[8], pool="avg", batch_size=16, precision="auto")
     _, description = finetune_architecture(kb, (0, 1, 1), dm, settings, progress=False)
     assert description["precision"] == BF16
+
+
+def test_the_layout_of_a_fine_tuned_network_is_measured_obeyed_or_refused(monkeypatch, tmp_path):
+    """Issue 23: trainer.memory_format=auto times the network's step contiguous and channels-last on
+    copies (cached per machine, shape and precision) and takes channels-last only where it is at
+    least MARGIN faster; an explicit layout is obeyed; anything else is one line."""
+    from torch import nn
+
+    from modulenet.runtime.precision import CHANNELS_LAST, CONTIGUOUS, NetworkStep, choose_memory_format
+    from modulenet.runtime.settings import TrainerSettings
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cache = tmp_path / "precision.json"
+    step = NetworkStep(model, "tiny conv", image_size=8, batch_size=4, classes=3)
+    first = choose_memory_format("auto", CPU, step, FLOAT32, cache=cache)
+    assert set(first.seconds) == {CONTIGUOUS, CHANNELS_LAST} and min(first.seconds.values()) > 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model[0].weight.is_contiguous()  # timed on copies
+    ((key, entry),) = json.loads(cache.read_text()).items()
+    assert "network tiny conv 8px x4 32-true layout" in key
+    faster, within_margin = {CONTIGUOUS: 2.0, CHANNELS_LAST: 1.0}, {CONTIGUOUS: 1.0, CHANNELS_LAST: 0.95}
+    for seconds, chosen in ((faster, CHANNELS_LAST), (within_margin, CONTIGUOUS)):
+        cache.write_text(json.dumps({key: {**entry, "seconds": seconds}}))
+        assert choose_memory_format("auto", CPU, step, FLOAT32, cache=cache).memory_format == chosen
+    monkeypatch.setattr(NetworkStep, "layout_seconds", lambda *a: pytest.fail("measured"))
+    assert choose_memory_format(CHANNELS_LAST, CPU, step, FLOAT32).memory_format == CHANNELS_LAST
+    valid = r"\['auto', 'contiguous', 'channels_last'\]"
+    with pytest.raises(ModuleNetError, match=rf"trainer.memory_format='nhwc'; valid values are {valid}"):
+        TrainerSettings(memory_format="nhwc")
+
+
+def test_a_channels_last_fine_tune_trains_in_it_and_its_reload_measures_the_same_error(tmp_path):
+    from torch import nn
+
+    from modulenet.data import QuickstartDataModule
+    from modulenet.finetune.network import load_network, measure_network, save_network
+    from modulenet.finetune.settings import FinetuneSettings
+    from modulenet.finetune.stage import finetune_architecture
+
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    dm = QuickstartDataModule(num_train=32, num_val=16, num_test=16, batch_size=16, seed=0)
+    layouts = []
+
+    def record(module, args):
+        if isinstance(module, nn.Conv2d) and torch.is_grad_enabled():
+            layouts.append(module.weight.is_contiguous(memory_format=torch.channels_last))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        settings = FinetuneSettings(epochs=1, hidden=[8], pool="avg", batch_size=16, memory_format="channels_last")
+        network, description = finetune_architecture(kb, (0, 1, 1), dm, settings, progress=False)
+    finally:
+        handle.remove()
+    assert layouts and all(layouts) and description["memory_format"] == "channels_last"
+    folder = save_network(tmp_path / "network", network, kb, description)
+    reloaded = load_network(folder)
+    assert measure_network(reloaded, dm.test_dataloader())["error"] == description["test_error"]
