@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT", ROOT.parent / "studies" / "cpu_cifar10_inheritance"))
 DOCS = Path(os.environ.get("DOCS", ROOT / "docs" / "cpu_cifar10_inheritance"))
+KNOWLEDGE_BASE = DOCS / "knowledge_base"
 SEEDS = (0, 1, 2)
 HYBRID, ORIGINAL = "211", "111"  # allconv+vgg+vgg (the same-data study's least_squares pick), vgg_cifar
 # (arm, genotype, init, epochs), in the order they run within a seed
@@ -241,11 +242,14 @@ def study1_report(args) -> None:
 
 
 def same_data_knowledge_base(extra: list[str]):
-    """The same-data study's knowledge base (cached: built once by whichever study runs first), its
-    least-squares and aligned stitches fitted, and the search's datamodule."""
+    """The same-data study's knowledge base, its least-squares and aligned stitches fitted, and the
+    search's datamodule. The one this study trained is committed (KNOWLEDGE_BASE, 3.4 MB, with its
+    fitted stitches) so every session continues from the same weights; without it, trained again
+    with the same recipe and cached."""
     from modulenet.app.builders import make_datamodule, make_search_knowledge_base
 
-    cfg = compose(extra)
+    committed = KNOWLEDGE_BASE / "knowledge_base.json"
+    cfg = compose(([f"knowledge_base.path={KNOWLEDGE_BASE}"] if committed.is_file() else []) + extra)
     datamodule = make_datamodule(cfg.dataset)
     return cfg, make_search_knowledge_base(cfg, datamodule), datamodule
 
