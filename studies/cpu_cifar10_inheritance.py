@@ -12,7 +12,8 @@ selected hybrid (211) and the best original (111) from inherited weights at 6, 1
 and both from random initialisation (finetune.init=scratch) at 36. Each arm and seed is a saved
 network (finetune/network.py) with its per-image test predictions under $OUT/<arm>-seed<k>/;
 `rows.json` gains its row when it finishes, and a killed fine-tune continues from its last
-epoch. Seeds go round first, so a partial run is balanced. `study1-report` writes `rows.json`,
+epoch; rows committed under docs/ by an earlier session count as finished. Seeds go round first,
+so a partial run is balanced. `study1-report` writes `rows.json`,
 the predictions, `study1.md` and `study1.png` into docs/cpu_cifar10_inheritance/.
 
 `study2` runs the accuracy/cost front through the command line (modulenet-search with objectives
@@ -111,7 +112,7 @@ def study1(args) -> None:
     dataset_config, datamodule = finetune_datamodule(cfg.dataset, ft)
     OUT.mkdir(parents=True, exist_ok=True)
     rows_path = OUT / "rows.json"
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else []
+    rows = study1_rows(OUT)
     done = {(r["arm"], r["seed"]) for r in rows}
     for seed in SEEDS:
         for arm, genotype, init, epochs in ARMS:
@@ -158,6 +159,16 @@ def study1(args) -> None:
             print(f"  val {description['val_error']:.4f} test {description['test_error']:.4f}", flush=True)
 
 
+def study1_rows(source: Path) -> list[dict]:
+    """Study 1's finished rows: those committed in DOCS (earlier sessions) and those of the run
+    folder `source`, each arm and seed once, in the order they finished."""
+    rows: dict[tuple, dict] = {}
+    for path in (DOCS / "rows.json", source / "rows.json"):
+        if path.is_file():
+            rows.update({(r["arm"], r["seed"]): r for r in json.loads(path.read_text())})
+    return list(rows.values())
+
+
 def study1_report(args) -> None:
     """Every number of study1.md from rows.json and the saved predictions."""
     from modulenet import rundir
@@ -165,7 +176,7 @@ def study1_report(args) -> None:
     from modulenet.report.paired import mcnemar_of_predictions, wins
 
     source = Path(args.rows_from) if args.rows_from else OUT
-    rows = json.loads((source / "rows.json").read_text())
+    rows = study1_rows(source)
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "predictions").mkdir(exist_ok=True)
     for row in rows:  # the committed copy of each arm's predictions
