@@ -17,7 +17,17 @@ reads parameter, gradient and both moments and writes three of them, 28 bytes; t
 writes the gradient and forward and backward read the weights, 8 more), times the steps an
 individual takes (epochs x batches). The fraction reached is that limit over the measured time.
 
-Meant for a GPU (`--device cuda`); on CPU use small `--individuals/--epochs/--train-images`.
+The evaluation stage (Sec. IV), the larger bill: every distinct genotype of the final population
+(at most p_size) and the n originals fine-tuned `--finetune-epochs` (50) on the training images,
+all weights trainable. Each original and `--finetune-hybrids` genotypes of the generation have
+their own SGD step timed (runtime/precision.NetworkStep: float32 and, with bf16 units, bf16; the
+faster counts) at batch `--finetune-batch` with the paper's head on the flattened map; seconds
+per epoch = steps per epoch x step; the stage's estimate = p_size x the hybrids' mean epoch + each original's, x
+epochs. Beside it, the data path's share: images/s of today's per-image path (one CPU thread)
+against the step's, from bench_finetune.py's measurement on ../shared's CIFAR-10 where present.
+
+Meant for a GPU (`--device cuda`); on CPU use small `--individuals/--epochs/--train-images` and
+`--finetune-batch`.
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=40)
     parser.add_argument("--out", default=str(HERE / "results_paper_scale.json"))
     parser.add_argument("--memo", default=None, help="evaluations.jsonl: each finished group kept, even if killed")
+    parser.add_argument("--finetune-epochs", type=int, default=50)
+    parser.add_argument("--finetune-batch", type=int, default=128)
+    parser.add_argument("--finetune-hybrids", type=int, default=3, help="hybrid genotypes whose step is timed")
+    parser.add_argument("--data-rates", default=str(HERE / "results_finetune.json"), help="bench_finetune.py's output")
     args = parser.parse_args()
 
     import torch
@@ -136,6 +150,7 @@ def main() -> None:
         ],
         "failed": sum(e.status != "ok" for e in results),
     }
+    report["evaluation_stage"] = evaluation_stage(kb, genotypes, args)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(
         f"{report['device']}: {len(genotypes)} individuals of a paper-scale generation in {seconds:.1f} s "
@@ -160,6 +175,72 @@ def main() -> None:
         f"a {args.generations} x {args.population} search needs at most {evaluations} evaluations: "
         f"about {report['estimated_search_hours']:.2f} GPU-hours"
     )
+    stage = report["evaluation_stage"]
+    for row in stage["networks"]:
+        print(f"  fine-tune {row['architecture']:<40} {row['seconds_per_epoch']:8.1f} s per epoch ({row['precision']})")
+    print(
+        f"the evaluation stage ({args.population} genotypes + {len(ARCHS)} originals x {args.finetune_epochs} "
+        f"epochs x {args.train_images} images): about {stage['estimated_hours']:.2f} hours, against the search's "
+        f"{report['estimated_search_hours']:.2f}"
+    )
+    if stage.get("per_image_path_images_per_s"):
+        print(
+            f"data: today's per-image path prepares {stage['per_image_path_images_per_s']:.3g} images/s, the steps "
+            f"train {stage['step_images_per_s']:.3g} images/s: that path alone would take "
+            f"{100 * stage['per_image_path_share']:.0f}% of the stage's time"
+        )
+
+
+def evaluation_stage(kb, genotypes, args) -> dict:
+    """Seconds per fine-tuning epoch of each original and a few hybrids, and the stage's estimate."""
+    import torch
+
+    from modulenet.evaluation.lit_module import Classifier, classifier_input_size
+    from modulenet.finetune.network import Network
+    from modulenet.runtime.precision import BF16, FLOAT32, NetworkStep, has_bf16_units
+
+    device = torch.device(args.device)
+    precisions = (FLOAT32, BF16) if has_bf16_units(device) else (FLOAT32,)  # emulated bf16 is never chosen
+    hybrids = [code for code in genotypes if len(set(code)) > 1][: args.finetune_hybrids]
+    originals = [kb.original_genotype(i) for i in range(kb.num_archs)]
+    steps = -(-args.train_images // args.finetune_batch)
+    rows = []
+    for code in originals + hybrids:
+        trunk = kb.assemble(code, trainable=True)
+        features = classifier_input_size(trunk.out_channels, trunk.output_size(32), "flatten")
+        network = Network(trunk, Classifier(features, 100, [args.width] * 2), "flatten")
+        name = "+".join(kb.describe(code))
+        seconds = NetworkStep(network, name, 32, args.finetune_batch, 100).seconds(device, precisions)
+        precision = min(seconds, key=seconds.get)
+        rows.append(
+            {
+                "architecture": name,
+                "original": len(set(code)) == 1,
+                "seconds_per_step": seconds,
+                "precision": precision,
+                "seconds_per_epoch": steps * seconds[precision],
+            }
+        )
+    hybrid_epochs = [r["seconds_per_epoch"] for r in rows if not r["original"]] or [0.0]
+    total = args.finetune_epochs * (
+        args.population * sum(hybrid_epochs) / len(hybrid_epochs)
+        + sum(r["seconds_per_epoch"] for r in rows if r["original"])
+    )
+    stage = {"networks": rows, "epochs": args.finetune_epochs, "estimated_hours": total / 3600}
+    measured = Path(args.data_rates)  # bench_finetune.py: the per-image path on this project's data
+    if measured.is_file():
+        document = json.loads(measured.read_text())
+        per_image = document.get("data_path_images_per_s", {}).get("per_image")
+        if per_image:
+            step_rate = args.finetune_batch * len(rows) / sum(r["seconds_per_epoch"] / steps for r in rows)
+            stage.update(
+                per_image_path_images_per_s=per_image,
+                per_image_path_measured_on=document.get("machine"),
+                step_images_per_s=step_rate,
+                # one thread preparing images while the device waits: the path's time over the whole
+                per_image_path_share=step_rate / (step_rate + per_image),
+            )
+    return stage
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$out/te
 echo "tests/test_gpu.py exit $?"; tail -n 5 "$out/test_gpu.log"
 timeout "${PAPER_SCALE_S:-270}" python3 benchmarks/bench_paper_scale.py --device cuda \
     --individuals "${PAPER_SCALE_INDIVIDUALS:-40}" --out "$out/results_paper_scale.json" --memo "$out/paper_scale_evaluations.jsonl" >"$out/paper_scale.log" 2>&1
-echo "bench_paper_scale exit $?"; grep -v "individuals:" "$out/paper_scale.log" | tail -n 12
+echo "bench_paper_scale exit $?"; grep -v "individuals:" "$out/paper_scale.log" | tail -n 24
 # The same generation's step without CUDA graph capture: what the graph saves, side by side.
 timeout "${PAPER_SCALE_S:-270}" python3 benchmarks/bench_paper_scale.py --device cuda --eager \
     --individuals "${PAPER_SCALE_INDIVIDUALS:-40}" --out "$out/results_paper_scale_eager.json" >"$out/paper_scale_eager.log" 2>&1

@@ -97,7 +97,7 @@ def _finetune_architecture(
         on_device = device_batches(datamodule, device, s.seed) if s.data_on_device else None
         train = on_device if on_device is not None else datamodule.train_dataloader()
         owned = [on_device] if on_device is not None else []
-        precision, layout = _network_precision(model, kb, genotype, datamodule, s, device)
+        precision, layout = _network_precision_and_layout(model, kb, genotype, datamodule, s, device)
         model.to(memory_format=MEMORY_FORMATS[layout])  # convolutions follow their weights' layout
         trainer = make_trainer(s.epochs, s.accelerator, precision, progress, checkpoints, curves, owned)
         last, finished = resume_from(checkpoints)
@@ -221,7 +221,9 @@ def _run_finetune(
     return finished
 
 
-def _network_precision(model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings, device) -> tuple[str, str]:
+def _network_precision_and_layout(
+    model, kb: KnowledgeBase, genotype, datamodule, s: FinetuneSettings, device
+) -> tuple[str, str]:
     """The precision and layout a whole network fine-tunes in. `auto`: its own training step timed
     in float32 and bf16, then in the chosen precision contiguous and channels-last, on this device,
     once per machine and network shape (cached, runtime/precision.py); an explicit setting as given.

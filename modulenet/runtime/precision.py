@@ -162,10 +162,10 @@ class NetworkStep:
     def key(self) -> str:
         return f"network {self.name} {self.image_size}px x{self.batch_size}"
 
-    def seconds(self, device: torch.device) -> dict[str, float]:
-        """Seconds per step in float32 and in bf16-mixed (contiguous layout)."""
-        step = self._steps(device, {FLOAT32: CONTIGUOUS, BF16: CONTIGUOUS}, {FLOAT32: False, BF16: True})
-        return self._timed(step, device, (FLOAT32, BF16))
+    def seconds(self, device: torch.device, precisions: tuple[str, ...] = (FLOAT32, BF16)) -> dict[str, float]:
+        """Seconds per step in each of `precisions` (float32 and bf16-mixed; contiguous layout)."""
+        step = self._steps(device, dict.fromkeys(precisions, CONTIGUOUS), {p: p == BF16 for p in precisions})
+        return self._timed(step, device, precisions)
 
     def layout_seconds(self, device: torch.device, precision: str) -> dict[str, float]:
         """Seconds per step in `precision` with the weights contiguous and channels-last."""
