@@ -81,7 +81,7 @@ def save_network(directory: str | os.PathLike, network: Network, kb: KnowledgeBa
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_torch_save(state, directory / rundir.NETWORK_WEIGHTS)
-    if getattr(network, "test_predictions", None) is not None:
+    if network.test_predictions is not None:
         save_predictions(directory / rundir.NETWORK_PREDICTIONS, network.test_predictions)
     if get_connection(description["connection"]).fitted:
         kb.save_fitted(directory / rundir.NETWORK_CONNECTIONS)

@@ -229,7 +229,7 @@ def choose_precision(
     seconds, where = _measured(step.key, device, lambda: step.seconds(device), (FLOAT32, BF16), log_line, cache)
     chosen = BF16 if seconds[FLOAT32] >= MARGIN * seconds[BF16] else FLOAT32
     reason = (
-        f"classifier step {seconds[FLOAT32]:.3g} s in float32, {seconds[BF16]:.3g} s in bf16 on "
+        f"step {seconds[FLOAT32]:.3g} s in float32, {seconds[BF16]:.3g} s in bf16 on "
         f"{model} ({where}); bf16 needs {MARGIN:g}x"
     )
     return PrecisionChoice(chosen, reason, dict(seconds))
