@@ -11,7 +11,7 @@ import numpy as np
 
 from modulenet.genotype import format_genotype
 from modulenet.report.correlation import kendall, spearman, spearman_rows
-from modulenet.report.figures import plot_heatmap
+from modulenet.report.figures import plot_alpha_beta_surface
 from modulenet.report.markdown import corr, md_table, num, pct
 from modulenet.report.runs import FinetuneRun, as_float
 from modulenet.search.score import search_score
@@ -159,38 +159,44 @@ def calibration_section(
     marks = [(result.best_alpha, result.best_beta, "best")]
     marks += [(a, b, label) for label, a, b, _ in result.own if 0 <= a <= maximum and 0 <= b <= maximum]
     path = out / "calibration_rho.png"
-    plot_heatmap(
+    plot_alpha_beta_surface(
         list(result.alphas),
         list(result.betas),
         result.rho,
-        "Spearman ρ(score, test error)",
+        marks,
         f"Calibration over {len(points)} architectures",
         path,
-        annotate=False,
-        marks=marks,
-        cmap="viridis",
     )
     figures.append(path)
-    lines += [
+    lines += _calibration_summary(result)
+    lines += ["", f"![calibration]({path.name})", "", "Architectures used:", ""]
+    lines += _calibration_points(result)
+    return lines + [""], result
+
+
+def _calibration_summary(result: Calibration) -> list[str]:
+    """The best (alpha, beta), the region that ties with it, and each run's own weights beside it."""
+    tied = (
+        f", α ∈ [{result.tied_alpha[0]:g}, {result.tied_alpha[1]:g}], "
+        f"β ∈ [{result.tied_beta[0]:g}, {result.tied_beta[1]:g}]"
+        if result.ties > 1
+        else ""
+    )
+    lines = [
         f"**Best: α = {result.best_alpha:g}, β = {result.best_beta:g}, Spearman ρ = {corr(result.best_rho)}, "
-        f"Kendall τ = {corr(result.best_kendall)}** over {len(points)} architectures "
-        f"({result.ties} of {result.rho.size} grid points reach this ρ"
-        + (
-            f", α ∈ [{result.tied_alpha[0]:g}, {result.tied_alpha[1]:g}], "
-            f"β ∈ [{result.tied_beta[0]:g}, {result.tied_beta[1]:g}]"
-            if result.ties > 1
-            else ""
-        )
-        + ").",
+        f"Kendall τ = {corr(result.best_kendall)}** over {len(result.points)} architectures "
+        f"({result.ties} of {result.rho.size} grid points reach this ρ{tied}).",
         "",
     ]
-    lines += md_table(
+    return lines + md_table(
         ["Weights", "α", "β", "Spearman ρ"],
         [["calibrated", f"{result.best_alpha:g}", f"{result.best_beta:g}", corr(result.best_rho)]]
         + [[f"run {label} (its own)", f"{a:g}", f"{b:g}", corr(r)] for label, a, b, r in result.own],
     )
-    lines += ["", f"![calibration]({path.name})", "", "Architectures used:", ""]
-    lines += md_table(
+
+
+def _calibration_points(result: Calibration) -> list[str]:
+    return md_table(
         ["Run", "Label", "Genotype", "err_val (%)", "l_rate", "sim", "Test error (%)", "Score at calibrated α, β"],
         [
             [
@@ -206,4 +212,3 @@ def calibration_section(
             for p in result.points
         ],
     )
-    return lines + [""], result

@@ -183,59 +183,65 @@ def plot_connections(
 
 
 def plot_heatmap(
+    alphas: Sequence[float], betas: Sequence[float], values: np.ndarray, label: str, title: str, path: Path
+) -> None:
+    """values[i, j] at (alphas[i], betas[j]), each cell written in; nan cells stay blank."""
+    fig = _figure(max(4.5, 0.9 * len(betas) + 2.5), max(3.5, 0.7 * len(alphas) + 1.8))
+    ax = fig.subplots()
+    masked = np.ma.masked_invalid(np.asarray(values, dtype=float))
+    image = ax.imshow(masked, cmap="viridis_r", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+    ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    for i in range(len(alphas)):
+        for j in range(len(betas)):
+            if not np.ma.is_masked(masked[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{masked[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white",
+                    bbox=dict(facecolor="black", alpha=0.35, linewidth=0, pad=1),
+                )
+    _finish_alpha_beta(fig, ax, image, label, title, path)
+
+
+def plot_alpha_beta_surface(
     alphas: Sequence[float],
     betas: Sequence[float],
     values: np.ndarray,
-    label: str,
+    marks: Sequence[tuple[float, float, str]],
     title: str,
     path: Path,
-    annotate: bool = True,
-    marks: Sequence[tuple[float, float, str]] = (),
-    cmap: str = "viridis_r",
 ) -> None:
-    """values[i, j] at (alphas[i], betas[j]); nan cells stay blank. `marks`: (alpha, beta, text) points."""
-    fig = _figure(
-        max(4.5, 0.9 * len(betas) + 2.5) if annotate else 6.5, max(3.5, 0.7 * len(alphas) + 1.8) if annotate else 5.2
-    )
+    """A fine (alpha, beta) grid of Spearman rho drawn as a surface; `marks`: (alpha, beta, text) points."""
+    fig = _figure(6.5, 5.2)
     ax = fig.subplots()
-    masked = np.ma.masked_invalid(np.asarray(values, dtype=float))
-    if annotate:
-        image = ax.imshow(masked, cmap=cmap, origin="lower", aspect="auto")
-        ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
-        ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-        for i in range(len(alphas)):
-            for j in range(len(betas)):
-                if not np.ma.is_masked(masked[i, j]):
-                    ax.text(
-                        j,
-                        i,
-                        f"{masked[i, j]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white",
-                        bbox=dict(facecolor="black", alpha=0.35, linewidth=0, pad=1),
-                    )
-    else:
-        half_a = (alphas[1] - alphas[0]) / 2 if len(alphas) > 1 else 0.5
-        half_b = (betas[1] - betas[0]) / 2 if len(betas) > 1 else 0.5
-        image = ax.imshow(
-            masked,
-            cmap=cmap,
-            origin="lower",
-            aspect="auto",
-            extent=(betas[0] - half_b, betas[-1] + half_b, alphas[0] - half_a, alphas[-1] + half_a),
+    half_a = (alphas[1] - alphas[0]) / 2 if len(alphas) > 1 else 0.5
+    half_b = (betas[1] - betas[0]) / 2 if len(betas) > 1 else 0.5
+    image = ax.imshow(
+        np.ma.masked_invalid(np.asarray(values, dtype=float)),
+        cmap="viridis",
+        origin="lower",
+        aspect="auto",
+        extent=(betas[0] - half_b, betas[-1] + half_b, alphas[0] - half_a, alphas[-1] + half_a),
+    )
+    for alpha, beta, text in marks:
+        ax.plot(
+            [beta],
+            [alpha],
+            marker="x" if text.startswith("best") else "o",
+            color="red",
+            markerfacecolor="none",
+            markersize=9,
         )
-        for alpha, beta, text in marks:
-            ax.plot(
-                [beta],
-                [alpha],
-                marker="x" if text.startswith("best") else "o",
-                color="red",
-                markerfacecolor="none",
-                markersize=9,
-            )
-            ax.annotate(text, (beta, alpha), xytext=(5, 5), textcoords="offset points", color="red", fontsize=8)
+        ax.annotate(text, (beta, alpha), xytext=(5, 5), textcoords="offset points", color="red", fontsize=8)
+    _finish_alpha_beta(fig, ax, image, "Spearman ρ(score, test error)", title, path)
+
+
+def _finish_alpha_beta(fig, ax, image, label: str, title: str, path: Path) -> None:
     ax.set(xlabel="β (weight of sim)", ylabel="α (weight of l_rate)", title=title)
     fig.colorbar(image, ax=ax, label=label)
     fig.savefig(path, dpi=100)

@@ -141,6 +141,15 @@ def finetune_section(ft: FinetuneRun) -> list[str]:
             ],
         )
         return lines + [""]
+    lines += [f"Paper: {table.caption}.", ""] + _beside_paper(ft, table) + [""]
+    notes = _paper_notes(ft, table)
+    if notes:
+        lines += ["Notes: " + "; ".join(notes) + ".", ""]
+    return lines
+
+
+def _beside_paper(ft: FinetuneRun, table: PaperTable) -> list[str]:
+    """Each measured row beside the paper's row it reproduces, then the paper's rows nothing measured."""
     matches = _match_paper_rows(table, ft)
     two = len(table.columns) > 1
     seeds = len({r.get("seed", 0) for r in ft.results}) > 1  # one row per architecture and seed
@@ -174,7 +183,10 @@ def finetune_section(ft: FinetuneRun) -> list[str]:
     for p in table.rows:
         if p.method not in used:
             rows.append(["(not measured)", "", "", "—", p.method, " / ".join(f"{e:g}" for e in p.errors)])
-    lines += [f"Paper: {table.caption}.", ""] + md_table(header, rows) + [""]
+    return md_table(header, rows)
+
+
+def _paper_notes(ft: FinetuneRun, table: PaperTable) -> list[str]:
     notes = [f"{p.method}: {p.note}" for p in table.rows if p.note]
     if any(r.get("validated_on") == "test" for r in ft.results):
         notes.append(
@@ -187,9 +199,7 @@ def finetune_section(ft: FinetuneRun) -> list[str]:
             f"this run's knowledge base ({', '.join(ft.arch_names)}) differs from the paper's "
             f"({', '.join(table.knowledge_base)}): the paper's numbers are a reference, not a replication"
         )
-    if notes:
-        lines += ["Notes: " + "; ".join(notes) + ".", ""]
-    return lines
+    return notes
 
 
 def fig8_points(ft: FinetuneRun) -> list[dict]:
@@ -288,20 +298,6 @@ def sweep_section(
     short = "best fine-tuned test error (%)" if use_ft else "err_val of the best genotype (%)"
     plot_heatmap(alphas, betas, grid, short, f"α/β sweep: {short}", path)
     figures.append(path)
-    rows = []
-    for r in sorted(runs, key=lambda r: (r.alpha, r.beta, r.label)):
-        rows.append(
-            [
-                r.label,
-                short_number(r.alpha),
-                short_number(r.beta),
-                r.best.get("genotype_str") or format_genotype(r.best["genotype"]),
-                architecture_text(r.best["genotype"], r.arch_names),
-                num(r.best.get("score")),
-                pct(r.best.get("err_val")),
-                pct(finetuned[id(r)]),
-            ]
-        )
     best_cell = np.unravel_index(np.nanargmin(grid), grid.shape)
     lines = [
         "## α/β sweep",
@@ -315,17 +311,23 @@ def sweep_section(
         f"![α/β sweep]({path.name})",
         "",
     ]
-    lines += md_table(
-        [
-            "Run",
-            "α",
-            "β",
-            "Best genotype",
-            "Best architecture",
-            "Best score",
-            "Best err_val (%)",
-            "Best fine-tuned test error (%)",
-        ],
-        rows,
-    )
+    lines += _sweep_table(runs, finetuned)
     return lines + [""]
+
+
+def _sweep_table(runs: Sequence[SearchRun], finetuned: dict[int, float]) -> list[str]:
+    header = ["Run", "α", "β", "Best genotype", "Best architecture", "Best score", "Best err_val (%)"]
+    rows = [
+        [
+            r.label,
+            short_number(r.alpha),
+            short_number(r.beta),
+            r.best.get("genotype_str") or format_genotype(r.best["genotype"]),
+            architecture_text(r.best["genotype"], r.arch_names),
+            num(r.best.get("score")),
+            pct(r.best.get("err_val")),
+            pct(finetuned[id(r)]),
+        ]
+        for r in sorted(runs, key=lambda r: (r.alpha, r.beta, r.label))
+    ]
+    return md_table([*header, "Best fine-tuned test error (%)"], rows)
