@@ -117,93 +117,108 @@ def run_search(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
-        return _run_search(
-            num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
-        )
+        if resume:
+            run = load_state(run_dir, config, num_archs, num_cells, depends_on)
+        else:
+            run = SearchState(config, num_archs, num_cells, depends_on)
+        outputs = _Outputs(run_dir, arch_names, callbacks)
+        _evolve(run, evaluate, outputs, progress)
+        return _finish(run, outputs)
 
 
-def _run_search(
-    num_archs, num_cells, evaluate, config, run_dir, arch_names, callbacks, resume, progress, depends_on
-) -> SearchResult:
-    if resume:
-        run = load_state(run_dir, config, num_archs, num_cells, depends_on)
-    else:
-        run = SearchState(config, num_archs, num_cells, depends_on)
-    toolbox = config.toolbox(num_archs, num_cells)
+@dataclass
+class _Outputs:
+    """Where each generation goes: the run directory's files and the callbacks."""
 
+    run_dir: Path
+    arch_names: list[str] | None
+    callbacks: Sequence[SearchCallback]
+
+    def write(self, run: SearchState) -> None:
+        write_results(self.run_dir, run, self.arch_names)
+        write_evaluations_csv(self.run_dir, run, self.arch_names)
+
+
+def _evolve(run: SearchState, evaluate: Callable, outputs: _Outputs, progress: bool) -> None:
+    """Generations until `config.generations`, each checkpointed and written as it ends."""
+    config = run.config
+    toolbox = config.toolbox(run.num_archs, run.num_cells)
     stats = tools.Statistics(key=lambda ind: run.evaluations[tuple(ind)].score)
     stats.register("min", _ok_stat(np.min))
     stats.register("mean", _ok_stat(np.mean))
     stats.register("max", _ok_stat(np.max))
-
-    bar = tqdm(
-        total=config.generations,
-        initial=min(run.generation, config.generations),
-        desc="search",
-        unit="gen",
-        disable=not progress,
-    )
-    try:
+    initial = min(run.generation, config.generations)
+    with tqdm(total=config.generations, initial=initial, desc="search", unit="gen", disable=not progress) as bar:
         while run.generation < config.generations:
             previous = [tuple(ind) for ind in run.population]
-            if run.generation == 0:
-                # Lines 8-11: the initial population, evaluated.
-                with drawing_from(run.rng):
-                    run.population = toolbox.population(n=config.population_size)
-                for ind, code in zip(run.population, config.initial_genotypes):
-                    ind[:] = list(code)
-                evaluated = _evaluate(run.population, run, evaluate, generation=1)
-                # selNSGA2 assigns the crowding distances that the first tournament needs.
-                with drawing_from(run.rng):
-                    run.population = toolbox.select(run.population, len(run.population))
-            else:
-                # Lines 14-18: mate, evaluate the new individuals, select from pop + new.
-                with drawing_from(run.rng):
-                    parents = toolbox.parents(run.population, config.population_size)
-                    offspring = vary(parents, toolbox, config)
-                evaluated = _evaluate(offspring, run, evaluate, generation=run.generation + 1)
-                with drawing_from(run.rng):
-                    run.population = toolbox.select(run.population + offspring, config.population_size)
+            evaluated = _generation(run, toolbox, evaluate)
             run.generation += 1
             run.populations.append([tuple(ind) for ind in run.population])
             record = _record(run, stats, previous, evaluated)
-            save_state(run_dir, run)
-            write_results(run_dir, run, arch_names)
-            write_evaluations_csv(run_dir, run, arch_names)
-            log.info(
-                "generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
-                run.generation,
-                config.generations,
-                record["evaluated"],
-                record["new_survival"],
-                record["min"],
-                record["mean"],
-                record["max"],
-                record["best_score"],
-                format_genotype(record["best_genotype"]),
-            )
+            save_state(outputs.run_dir, run)
+            outputs.write(run)
+            _log_generation(run, record)
             bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
             bar.update(1)
-            for callback in callbacks:
+            for callback in outputs.callbacks:
                 callback.on_generation_end(
                     run.generation, dict(record), [tuple(ind) for ind in run.population], dict(run.evaluations)
                 )
-    finally:
-        bar.close()
 
-    write_results(run_dir, run, arch_names)
-    write_evaluations_csv(run_dir, run, arch_names)
-    plot_search_curves(run.history, run_dir / rundir.CURVES)
+
+def _generation(run: SearchState, toolbox: base.Toolbox, evaluate: Callable) -> int:
+    """One generation of Algorithm 1; returns how many genotypes it evaluated."""
+    config = run.config
+    if run.generation == 0:
+        # Lines 8-11: the initial population, evaluated.
+        with drawing_from(run.rng):
+            run.population = toolbox.population(n=config.population_size)
+        for ind, code in zip(run.population, config.initial_genotypes):
+            ind[:] = list(code)
+        evaluated = _evaluate(run.population, run, evaluate, generation=1)
+        # selNSGA2 assigns the crowding distances that the first tournament needs.
+        with drawing_from(run.rng):
+            run.population = toolbox.select(run.population, len(run.population))
+        return evaluated
+    # Lines 14-18: mate, evaluate the new individuals, select from pop + new.
+    with drawing_from(run.rng):
+        parents = toolbox.parents(run.population, config.population_size)
+        offspring = vary(parents, toolbox, config)
+    evaluated = _evaluate(offspring, run, evaluate, generation=run.generation + 1)
+    with drawing_from(run.rng):
+        run.population = toolbox.select(run.population + offspring, config.population_size)
+    return evaluated
+
+
+def _log_generation(run: SearchState, record: dict) -> None:
+    log.info(
+        "generation %d/%d: evaluated %d, new survival %d, score min %.4f mean %.4f max %.4f, best %.4f (%s)",
+        run.generation,
+        run.config.generations,
+        record["evaluated"],
+        record["new_survival"],
+        record["min"],
+        record["mean"],
+        record["max"],
+        record["best_score"],
+        format_genotype(record["best_genotype"]),
+    )
+
+
+def _finish(run: SearchState, outputs: _Outputs) -> SearchResult:
+    """The final outputs (results, evaluations, curves, the front) and the result."""
+    outputs.write(run)
+    plot_search_curves(run.history, outputs.run_dir / rundir.CURVES)
     result = SearchResult(
         best=run.best(),
         history=run.history,
         population=[run.evaluations[tuple(ind)] for ind in run.population],
         evaluations=list(run.evaluations.values()),
-        objectives=tuple(config.objectives),
+        objectives=tuple(run.config.objectives),
     )
     if len(result.objectives) > 1:
-        plot_front(result.population, list(result.objectives), run_dir / rundir.FRONT)
-    for callback in callbacks:
+        plot_front(result.population, list(result.objectives), outputs.run_dir / rundir.FRONT)
+    for callback in outputs.callbacks:
         callback.on_search_end(result)
     return result
 
