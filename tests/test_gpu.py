@@ -66,7 +66,7 @@ def test_gpus_evaluator_worker_on_the_device_gives_local_results(kb, data, gpu_f
         "gpus", kb, data, 4, evaluator_settings(stack_individuals=4, accelerator="gpu"), progress=False
     )
     try:
-        assert evaluator.slots == list(range(torch.cuda.device_count()))
+        assert evaluator.pool.slots == list(range(torch.cuda.device_count()))
         assert_close(evaluator(GENERATION), gpu_fp32, tol_err=0.02)
     finally:
         evaluator.close()

@@ -24,18 +24,16 @@ import inspect
 import logging
 import os
 import socket
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from multiprocessing.connection import wait
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 
 import torch
-import torch.multiprocessing as tmp
 
-from modulenet.errors import ModuleNetError, first_line
+from modulenet.errors import ModuleNetError
 from modulenet.evaluation.evaluator import Evaluator
 from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import Genotype, format_genotype
+from modulenet.runtime.workers import RayPool, WorkerDied, WorkerPool, cpu_workers
 from modulenet.search.records import Evaluation
 from modulenet.targets import target_class
 
@@ -55,136 +53,41 @@ def _worker_settings(settings: EvaluationSettings, device: int | None) -> Evalua
     return EvaluationSettings(**{**asdict(settings), "accelerator": "gpu" if device is not None else "cpu"})
 
 
-# --------------------------------------------------------------------------- gpus: worker processes
-
-
-def _worker_main(
-    conn, kb, data, num_classes: int, settings: EvaluationSettings, device: int | None, threads: int
-) -> None:
-    """A worker process: owns one device, evaluates the tasks it is sent until told to stop."""
-    if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
-    torch.set_num_threads(max(1, threads))
+def _evaluation_worker(kb, data, num_classes: int, settings: EvaluationSettings, device: int | None) -> Callable:
+    """Built in a worker: an `Evaluator` on the worker's device, run one task at a time."""
     evaluator = Evaluator(kb, data, num_classes, _worker_settings(settings, device), progress=False)
-    while True:
-        task = conn.recv()
-        if task is None:
-            break
-        conn.send([evaluation.to_dict() for evaluation in evaluator.evaluate_task(task)])
+    return lambda task: [evaluation.to_dict() for evaluation in evaluator.evaluate_task(task)]
 
 
-@dataclass
-class _Worker:
-    process: tmp.Process
-    conn: object  # the parent's end of the pipe
-    device: int | None
-    task: list[Genotype] | None = None
+def _evaluations(task: list[Genotype], result) -> list[Evaluation]:
+    if isinstance(result, WorkerDied):
+        return [Evaluation.failed(code, result.reason) for code in task]
+    return [Evaluation.from_dict(row) for row in result]
+
+
+def _names(task: list[Genotype]) -> str:
+    return " ".join(format_genotype(code) for code in task)
 
 
 class WorkerPoolEvaluator(Evaluator):
     """`evaluator=gpus`: a worker process per GPU (`devices`, default every visible one), or
-    `num_workers` CPU workers when there is no GPU. Workers start on the first generation and
-    live for the whole search."""
+    `num_workers` CPU workers when there is no GPU (runtime/workers.py). Workers start on the
+    first generation and live for the whole search."""
 
     def __init__(self, *args, devices: list[int] | None = None, num_workers: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if devices is None and self.device.type == "cuda":
             devices = list(range(torch.cuda.device_count()))
-        if devices:
-            self.slots: list[int | None] = list(devices)
-        else:
-            count = num_workers if num_workers is not None else max(1, (os.cpu_count() or 1) // 2)
-            if count < 1:
-                raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
-            self.slots = [None] * count
-        self.threads = max(1, (os.cpu_count() or 1) // len(self.slots))
-        self.workers: list[_Worker] = []
-        self.requeued = 0  # individuals sent again after their worker died
-
-    def _start(self, device: int | None) -> _Worker:
-        ctx = tmp.get_context("spawn")  # CUDA cannot be forked
-        parent, child = ctx.Pipe()
+        slots = list(devices) if devices else [None] * cpu_workers(num_workers)
         data = (self.x_train, self.y_train, self.x_val, self.y_val)
-        process = ctx.Process(
-            target=_worker_main,
-            daemon=True,
-            args=(child, self.kb, data, self.num_classes, self.settings, device, self.threads),
-        )
-        process.start()
-        child.close()
-        return _Worker(process, parent, device)
+        self.pool = WorkerPool(_evaluation_worker, (self.kb, data, self.num_classes, self.settings), slots)
 
     def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
-        if not pending:
-            return
-        if not self.workers:
-            self.workers = [self._start(device) for device in self.slots]
-        queue, deaths = deque(self.tasks(pending, len(self.workers))), {}
-        while queue or any(w.task is not None for w in self.workers):
-            for worker in self.workers:
-                if worker.task is None and queue:
-                    worker.task = queue.popleft()
-                    worker.conn.send(worker.task)
-            busy = [w for w in self.workers if w.task is not None]
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
-            for i, worker in enumerate(self.workers):
-                if worker.task is None or (worker.conn not in ready and worker.process.sentinel not in ready):
-                    continue
-                task = worker.task
-                try:
-                    evaluations = [Evaluation.from_dict(row) for row in worker.conn.recv()]
-                except (EOFError, OSError):  # the worker died with the task
-                    worker.process.join(timeout=5)
-                    log.warning(
-                        "worker %d (pid %s) died evaluating %s (exit code %s); starting another",
-                        i,
-                        worker.process.pid,
-                        " ".join(format_genotype(code) for code in task),
-                        worker.process.exitcode,
-                    )
-                    self.workers[i] = self._start(worker.device)
-                    key = tuple(task)
-                    deaths[key] = deaths.get(key, 0) + 1
-                    if deaths[key] == 1:
-                        self.requeued += 1
-                        queue.appendleft(task)
-                        continue
-                    error = f"worker died twice (exit code {worker.process.exitcode})"
-                    evaluations = [Evaluation.failed(code, error) for code in task]
-                else:
-                    worker.task = None
-                yield from evaluations
+        for task, result in self.pool.map(self.tasks(pending, len(self.pool.slots)), _names):
+            yield from _evaluations(task, result)
 
     def close(self) -> None:
-        for worker in self.workers:
-            try:
-                worker.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        for worker in self.workers:
-            worker.process.join(timeout=10)
-            if worker.process.is_alive():
-                worker.process.kill()
-        self.workers = []
-
-
-# --------------------------------------------------------------------------- ray: actors
-
-
-class _RayWorker:
-    """A Ray actor holding a knowledge base and the data (sent once, through Ray's object store)."""
-
-    def __init__(self, kb, data, num_classes: int, settings: EvaluationSettings, gpu: bool):
-        torch.set_num_threads(1)
-        self.evaluator = Evaluator(
-            kb, data, num_classes, _worker_settings(settings, 0 if gpu else None), progress=False
-        )
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def evaluate(self, task: list[Genotype]) -> list[dict]:
-        return [evaluation.to_dict() for evaluation in self.evaluator.evaluate_task(task)]
+        self.pool.close()
 
 
 class RayEvaluator(Evaluator):
@@ -196,46 +99,29 @@ class RayEvaluator(Evaluator):
         self, *args, address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0, **kwargs
     ):
         super().__init__(*args, **kwargs)
-        try:
-            import ray
-        except ImportError:
-            raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            _ray_init(ray, address, num_workers)
+        ray = connect_ray(address, num_workers)
         count = num_workers if num_workers is not None else max(1, int(ray.available_resources().get("CPU", 1)))
-        if count < 1:
-            raise ModuleNetError(f"evaluator.num_workers={num_workers} must be a positive integer")
-        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1)(_RayWorker)
-        kb_ref = ray.put(self.kb)
-        data_ref = ray.put((self.x_train, self.y_train, self.x_val, self.y_val))
-        self._refs = (kb_ref, data_ref)  # actor restarts need them alive
-        self.actors = [
-            actor.remote(kb_ref, data_ref, self.num_classes, self.settings, gpus_per_worker > 0) for _ in range(count)
-        ]
+        data = (self.x_train, self.y_train, self.x_val, self.y_val)
+        args = (self.kb, data, self.num_classes, self.settings)
+        self.pool = RayPool(ray, _evaluation_worker, args, cpu_workers(count), gpus_per_worker)
 
     def _evaluate_pending(self, pending: list[Genotype]) -> Iterator[Evaluation]:
-        ray = self.ray
-        queue, idle, running = deque(self.tasks(pending, len(self.actors))), list(self.actors), {}
-        while queue or running:
-            while queue and idle:
-                actor, task = idle.pop(), queue.popleft()
-                running[actor.evaluate.remote(task)] = (actor, task)
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            actor, task = running.pop(ref)
-            idle.append(actor)
-            try:
-                evaluations = [Evaluation.from_dict(row) for row in ray.get(ref)]
-            except ray.exceptions.RayActorError as err:  # died again after its one restart
-                names = " ".join(format_genotype(code) for code in task)
-                log.warning("Ray worker died evaluating %s: %s", names, first_line(err))
-                evaluations = [Evaluation.failed(code, "Ray worker died twice") for code in task]
-            yield from evaluations
+        for task, result in self.pool.map(self.tasks(pending, len(self.pool.actors)), _names):
+            yield from _evaluations(task, result)
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
-        self.actors = []
+        self.pool.close()
+
+
+def connect_ray(address: str | None, num_workers: int | None):
+    """Ray, connected to the cluster at `address` (None: a local Ray) unless it already is."""
+    try:
+        import ray
+    except ImportError:
+        raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
+    if not ray.is_initialized():
+        _ray_init(ray, address, num_workers)
+    return ray
 
 
 _RAY_HINT = (

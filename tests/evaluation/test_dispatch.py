@@ -107,7 +107,7 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
         "gpus", kb, data, 4, evaluator_settings(stack_individuals=6), num_workers=2, memo_path=memo, progress=False
     )
     try:
-        assert len(evaluator.slots) == 2 and evaluator.slots == [None, None]  # CPU workers here
+        assert len(evaluator.pool.slots) == 2 and evaluator.pool.slots == [None, None]  # CPU workers here
         assert_same(evaluator(GENERATION[:4]), plain[:4])
         assert len(memo.read_text().splitlines()) == 4  # written by this process
 
@@ -115,14 +115,14 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
         thread = threading.Thread(target=lambda: results.setdefault("r", evaluator(GENERATION)))
         thread.start()
         deadline = time.monotonic() + 60
-        while not any(w.task is not None for w in evaluator.workers) and time.monotonic() < deadline:
+        while not any(w.task is not None for w in evaluator.pool.workers) and time.monotonic() < deadline:
             time.sleep(0.005)
-        victim = next(w for w in evaluator.workers if w.task is not None)
+        victim = next(w for w in evaluator.pool.workers if w.task is not None)
         os.kill(victim.process.pid, signal.SIGKILL)
         thread.join(timeout=300)
-        assert evaluator.requeued == 1
+        assert evaluator.pool.requeued == 1
         assert_same(results["r"], plain)  # memo for the first four, workers for the rest
-        assert all(w.process.is_alive() for w in evaluator.workers)
+        assert all(w.process.is_alive() for w in evaluator.pool.workers)
     finally:
         evaluator.close()
 

@@ -1,0 +1,184 @@
+"""Workers that each own one device and run tasks sent to them: the machinery under the search's
+dispatchers (evaluation/dispatch.py) and the evaluation stage's (finetune/dispatch.py). Ours; the
+paper runs one process.
+
+A worker is built in its own process (or Ray actor) by `make_handler(*args, device)`, a picklable
+top-level function that returns the callable which runs one task; only tasks and their results
+cross between processes. Tasks go to whichever worker frees up first, and results come back as
+they finish, each with its task. A worker that dies mid-task (killed, segfault, lost node) is
+replaced and its task sent once more; a second death yields `WorkerDied` for that task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+import torch
+import torch.multiprocessing as tmp
+
+from modulenet.errors import ModuleNetError, first_line
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerDied:
+    """What a task yields when its worker died with it twice."""
+
+    reason: str
+
+
+def cpu_workers(num_workers: int | None, key: str = "evaluator.num_workers") -> int:
+    """How many CPU workers: `num_workers`, default half the cores (at least one)."""
+    count = num_workers if num_workers is not None else max(1, (os.cpu_count() or 1) // 2)
+    if not isinstance(count, int) or count < 1:
+        raise ModuleNetError(f"{key}={num_workers} must be a positive integer")
+    return count
+
+
+def _worker_main(conn, make_handler: Callable, args: tuple, device: int | None, threads: int) -> None:
+    """A worker process: owns one device, runs the tasks it is sent until told to stop."""
+    if device is not None:  # before CUDA initialises: this worker sees its GPU as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    torch.set_num_threads(max(1, threads))
+    handle = make_handler(*args, device)
+    while True:
+        task = conn.recv()
+        if task is None:
+            break
+        conn.send(handle(task))
+
+
+@dataclass
+class _Worker:
+    process: tmp.Process
+    conn: object  # the parent's end of the pipe
+    device: int | None
+    task: object | None = None
+
+
+class WorkerPool:
+    """One worker process per slot: a GPU index (the worker sees it as cuda:0) or None (a CPU
+    worker). The cores are shared out among the workers. Workers start at the first `map` and
+    live until `close`."""
+
+    def __init__(self, make_handler: Callable, args: tuple, slots: list[int | None]):
+        self.make_handler, self.args, self.slots = make_handler, args, list(slots)
+        self.threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+        self.workers: list[_Worker] = []
+        self.requeued = 0  # tasks sent again after their worker died
+
+    def _start(self, device: int | None) -> _Worker:
+        ctx = tmp.get_context("spawn")  # CUDA cannot be forked
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=_worker_main, daemon=True, args=(child, self.make_handler, self.args, device, self.threads)
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent, device)
+
+    def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
+        """(task, result) as each task finishes; result is a `WorkerDied` after a second death."""
+        queue, deaths = deque(tasks), {}
+        if queue and not self.workers:
+            self.workers = [self._start(device) for device in self.slots]
+        while queue or any(w.task is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.task is None and queue:
+                    worker.task = queue.popleft()
+                    worker.conn.send(worker.task)
+            busy = [w for w in self.workers if w.task is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for i, worker in enumerate(self.workers):
+                if worker.task is None or (worker.conn not in ready and worker.process.sentinel not in ready):
+                    continue
+                task = worker.task
+                try:
+                    result = worker.conn.recv()
+                except (EOFError, OSError):  # the worker died with the task
+                    worker.process.join(timeout=5)
+                    code = worker.process.exitcode
+                    log.warning(
+                        "worker %d (pid %s) died running %s (exit code %s); starting another",
+                        i,
+                        worker.process.pid,
+                        describe(task),
+                        code,
+                    )
+                    self.workers[i] = self._start(worker.device)
+                    key = repr(task)
+                    deaths[key] = deaths.get(key, 0) + 1
+                    if deaths[key] == 1:
+                        self.requeued += 1
+                        queue.appendleft(task)
+                        continue
+                    result = WorkerDied(f"worker died twice (exit code {code})")
+                else:
+                    worker.task = None
+                yield task, result
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for worker in self.workers:
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
+        self.workers = []
+
+
+class _RayWorker:
+    """A Ray actor around one handler (its arguments sent once, through Ray's object store)."""
+
+    def __init__(self, make_handler: Callable, gpu: bool, *args):
+        torch.set_num_threads(1)
+        self.handle = make_handler(*args, 0 if gpu else None)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, task):
+        return self.handle(task)
+
+
+class RayPool:
+    """`count` Ray actors (one GPU each with `gpus_per_worker=1`) on the Ray this process is
+    connected to. Ray restarts a dead actor once and retries its task once; after that the task
+    yields `WorkerDied`."""
+
+    def __init__(self, ray, make_handler: Callable, args: tuple, count: int, gpus_per_worker: float = 0):
+        self.ray = ray
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1)(_RayWorker)
+        self._refs = [ray.put(a) for a in args]  # actor restarts need them alive
+        self.actors = [actor.remote(make_handler, gpus_per_worker > 0, *self._refs) for _ in range(count)]
+
+    def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
+        ray = self.ray
+        queue, idle, running = deque(tasks), list(self.actors), {}
+        while queue or running:
+            while queue and idle:
+                actor, task = idle.pop(), queue.popleft()
+                running[actor.run.remote(task)] = (actor, task)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, task = running.pop(ref)
+            idle.append(actor)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as err:  # died again after its one restart
+                log.warning("Ray worker died running %s: %s", describe(task), first_line(err))
+                result = WorkerDied("Ray worker died twice")
+            yield task, result
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
