@@ -30,7 +30,7 @@ import torch
 from modulenet.data import NpzDataModule
 from modulenet.data.device import device_batches
 from modulenet.finetune.settings import FinetuneSettings
-from modulenet.finetune.stage import finetune_architecture
+from modulenet.finetune.training import finetune_architecture
 from modulenet.knowledge import build_knowledge_base
 from modulenet.runtime.precision import device_model
 

@@ -101,7 +101,7 @@ def study1(args) -> None:
     from modulenet.app.jobs import finetune_datamodule
     from modulenet.finetune.network import save_network
     from modulenet.finetune.settings import FinetuneSettings
-    from modulenet.finetune.stage import finetune_architecture
+    from modulenet.finetune.training import finetune_architecture
     from modulenet.rundir import write_atomic
     from modulenet.runtime.precision import device_model
 

@@ -128,7 +128,7 @@ def test_a_finetune_run_logs_epoch_curves_the_selected_network_and_its_artifact(
 
     from modulenet.data import QuickstartDataModule
     from modulenet.finetune.settings import FinetuneSettings
-    from modulenet.finetune.stage import run_finetune
+    from modulenet.finetune.stage import FinetuneStage
     from modulenet.knowledge import build_knowledge_base
 
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_a_finetune_run_logs_epoch_curves_the_selected_network_and_its_artifact(
     tracker = WandbTracker(tmp_path, {}, project="modulenet-test", job_type="finetune", mode="offline")
     settings = FinetuneSettings(epochs=2, hidden=[16], pool="avg", batch_size=32)
     results = {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}
-    (ours, *originals) = run_finetune(kb, results, dm, settings, tmp_path / "ft", tracker, progress=False)
+    (ours, *originals) = FinetuneStage(kb, dm, settings, tracker=tracker, progress=False).run(results, tmp_path / "ft")
     tracker.finish()
     run = read_wandb_run(tmp_path)
     assert run["metrics"]["finetune/*"] == "finetune/epoch"

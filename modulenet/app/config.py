@@ -160,6 +160,9 @@ class FinetuneAppConf:
     search_run: str = MISSING  # the search's run directory (it holds results.json and its config)
     trust_code: bool = False  # let the run's config and knowledge base name code to import (never read from the run)
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
+    # where the candidates are fine-tuned: evaluator=local | gpus | ray, the search's dispatchers (only
+    # `_target_` and the dispatch arguments apply; the classifier is the search run's)
+    evaluator: EvaluatorConf = field(default_factory=EvaluatorConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
     trainer: TrainerConf = MISSING  # a group (trainer=cpu | gpu): the schema is never constructed (its checks)
     seed: int = 0

@@ -29,6 +29,7 @@ from modulenet.app.builders import (
     search_config,
 )
 from modulenet.errors import ModuleNetError, first_line
+from modulenet.evaluation.dispatch import check_dispatch, dispatch_of
 from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
@@ -153,6 +154,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given
 
     check_trainer(cfg.trainer)
     tracker_class(cfg.logger._target_)
+    check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)
     search_run = Path(cfg.search_run)
     read_results(search_run)  # a clear error before anything is built
     config_path = search_run / rundir.CONFIG
@@ -186,7 +188,7 @@ def finetune_stage(
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports. `ft`: the
     finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
     from modulenet.finetune.settings import FinetuneSettings
-    from modulenet.finetune.stage import run_finetune
+    from modulenet.finetune.stage import FinetuneStage
 
     seed, progress = run_cfg.seed, run_cfg.progress
     results = read_results(search_run)
@@ -218,18 +220,11 @@ def finetune_stage(
         name=f"finetune-{search_run.name}",
         arch_names=kb.arch_names,
     )
+    # the search's dispatchers: this process, a worker per GPU (or CPU workers), or Ray actors
+    dispatch = dispatch_of(run_cfg.evaluator._target_, run_cfg.evaluator)
+    stage = FinetuneStage(kb, datamodule, settings, dispatch, tracker, progress)
     try:
-        finished = run_finetune(
-            kb,
-            results,
-            datamodule,
-            settings,
-            out_dir,
-            tracker,
-            progress,
-            search_run=search_run,
-            dataset_config=dataset_cfg,
-        )
+        finished = stage.run(results, out_dir, search_run=search_run, dataset_config=dataset_cfg)
     finally:
         if tracker is not None:
             tracker.finish()

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
@@ -33,7 +31,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.evaluation.evaluator import Evaluator
 from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import Genotype, format_genotype
-from modulenet.runtime.workers import RayPool, WorkerDied, WorkerPool, cpu_workers
+from modulenet.runtime.workers import Dispatch, RayPool, WorkerDied, WorkerPool, connect_ray, cpu_workers
 from modulenet.search.records import Evaluation
 from modulenet.targets import target_class
 
@@ -113,79 +111,6 @@ class RayEvaluator(Evaluator):
         self.pool.close()
 
 
-def connect_ray(address: str | None, num_workers: int | None):
-    """Ray, connected to the cluster at `address` (None: a local Ray) unless it already is."""
-    try:
-        import ray
-    except ImportError:
-        raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
-    if not ray.is_initialized():
-        _ray_init(ray, address, num_workers)
-    return ray
-
-
-_RAY_HINT = (
-    "check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
-    "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus"
-)
-
-
-def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
-    """`ray.init` on the cluster at `address` (None: a local Ray); any failure is one line.
-
-    A HOST:PORT address is first probed with one TCP connection: with nothing listening there,
-    Ray itself retries for many minutes before it gives up."""
-    if address:
-        address = str(address)
-        reason = _unreachable(address)
-        if reason:
-            raise ModuleNetError(f"evaluator.address={address!r}: no Ray cluster answers there ({reason}); {_RAY_HINT}")
-    try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            **({} if address else {"num_cpus": num_workers or os.cpu_count()}),
-        )
-    except Exception as err:  # ConnectionError, RuntimeError, ValueError, TimeoutError, Ray's own types
-        try:
-            ray.shutdown()  # whatever the failed init left behind
-        except Exception:
-            pass
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        if address:
-            raise ModuleNetError(
-                f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); {_RAY_HINT}"
-            ) from None
-        raise ModuleNetError(
-            f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
-            f"running cluster or use evaluator=gpus"
-        ) from None
-
-
-def _unreachable(address: str) -> str | None:
-    """Why nothing accepts a TCP connection at the HOST:PORT `address`, or None (reachable, or
-    another form such as 'auto' or 'ray://...', which ray.init judges itself)."""
-    if "://" in address or address in ("auto", "local"):
-        return None
-    target = address
-    try:  # where Ray will connect: it replaces localhost by this node's IP
-        from ray._private.services import canonicalize_bootstrap_address
-
-        target = canonicalize_bootstrap_address(address) or address
-    except Exception:  # a malformed address: ray.init says what is wrong with it
-        return None
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return None
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as err:
-        why = err.strerror or str(err) or type(err).__name__
-        return f"{target}: {why}" if target != address else why
-    return None
-
-
 def evaluator_class(target: str) -> type:
     """The class `evaluator._target_` names; one line when it cannot be imported."""
     return target_class("evaluator._target_", target, f"evaluator={'|'.join(EVALUATORS)}", base=Evaluator)
@@ -223,3 +148,13 @@ def make_evaluator(name: str, *args, **kwargs) -> Evaluator:
         raise ModuleNetError(f"unknown evaluator {name!r}; valid evaluators are {list(EVALUATORS)}")
     dispatch = {k: kwargs.pop(k) for k in DISPATCH_ARGUMENTS if k in kwargs}
     return build_evaluator(EVALUATORS[name], *args, dispatch=dispatch, **kwargs)
+
+
+def dispatch_of(target: str, arguments: dict) -> Dispatch:
+    """How the evaluation stage spreads its fine-tunes for the `evaluator` group `target` names: over
+    the same workers as the search (a gpus or ray evaluator, or a subclass of one), else in this
+    process; `arguments`: the group's DISPATCH_ARGUMENTS."""
+    cls = evaluator_class(target)
+    kind = "ray" if issubclass(cls, RayEvaluator) else "gpus" if issubclass(cls, WorkerPoolEvaluator) else "local"
+    given = {k: arguments[k] for k in DISPATCH_ARGUMENTS if arguments.get(k) is not None}
+    return Dispatch(kind, **given)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -182,3 +183,110 @@ class RayPool:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+
+def connect_ray(address: str | None, num_workers: int | None):
+    """Ray, connected to the cluster at `address` (None: a local Ray) unless it already is."""
+    try:
+        import ray
+    except ImportError:
+        raise ModuleNetError("evaluator=ray needs Ray: pip install 'modulenet[ray]' (or evaluator=gpus)") from None
+    if not ray.is_initialized():
+        _ray_init(ray, address, num_workers)
+    return ray
+
+
+_RAY_HINT = (
+    "check evaluator.address (HOST:6379 of the head node, 'auto' on a node of the cluster, or "
+    "ray://HOST:10001 with pip install 'ray[client]'), or use evaluator=gpus"
+)
+
+
+def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
+    """`ray.init` on the cluster at `address` (None: a local Ray); any failure is one line.
+
+    A HOST:PORT address is first probed with one TCP connection: with nothing listening there,
+    Ray itself retries for many minutes before it gives up."""
+    if address:
+        address = str(address)
+        reason = _unreachable(address)
+        if reason:
+            raise ModuleNetError(f"evaluator.address={address!r}: no Ray cluster answers there ({reason}); {_RAY_HINT}")
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({} if address else {"num_cpus": num_workers or os.cpu_count()}),
+        )
+    except Exception as err:  # ConnectionError, RuntimeError, ValueError, TimeoutError, Ray's own types
+        try:
+            ray.shutdown()  # whatever the failed init left behind
+        except Exception:
+            pass
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        if address:
+            raise ModuleNetError(
+                f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); {_RAY_HINT}"
+            ) from None
+        raise ModuleNetError(
+            f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
+            f"running cluster or use evaluator=gpus"
+        ) from None
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing accepts a TCP connection at the HOST:PORT `address`, or None (reachable, or
+    another form such as 'auto' or 'ray://...', which ray.init judges itself)."""
+    if "://" in address or address in ("auto", "local"):
+        return None
+    target = address
+    try:  # where Ray will connect: it replaces localhost by this node's IP
+        from ray._private.services import canonicalize_bootstrap_address
+
+        target = canonicalize_bootstrap_address(address) or address
+    except Exception:  # a malformed address: ray.init says what is wrong with it
+        return None
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        why = err.strerror or str(err) or type(err).__name__
+        return f"{target}: {why}" if target != address else why
+    return None
+
+
+# the dispatchers a pool can be: the search's `evaluator=` choices of the same names
+DISPATCHERS = ("local", "gpus", "ray")
+
+
+@dataclass
+class Dispatch:
+    """Where tasks run: `local` (in this process), `gpus` (a worker process per GPU in `devices`,
+    default every visible one when the accelerator is a GPU, else `num_workers` CPU workers) or
+    `ray` (`num_workers` actors on the Ray cluster at `address`, a local Ray when None)."""
+
+    kind: str = "local"
+    devices: list[int] | None = None
+    num_workers: int | None = None
+    address: str | None = None
+    gpus_per_worker: float = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISPATCHERS:
+            raise ModuleNetError(f"dispatch {self.kind!r}: valid dispatchers are {list(DISPATCHERS)}")
+
+    def pool(self, make_handler: Callable, args: tuple, accelerator: str) -> WorkerPool | RayPool | None:
+        """The workers that run `make_handler(*args, device)`'s tasks; None for `local`."""
+        if self.kind == "local":
+            return None
+        if self.kind == "ray":
+            ray = connect_ray(self.address, self.num_workers)
+            count = self.num_workers or max(1, int(ray.available_resources().get("CPU", 1)))
+            return RayPool(ray, make_handler, args, cpu_workers(count), self.gpus_per_worker)
+        devices = self.devices
+        if devices is None and accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+            devices = list(range(torch.cuda.device_count()))
+        return WorkerPool(make_handler, args, list(devices) if devices else [None] * cpu_workers(self.num_workers))

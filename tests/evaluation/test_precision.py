@@ -161,7 +161,7 @@ def test_auto_for_a_fine_tuned_network_is_measured_on_a_copy_once_and_cached(mon
 def test_a_fine_tune_with_auto_trains_in_the_measured_precision_and_records_it(monkeypatch):
     from modulenet.data import QuickstartDataModule
     from modulenet.finetune.settings import FinetuneSettings
-    from modulenet.finetune.stage import finetune_architecture
+    from modulenet.finetune.training import finetune_architecture
     from modulenet.knowledge import build_knowledge_base
     from modulenet.runtime.precision import NetworkStep
 
@@ -210,7 +210,7 @@ def test_a_channels_last_fine_tune_trains_in_it_and_its_reload_measures_the_same
     from modulenet.data import QuickstartDataModule
     from modulenet.finetune.network import load_network, measure_network, save_network
     from modulenet.finetune.settings import FinetuneSettings
-    from modulenet.finetune.stage import finetune_architecture
+    from modulenet.finetune.training import finetune_architecture
 
     torch.manual_seed(0)
     kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)

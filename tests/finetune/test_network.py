@@ -19,7 +19,7 @@ from modulenet.data import NpzDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.finetune.network import load_network, measure_network, read_description, read_predictions
 from modulenet.finetune.settings import FinetuneSettings
-from modulenet.finetune.stage import run_finetune
+from modulenet.finetune.stage import FinetuneStage
 from modulenet.knowledge import build_knowledge_base
 
 BIN = Path(sys.executable).parent
@@ -48,7 +48,7 @@ def finetuned(tmp_path_factory):
     settings = FinetuneSettings(epochs=1, hidden=[32], pool="avg", batch_size=64, include_originals=False, lr=0.01)
     results = {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}
     out = root / "finetune"
-    finished = run_finetune(kb, results, dm, settings, out, progress=False, dataset_config=dataset)
+    finished = FinetuneStage(kb, dm, settings, progress=False).run(results, out, dataset_config=dataset)
     return out, finished, kb
 
 

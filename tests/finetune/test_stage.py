@@ -18,7 +18,7 @@ from torch.nn.modules.module import register_module_forward_pre_hook
 from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.finetune.settings import FinetuneSettings
-from modulenet.finetune.stage import finetune_architecture
+from modulenet.finetune.training import finetune_architecture
 from modulenet.knowledge import build_knowledge_base
 from modulenet.knowledge.training import finetune_sources
 
@@ -114,7 +114,7 @@ from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.evaluation.lit_module import IndividualModule
 from modulenet.finetune.settings import FinetuneSettings
-from modulenet.finetune.stage import run_finetune
+from modulenet.finetune.stage import FinetuneStage
 from modulenet.knowledge import build_knowledge_base
 
 logging.basicConfig(level=logging.INFO)
@@ -135,7 +135,7 @@ dm.setup("fit")
 settings = FinetuneSettings(
     epochs=3, hidden=[16], pool="avg", batch_size=16, include_originals=False, keep_checkpoints=keep
 )
-run_finetune(kb, {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}, dm, settings, out, progress=False)
+FinetuneStage(kb, dm, settings, progress=False).run({"population": [{"genotype": [0, 1, 1], "score": 1.0}]}, out)
 """
 
 

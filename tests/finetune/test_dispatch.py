@@ -1,0 +1,99 @@
+"""The evaluation stage over workers (issue 23): two CPU worker processes give the sequential run's
+rows and networks, a killed worker's candidate is fine-tuned again, and finetune.json has one
+writer that keeps the candidates' order whatever order they finish in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from modulenet import rundir
+from modulenet.data import QuickstartDataModule
+from modulenet.errors import ModuleNetError
+from modulenet.evaluation.dispatch import dispatch_of
+from modulenet.finetune.settings import FinetuneSettings
+from modulenet.finetune.stage import FinetuneStage
+from modulenet.knowledge import build_knowledge_base
+from modulenet.runtime.workers import Dispatch
+
+RESULTS = {"population": [{"genotype": [0, 1, 1], "score": 1.0}, {"genotype": [1, 0, 0], "score": 2.0}]}
+
+
+@pytest.fixture(scope="module")
+def stage_inputs():
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    dm = QuickstartDataModule(num_train=96, num_val=32, num_test=32, batch_size=32, seed=0)
+    dm.setup("fit")
+    # two searched candidates and two originals, each for two seeds: eight fine-tunes
+    settings = FinetuneSettings(epochs=2, hidden=[16], pool="avg", batch_size=32, top_k=2, seeds=[0, 1])
+    return kb, dm, settings
+
+
+@pytest.fixture(scope="module")
+def sequential(stage_inputs, tmp_path_factory):
+    """In this process, with the threads each of two workers gets: CPU kernels round differently
+    with another thread count, which two epochs turn into weights that differ in the fourth decimal."""
+    out, threads = tmp_path_factory.mktemp("sequential"), torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        return out, FinetuneStage(*stage_inputs, progress=False).run(RESULTS, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _weights(out, row) -> dict:
+    return torch.load(out / row.network / rundir.NETWORK_WEIGHTS, weights_only=True)
+
+
+def _same_rows(a, b) -> None:
+    key = lambda r: (r.label, r.seed, r.genotype, r.val_error, r.test_error, r.selected, r.network)  # noqa: E731
+    assert [key(r) for r in a] == [key(r) for r in b]
+
+
+def test_two_cpu_workers_give_the_sequential_rows_and_networks(stage_inputs, sequential, tmp_path):
+    seq_out, seq_rows = sequential
+    assert len(seq_rows) == 8
+    stage = FinetuneStage(*stage_inputs, dispatch=Dispatch("gpus", num_workers=2), progress=False)
+    rows = stage.run(RESULTS, tmp_path)
+    _same_rows(rows, seq_rows)
+    for row, seq_row in zip(rows, seq_rows):
+        mine, theirs = _weights(tmp_path, row), _weights(seq_out, seq_row)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    document = json.loads((tmp_path / rundir.FINETUNE).read_text())
+    assert [(r["label"], r["seed"]) for r in document["results"]] == [(r.label, r.seed) for r in seq_rows]
+    assert stage.pool is None  # the workers are gone
+
+
+def test_a_killed_worker_s_candidate_is_fine_tuned_again(stage_inputs, sequential, tmp_path):
+    _, seq_rows = sequential
+    stage = FinetuneStage(*stage_inputs, dispatch=Dispatch("gpus", num_workers=2), progress=False)
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.setdefault("rows", stage.run(RESULTS, tmp_path)))
+    thread.start()
+    deadline, pool = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        pool = stage.pool
+        if pool is not None and any(w.task is not None for w in pool.workers):
+            break
+        time.sleep(0.01)
+    victim = next(w for w in pool.workers if w.task is not None)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    thread.join(timeout=600)
+    assert pool.requeued == 1
+    _same_rows(answer["rows"], seq_rows)
+
+
+def test_the_stage_dispatches_as_the_evaluator_group_names():
+    assert dispatch_of("modulenet.evaluation.evaluator.Evaluator", {}).kind == "local"
+    gpus = dispatch_of("modulenet.evaluation.dispatch.WorkerPoolEvaluator", {"num_workers": 3, "address": None})
+    assert (gpus.kind, gpus.num_workers) == ("gpus", 3)
+    assert dispatch_of("modulenet.evaluation.dispatch.RayEvaluator", {"address": "auto"}).address == "auto"
+    with pytest.raises(ModuleNetError, match="evaluator.num_workers=0 must be a positive integer"):
+        Dispatch("gpus", num_workers=0).pool(print, (), "cpu")
