@@ -71,6 +71,7 @@ def test_two_cpu_workers_give_the_sequential_rows_and_networks(stage_inputs, seq
     assert stage.pool is None  # the workers are gone
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_candidate_is_fine_tuned_again(stage_inputs, sequential, tmp_path):
     _, seq_rows = sequential
     stage = FinetuneStage(*stage_inputs, dispatch=Dispatch("gpus", num_workers=2), progress=False)
@@ -97,3 +98,16 @@ def test_the_stage_dispatches_as_the_evaluator_group_names():
     assert dispatch_of("modulenet.evaluation.dispatch.RayEvaluator", {"address": "auto"}).address == "auto"
     with pytest.raises(ModuleNetError, match="evaluator.num_workers=0 must be a positive integer"):
         Dispatch("gpus", num_workers=0).pool(print, (), "cpu")
+
+
+@pytest.mark.slow
+def test_ray_actors_give_the_sequential_rows(stage_inputs, sequential, tmp_path):
+    ray = pytest.importorskip("ray")
+    _, seq_rows = sequential
+    try:
+        rows = FinetuneStage(*stage_inputs, dispatch=Dispatch("ray", num_workers=2), progress=False).run(
+            RESULTS, tmp_path
+        )
+    finally:
+        ray.shutdown()
+    _same_rows(rows, seq_rows)
