@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 def connection_ablation(
     kb: KnowledgeBase,
-    data,
-    num_classes: int,
+    datamodule,
     settings: EvaluationSettings,
     run_dir: Path,
     max_architectures: int = 40,
@@ -43,7 +42,8 @@ def connection_ablation(
     architecture of the search path, its validation accuracy with the search's connection
     (`val_acc_<connection>`, from the search) and with each connection in `compare` (fitted ones
     need `kb.fit_connections` first), and each one's rank correlation with the search's. The
-    evaluations are memoised in `ablation_evaluations.jsonl`, so a killed ablation resumes."""
+    evaluations are memoised in `ablation_evaluations.jsonl`, so a killed ablation resumes.
+    `datamodule`: the search's (its search tensors and number of classes)."""
     run_dir = Path(run_dir)
     results = read_results(run_dir)
     evaluated = {row["genotype"]: row for row in read_evaluations(run_dir) if row["status"] == "ok"}
@@ -62,8 +62,8 @@ def connection_ablation(
         log.info("connection ablation (Fig. 10): %d architectures with %s", len(codes), connection)
         evaluator = Evaluator(
             kb,
-            data,
-            num_classes,
+            datamodule.search_tensors(),
+            datamodule.num_classes,
             replace(settings, connection=connection),
             memo_path=run_dir / "ablation_evaluations.jsonl",
             progress=progress,
@@ -73,22 +73,7 @@ def connection_ablation(
                 rows[code][f"val_acc_{connection}"] = 1.0 - e.err_val
     keys = [base, *(f"val_acc_{c}" for c in compare)]
     out_rows = [row for row in rows.values() if all(k in row for k in keys)]
-    correlations = {}
-    for connection in compare:
-        a, b = [r[base] for r in out_rows], [r[f"val_acc_{connection}"] for r in out_rows]
-        enough = len(out_rows) >= 2
-        correlations[connection] = {
-            "spearman": spearman(a, b) if enough else float("nan"),
-            "kendall": kendall(a, b) if enough else float("nan"),
-        }
-        log.info(
-            "connection ablation: %s vs %s, Spearman %.3f, Kendall %.3f over %d architectures",
-            settings.connection,
-            connection,
-            correlations[connection]["spearman"],
-            correlations[connection]["kendall"],
-            len(out_rows),
-        )
+    correlations = {c: _correlation(out_rows, settings.connection, c) for c in compare}
     first = compare[0]
     result = {
         "connection_a": settings.connection,
@@ -101,3 +86,22 @@ def connection_ablation(
     }
     write_atomic(run_dir / rundir.ABLATION, json.dumps(result, indent=2))
     return result
+
+
+def _correlation(rows: list[dict], searched: str, other: str) -> dict:
+    """Spearman and Kendall between the validation accuracies with the search's connection and `other`'s."""
+    a, b = [r[f"val_acc_{searched}"] for r in rows], [r[f"val_acc_{other}"] for r in rows]
+    enough = len(rows) >= 2
+    found = {
+        "spearman": spearman(a, b) if enough else float("nan"),
+        "kendall": kendall(a, b) if enough else float("nan"),
+    }
+    log.info(
+        "connection ablation: %s vs %s, Spearman %.3f, Kendall %.3f over %d architectures",
+        searched,
+        other,
+        found["spearman"],
+        found["kendall"],
+        len(rows),
+    )
+    return found

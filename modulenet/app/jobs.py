@@ -119,8 +119,7 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
         fit_connections(kb, connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
     connection_ablation(
         kb,
-        datamodule.search_tensors(),
-        datamodule.num_classes,
+        datamodule,
         settings,
         search_dir,
         max_architectures=cfg.ablation.max_architectures,
