@@ -95,7 +95,9 @@ def knowledge_base(datamodule=None, progress: bool = True, seed: int = 0, traine
 def built_in_knowledge_base(
     kb_cfg, datamodule=None, progress: bool = True, seed: int = 0, trainer: TrainerSettings | None = None
 ) -> KnowledgeBase:
-    """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from `archs`."""
+    """A saved knowledge base (`path`), the quickstart one (`quickstart: true`), or one built from
+    `archs`: with their weights, trained from scratch (`train_epochs`) or fine-tuned on the target
+    first (`source_finetune_epochs`, Sec. IV-B1)."""
     if kb_cfg.path:
         return load_knowledge_base(kb_cfg.path, trust_code=kb_cfg.trust_code)
     if kb_cfg.quickstart:
@@ -115,57 +117,67 @@ def built_in_knowledge_base(
             "knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
             "or set knowledge_base.path to a saved knowledge base"
         )
-    if kb_cfg.train_epochs > 0:  # trained from scratch on the dataset, as the quickstart's are
-        if kb_cfg.weights is not None or kb_cfg.source_finetune_epochs > 0:
-            raise ModuleNetError(
-                "knowledge_base.train_epochs > 0 trains the architectures from scratch: "
-                "knowledge_base.weights and source_finetune_epochs cannot take effect with it"
-            )
-        if datamodule is None:
-            raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
-        return quickstart_knowledge_base(
-            datamodule,
-            kb_cfg.cache_dir,
-            archs=list(kb_cfg.archs),
-            epochs=kb_cfg.train_epochs,
-            lr=kb_cfg.train_lr,
-            seed=seed,
-            progress=progress,
-            trainer=trainer,
-        )
+    if kb_cfg.train_epochs > 0:
+        return _trained_from_scratch(kb_cfg, datamodule, progress, seed, trainer)
+    if kb_cfg.source_finetune_epochs > 0:
+        return _fine_tuned_on_target(kb_cfg, datamodule, progress, seed, trainer)
+    return _built(kb_cfg, progress)
+
+
+def _built(kb_cfg, progress: bool) -> KnowledgeBase:
     weights = kb_cfg.weights
     if isinstance(weights, DictConfig):
         weights = OmegaConf.to_container(weights, resolve=True)
-    if kb_cfg.source_finetune_epochs > 0:
-        if datamodule is None:
-            raise ModuleNetError(
-                "knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
-                "dataset: give one (e.g. dataset=cifar10)"
-            )
-        cached = finetuned_cache_dir(kb_cfg, datamodule, seed, trainer)  # once, then reused by sweeps and fine-tuning
-        kb = load_cached_knowledge_base(cached, trust_code=kb_cfg.trust_code)
-        if kb is not None:
-            log.info("knowledge base fine-tuned on the target: loaded %s", cached)
-            return kb
-    kb = build_knowledge_base(
+    return build_knowledge_base(
         list(kb_cfg.archs), kb_cfg.num_cells, weights, kb_cfg.cifar_stem, kb_cfg.image_size, progress=progress
     )
-    if kb_cfg.source_finetune_epochs > 0:
-        from modulenet.knowledge.training import finetune_sources
 
-        log.info(
-            "fine-tuning the %d source networks on the target dataset for %d epochs",
-            kb.num_archs,
-            kb_cfg.source_finetune_epochs,
+
+def _trained_from_scratch(kb_cfg, datamodule, progress: bool, seed: int, trainer) -> KnowledgeBase:
+    """`train_epochs` > 0: the architectures trained from scratch on the dataset, as the quickstart's are."""
+    if kb_cfg.weights is not None or kb_cfg.source_finetune_epochs > 0:
+        raise ModuleNetError(
+            "knowledge_base.train_epochs > 0 trains the architectures from scratch: "
+            "knowledge_base.weights and source_finetune_epochs cannot take effect with it"
         )
-        accuracies = finetune_sources(
-            kb, datamodule, kb_cfg.source_finetune_epochs, kb_cfg.source_finetune_lr, trainer, progress
+    if datamodule is None:
+        raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
+    return quickstart_knowledge_base(
+        datamodule,
+        kb_cfg.cache_dir,
+        archs=list(kb_cfg.archs),
+        epochs=kb_cfg.train_epochs,
+        lr=kb_cfg.train_lr,
+        seed=seed,
+        progress=progress,
+        trainer=trainer,
+    )
+
+
+def _fine_tuned_on_target(kb_cfg, datamodule, progress: bool, seed: int, trainer) -> KnowledgeBase:
+    """`source_finetune_epochs` > 0 (Sec. IV-B1): each source network fine-tuned on the target
+    dataset first, once, cached for sweeps and the evaluation stage."""
+    if datamodule is None:
+        raise ModuleNetError(
+            "knowledge_base.source_finetune_epochs > 0 fine-tunes the source networks on a "
+            "dataset: give one (e.g. dataset=cifar10)"
         )
-        log.info(
-            "source networks' validation accuracy after fine-tuning: %s",
-            ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()),
-        )
-        kb.save(cached)
+    cached = finetuned_cache_dir(kb_cfg, datamodule, seed, trainer)
+    kb = load_cached_knowledge_base(cached, trust_code=kb_cfg.trust_code)
+    if kb is not None:
+        log.info("knowledge base fine-tuned on the target: loaded %s", cached)
+        return kb
+    from modulenet.knowledge.training import finetune_sources
+
+    kb = _built(kb_cfg, progress)
+    epochs = kb_cfg.source_finetune_epochs
+    log.info("fine-tuning the %d source networks on the target dataset for %d epochs", kb.num_archs, epochs)
+    accuracies = finetune_sources(kb, datamodule, epochs, kb_cfg.source_finetune_lr, trainer, progress)
+    log.info(
+        "source networks' validation accuracy after fine-tuning: %s",
+        ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()),
+    )
+    kb.save(cached)
     return kb
 
 
