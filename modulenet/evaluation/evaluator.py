@@ -263,6 +263,33 @@ class Evaluator:
         if channels_last:
             for trunk in trunks.values():
                 trunk.to(memory_format=torch.channels_last)
+        x_train, x_val = self._group_features(trunks, group, channels_last)
+        with seeded(s.seed, self.device):
+            template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
+            model = StackedIndividuals(
+                x_train,
+                self.y_train.to(self.device),
+                x_val,
+                self.y_val.to(self.device),
+                template,
+                optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
+                precision=s.precision,
+            )
+            model.fit(s.epochs, s.batch_size, torch.Generator().manual_seed(s.seed), graph=s.graph_step)
+            model.validate(s.batch_size)
+        seconds = (time.perf_counter() - start) / len(group)
+        classifier_params = model.classifier.num_params()
+        return [
+            self._record(code, trunks[code], model.val_accuracies[g], model.epoch_losses[g], classifier_params, seconds)
+            for g, code in enumerate(group)
+        ]
+
+    def _group_features(
+        self, trunks: dict, group: list[Genotype], channels_last: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The group's pooled trunk features, stacked (individual, image, feature): computed once
+        per shared module prefix when `share_prefixes`, each trunk on its own otherwise."""
+        s = self.settings
         feature_dtype = torch.bfloat16 if s.precision.startswith("bf16") else torch.float32
         # bf16 convolutions pay off on GPUs only: CPUs without AMX run them slower than fp32 (about
         # 3x here), while their bf16 matrix products (the classifier) are about 2.3x faster.
@@ -285,42 +312,25 @@ class Evaluator:
                     }
                     for x in (self.x_train, self.x_val)
                 )
-        x_train = torch.stack([train.pop(code) for code in group])
-        x_val = torch.stack([val.pop(code) for code in group])
-        with seeded(s.seed, self.device):
-            template = Classifier(x_train.shape[-1], self.num_classes, s.hidden, s.dropout)  # each individual's init
-            model = StackedIndividuals(
-                x_train,
-                self.y_train.to(self.device),
-                x_val,
-                self.y_val.to(self.device),
-                template,
-                optimizer=self._adam(fused=self.device.type in ("cpu", "cuda")),
-                precision=s.precision,
-            )
-            model.fit(s.epochs, s.batch_size, torch.Generator().manual_seed(s.seed), graph=s.graph_step)
-            model.validate(s.batch_size)
-        seconds = (time.perf_counter() - start) / len(group)
-        results = []
-        for g, code in enumerate(group):
-            err_val = 1.0 - model.val_accuracies[g]
-            l_rate = loss_rate(model.epoch_losses[g])
-            sim = similarity(code)
-            trunk = trunks[code]
-            results.append(
-                Evaluation(
-                    genotype=code,
-                    score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
-                    err_val=err_val,
-                    l_rate=l_rate,
-                    sim=sim,
-                    epoch_losses=list(model.epoch_losses[g]),
-                    params=int(sum(p.numel() for p in trunk.parameters()) + model.classifier.num_params()),
-                    flops=count_flops(trunk, self.x_train.shape[1:]),
-                    seconds=seconds,
-                )
-            )
-        return results
+        return torch.stack([train.pop(code) for code in group]), torch.stack([val.pop(code) for code in group])
+
+    def _record(
+        self, code: Genotype, trunk, val_accuracy: float, epoch_losses, classifier_params: int, seconds: float
+    ) -> Evaluation:
+        """An individual's Evaluation: Eq. 4's terms (err_val, l_rate of Eq. 5, sim of Eq. 8), its size and cost."""
+        s = self.settings
+        err_val, l_rate, sim = 1.0 - val_accuracy, loss_rate(epoch_losses), similarity(code)
+        return Evaluation(
+            genotype=code,
+            score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
+            err_val=err_val,
+            l_rate=l_rate,
+            sim=sim,
+            epoch_losses=list(epoch_losses),
+            params=int(sum(p.numel() for p in trunk.parameters()) + classifier_params),
+            flops=count_flops(trunk, self.x_train.shape[1:]),
+            seconds=seconds,
+        )
 
     def _train(self, code: Genotype, batch_size: int, feature_batch_size: int) -> Evaluation:
         s = self.settings
@@ -355,18 +365,6 @@ class Evaluator:
             trainer = make_trainer(s.epochs, s.accelerator, s.precision)
             trainer.fit(model, train_loader)
             trainer.validate(model, val_loader, verbose=False)
-        err_val = 1.0 - model.val_accuracy
-        l_rate = loss_rate(model.epoch_losses)
-        sim = similarity(code)
-        params = sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in model.classifier.parameters())
-        return Evaluation(
-            genotype=code,
-            score=search_score(err_val, l_rate, sim, s.alpha, s.beta),
-            err_val=err_val,
-            l_rate=l_rate,
-            sim=sim,
-            epoch_losses=list(model.epoch_losses),
-            params=int(params),
-            flops=count_flops(trunk, self.x_train.shape[1:]),
-            seconds=time.perf_counter() - start,
-        )
+        classifier_params = sum(p.numel() for p in model.classifier.parameters())
+        seconds = time.perf_counter() - start
+        return self._record(code, trunk, model.val_accuracy, model.epoch_losses, classifier_params, seconds)
