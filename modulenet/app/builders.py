@@ -20,8 +20,8 @@ from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, c
 from modulenet.evaluation.settings import ClassifierSettings, EvaluationSettings
 from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
-from modulenet.knowledge.base import load_cached_knowledge_base
-from modulenet.knowledge.build import RANDOM_SOURCE, untrained_architectures
+from modulenet.knowledge.base import RANDOM_SOURCE, load_cached_knowledge_base
+from modulenet.knowledge.build import untrained_architectures
 from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.knowledge.training import SOURCE_TRAINER
 from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units

@@ -31,6 +31,8 @@ from modulenet.stitching.resolution import RESOLUTIONS, remove_reductions
 
 log = logging.getLogger(__name__)
 
+RANDOM_SOURCE = "random init"  # the source of an architecture built without trained weights
+
 FORMAT_VERSION = 1
 METADATA_FILE = "knowledge_base.json"
 CONNECTIONS_FILE = "connections.pt"  # fitted connections (fit_connections), when there are any
@@ -168,7 +170,6 @@ class KnowledgeBase:
         with PyTorch's default initialisation. The control for inheritance (ours: the paper never
         trains its architectures from scratch); an `aligned` permutation, fitted to the inherited
         features, has no random counterpart and is not kept."""
-        from modulenet.knowledge.build import RANDOM_SOURCE  # build.py imports this module
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from modulenet.errors import KnowledgeBaseError, first_line
 from modulenet.knowledge.architecture import Architecture
-from modulenet.knowledge.base import KnowledgeBase
+from modulenet.knowledge.base import RANDOM_SOURCE, KnowledgeBase
 from modulenet.knowledge.weights import (
     download_state_dict,
     is_checkpoint_path,
@@ -138,9 +138,6 @@ def measure_specs(arch_name: str, cells: Sequence[nn.Module], image_size: int) -
         )
         x = y
     return specs
-
-
-RANDOM_SOURCE = "random init"  # the source of an architecture built without trained weights
 
 
 def untrained_architectures(archs: Sequence[str], weights) -> list[str]:
