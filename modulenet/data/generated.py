@@ -62,7 +62,15 @@ def make_quickstart_images(
     phase = rng.uniform(0, 1, n).astype(f32)[:, None, None]
     flip = rng.choice(np.array([-1, 1], dtype=f32), n)[:, None, None]  # triangle up/down, diagonal / or \
 
-    alpha = np.empty((n, s, s), dtype=f32)
+    alpha = _pattern_alphas(labels, u, v, px, period, phase, flip)
+    image = _painted(rng, alpha, coords)
+    return image.astype(np.uint8), labels.astype(np.int64)
+
+
+def _pattern_alphas(labels, u, v, px, period, phase, flip) -> np.ndarray:
+    """Each image's pattern as an opacity in [0, 1] (n, s, s), drawn in shape units (u, v)."""
+    n, s = len(labels), u.shape[-1]
+    alpha = np.empty((n, s, s), dtype=np.float32)
     for k in range(len(QUICKSTART_CLASSES)):
         i = np.flatnonzero(labels == k)
         if len(i) == 0:
@@ -96,6 +104,13 @@ def make_quickstart_images(
             a = window * _stripes((uu + flip[i] * vv) / (np.sqrt(2) * period[i]) + phase[i])
         alpha[i] = a
 
+    return alpha
+
+
+def _painted(rng: np.random.Generator, alpha: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The patterns painted: a foreground colour over a background with a gradient, and pixel noise
+    (float, 0-255 plus 0.5 for rounding)."""
+    n, s, f32 = len(alpha), alpha.shape[-1], np.float32
     # Colours: random foreground and background, the foreground pushed about 0.25 lighter or darker
     # on average so that every pattern is visible; a random gradient across the background.
     bg = rng.uniform(0, 1, (n, 3)).astype(f32)
@@ -116,7 +131,7 @@ def make_quickstart_images(
     image += rng.integers(-20, 21, image.shape, dtype=np.int8)  # pixel noise, sd about 0.05; ints are cheap
     np.clip(image, 0, 255, out=image)
     image += 0.5
-    return image.astype(np.uint8), labels.astype(np.int64)
+    return image
 
 
 class QuickstartDataModule(ImageDataModule):
