@@ -137,7 +137,7 @@ def study1(args) -> None:
             network, description = finetune_architecture(
                 kb, code, datamodule, settings, progress=False, checkpoints=folder / rundir.CHECKPOINTS
             )
-            save_network(folder, network, kb, {**description, "label": arm, "dataset": dataset_config})
+            save_network(folder, network, {**description, "label": arm, "dataset": dataset_config})
             shutil.rmtree(folder / rundir.CHECKPOINTS, ignore_errors=True)
             rows.append(
                 {

@@ -42,6 +42,9 @@ class Network(nn.Module):
         self.pool = pool
         self.description: dict = {}
         self.test_predictions: torch.Tensor | None = None  # (label, predicted) per test image, once measured
+        # the fitted connections it was assembled with (fitted_state), where its connection is fitted:
+        # a reload assembles the same trunk before the weights go in
+        self.fitted: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(pool_features(self.trunk(x), self.pool))
@@ -75,7 +78,7 @@ def describe_network(
     }
 
 
-def save_network(directory: str | os.PathLike, network: Network, kb: KnowledgeBase, description: dict) -> Path:
+def save_network(directory: str | os.PathLike, network: Network, description: dict) -> Path:
     """Write `network` to `directory`; its description last, so a partial save never loads."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,8 @@ def save_network(directory: str | os.PathLike, network: Network, kb: KnowledgeBa
     atomic_torch_save(state, directory / rundir.NETWORK_WEIGHTS)
     if network.test_predictions is not None:
         save_predictions(directory / rundir.NETWORK_PREDICTIONS, network.test_predictions)
-    if get_connection(description["connection"]).fitted:
-        kb.save_fitted(directory / rundir.NETWORK_CONNECTIONS)
+    if network.fitted is not None:
+        atomic_torch_save(network.fitted, directory / rundir.NETWORK_CONNECTIONS)
     write_atomic(directory / rundir.NETWORK_DESCRIPTION, json.dumps(description, indent=2))
     return directory
 

@@ -31,6 +31,8 @@ from modulenet.runtime.trainer import (
     resume_from,
     use_float32_matmul_precision,
 )
+from modulenet.stitching.choices import get_connection
+from modulenet.stitching.fitted import fitted_state
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ def _finetune_architecture(
         trainer.validate(model, datamodule.val_dataloader(), verbose=False)
         val_error = 1.0 - model.val_accuracy
     network = Network(model.trunk, model.classifier, s.pool).eval()
+    network.fitted = fitted_state(kb) if get_connection(s.connection).fitted else None  # scratch: its own stitches
     # the test split as modulenet-evaluate measures it, each image's prediction kept for paired tests
     test = measure_network(network, datamodule.test_dataloader(), trainer.precision, device, predictions=True)
     network.test_predictions = test["predictions"]
@@ -193,7 +196,7 @@ def finetune_candidate(
         kb, code, context.datamodule, replace(settings, seed=candidate.seed), progress, checkpoints, report
     )
     record = {**errors, "label": candidate.label, "validated_on": validated_on, "dataset": context.dataset_config}
-    save_network(context.out_dir / candidate.folder, network, kb, record)
+    save_network(context.out_dir / candidate.folder, network, record)
     if not settings.keep_checkpoints:  # the network is saved: only the deliverable stays
         shutil.rmtree(checkpoints, ignore_errors=True)
     return FinetuneResult(

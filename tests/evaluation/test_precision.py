@@ -228,6 +228,6 @@ def test_a_channels_last_fine_tune_trains_in_it_and_its_reload_measures_the_same
     finally:
         handle.remove()
     assert layouts and all(layouts) and description["memory_format"] == "channels_last"
-    folder = save_network(tmp_path / "network", network, kb, description)
+    folder = save_network(tmp_path / "network", network, description)
     reloaded = load_network(folder)
     assert measure_network(reloaded, dm.test_dataloader())["error"] == description["test_error"]

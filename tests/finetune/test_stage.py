@@ -15,12 +15,15 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
+from modulenet import rundir
 from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
+from modulenet.finetune.network import load_network, measure_network, save_network
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.training import finetune_architecture
 from modulenet.knowledge import build_knowledge_base
 from modulenet.knowledge.training import finetune_sources
+from modulenet.stitching.fitted import fitted_state
 
 
 @contextmanager
@@ -110,6 +113,7 @@ from pathlib import Path
 
 import torch
 
+from modulenet import rundir
 from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.evaluation.lit_module import IndividualModule
@@ -188,7 +192,7 @@ def test_checkpoints_are_kept_when_asked(tmp_path):
     assert (tmp_path / rundir.NETWORKS / "modulenet-1-seed0" / rundir.CHECKPOINTS / "last.ckpt").is_file()
 
 
-def test_the_scratch_control_is_the_same_architecture_with_none_of_the_knowledge(kb_and_data):
+def test_the_scratch_control_is_the_same_architecture_with_none_of_the_knowledge(kb_and_data, tmp_path):
     kb, dm = kb_and_data
     kb.fit_connections(torch.randn(64, 3, 32, 32), progress=False)
     before = torch.get_rng_state()
@@ -213,6 +217,12 @@ def test_the_scratch_control_is_the_same_architecture_with_none_of_the_knowledge
     assert description["init"] == "scratch" and description["knowledge_base"]["sources"] == ["random init"] * 2
     assert description["knowledge_base_sha256"] == kb.reinitialized(seed=0).weight_hashes()
     assert len(network.test_predictions) == 32
+    # saved with its own fresh stitches, not the inherited ones: reloaded, it measures what it measured
+    folder = save_network(tmp_path / "scratch", network, description)
+    saved = torch.load(folder / rundir.NETWORK_CONNECTIONS, weights_only=True)
+    key = next(k for k in saved if k.endswith("least_squares/weight"))
+    assert torch.equal(saved[key], fitted_state(kb.reinitialized(seed=0))[key])
+    assert measure_network(load_network(folder), dm.test_dataloader())["error"] == description["test_error"]
 
     with pytest.raises(ModuleNetError, match="finetune.init=scratch with connection=aligned"):
         finetune_architecture(kb, (0, 1, 1), dm, FinetuneSettings(connection="aligned", init="scratch"), progress=False)
