@@ -24,7 +24,7 @@ from modulenet.knowledge.base import RANDOM_SOURCE, load_cached_knowledge_base
 from modulenet.knowledge.build import untrained_architectures
 from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
 from modulenet.knowledge.training import SOURCE_TRAINER
-from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units
+from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units, is_bf16
 from modulenet.runtime.settings import TrainerSettings
 from modulenet.runtime.trainer import accelerator_device
 from modulenet.search import SearchConfig
@@ -355,7 +355,7 @@ def resumed_settings(settings: EvaluationSettings, search_dir: Path) -> Evaluati
     recorded = recorded_depends_on(search_dir).get("precision")
     if settings.precision != AUTO or recorded == AUTO or recorded not in PRECISIONS:
         return settings
-    if "bf16" in recorded and not has_bf16_units(accelerator_device(settings.accelerator)):
+    if is_bf16(recorded) and not has_bf16_units(accelerator_device(settings.accelerator)):
         return settings  # emulated bf16 would be ~100x slower: measure, and name the difference if refused
     log.info("trainer.precision=auto: resuming with the run's choice, %s", recorded)
     return replace(settings, precision=recorded)

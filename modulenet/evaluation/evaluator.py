@@ -29,7 +29,7 @@ from modulenet.genotype import Genotype, format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rng import seeded
 from modulenet.rundir import append_line
-from modulenet.runtime.precision import AUTO, choose_precision
+from modulenet.runtime.precision import AUTO, choose_precision, is_bf16
 from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
 from modulenet.search.records import Evaluation
 from modulenet.search.score import loss_rate, search_score, similarity
@@ -232,7 +232,7 @@ class Evaluator:
         s = self.settings
         codes = sorted(codes)
         widths, sizes = {}, {}
-        itemsize = 2 if s.precision.startswith("bf16") else 4
+        itemsize = 2 if is_bf16(s.precision) else 4
         for code in codes:
             out = self.kb.output_spec(code)
             size = self._trunk(code).output_size(tuple(self.x_train.shape[-2:]))
@@ -290,7 +290,7 @@ class Evaluator:
         """The group's pooled trunk features, stacked (individual, image, feature): computed once
         per shared module prefix when `share_prefixes`, each trunk on its own otherwise."""
         s = self.settings
-        feature_dtype = torch.bfloat16 if s.precision.startswith("bf16") else torch.float32
+        feature_dtype = torch.bfloat16 if is_bf16(s.precision) else torch.float32
         # bf16 convolutions pay off on GPUs only: CPUs without AMX run them slower than fp32 (about
         # 3x here), while their bf16 matrix products (the classifier) are about 2.3x faster.
         trunk_bf16 = feature_dtype == torch.bfloat16 and self.device.type == "cuda"

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from modulenet.evaluation.lit_module import Classifier, pool_features
-from modulenet.runtime.precision import BF16, time_steps
+from modulenet.runtime.precision import BF16, is_bf16, time_steps
 from modulenet.stitching.assembly import Trunk
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class StackedIndividuals:
         self.copies = x_train.shape[0]
         self.classifier = StackedClassifier(template, self.copies).to(self.device)
         self.optimizer_factory = optimizer
-        self.bf16 = precision.startswith("bf16")
+        self.bf16 = is_bf16(precision)
         self.epoch_losses: list[list[float]] = [[] for _ in range(self.copies)]
         self.val_accuracies: list[float] = []
 

@@ -25,7 +25,7 @@ from modulenet.errors import ModuleNetError, first_line
 from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.knowledge.base import KnowledgeBase, atomic_torch_save
 from modulenet.rundir import atomic_path, write_atomic
-from modulenet.runtime.precision import CHANNELS_LAST
+from modulenet.runtime.precision import CHANNELS_LAST, is_bf16
 from modulenet.stitching.choices import BUILT_IN, get_connection
 
 FORMAT = "modulenet-network/1"
@@ -163,7 +163,7 @@ def measure_network(
     pairs = []
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision).startswith("bf16")):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=is_bf16(precision)):
             logits = network(x)
         predicted = logits.argmax(1)
         correct += int((predicted == y).sum())

@@ -58,6 +58,11 @@ LAYOUTS = (CONTIGUOUS, CHANNELS_LAST)
 MEMORY_FORMATS = {CONTIGUOUS: torch.contiguous_format, CHANNELS_LAST: torch.channels_last}
 
 
+def is_bf16(precision) -> bool:
+    """Whether a Lightning precision ("bf16-mixed", "bf16-true", ...) computes in bfloat16."""
+    return str(precision).startswith("bf16")
+
+
 def check_precision(precision) -> None:
     if str(precision) not in PRECISIONS:
         raise ModuleNetError(f"trainer.precision={precision!r}: valid values are {', '.join(PRECISIONS[:11])}")
@@ -169,7 +174,7 @@ class NetworkStep:
 
     def layout_seconds(self, device: torch.device, precision: str) -> dict[str, float]:
         """Seconds per step in `precision` with the weights contiguous and channels-last."""
-        bf16 = str(precision).startswith("bf16")
+        bf16 = is_bf16(precision)
         step = self._steps(device, {layout: layout for layout in LAYOUTS}, dict.fromkeys(LAYOUTS, bf16))
         return self._timed(step, device, LAYOUTS)
 
@@ -210,7 +215,7 @@ def choose_precision(
     source training (not measured). An explicit precision is returned as given."""
     check_precision(precision)
     if precision != AUTO:
-        if precision.startswith("bf16") and not has_bf16_units(device):
+        if is_bf16(precision) and not has_bf16_units(device):
             log.warning(
                 "trainer.precision=%s on a %s without bf16 matrix units: bf16 is emulated here, far "
                 "slower than float32 (trainer.precision=auto would use 32-true)",
