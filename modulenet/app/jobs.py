@@ -76,9 +76,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         arch_names=kb.arch_names,
     )
     try:
-        # What a resume must match: the memo's key (with the precision `auto` chose) plus the
-        # knowledge base's tensors themselves.
-        depends_on = {**getattr(evaluator, "settings", settings).relevant(context), "weights": kb.weight_hashes()}
+        # What a resume must match: the memo's key (the evaluator's settings hold the precision
+        # `auto` chose) plus the knowledge base's tensors themselves.
+        depends_on = {**evaluator.settings.relevant(context), "weights": kb.weight_hashes()}
         result = run_search(
             kb.num_archs,
             kb.num_cells,
