@@ -307,6 +307,7 @@ def test_same_search_fresh_memoised_and_resumed(real_search, reference, tmp_path
     assert trained == 0 and summary(resumed) == summary(reference)
 
 
+@pytest.mark.slow  # make test-all; make test has tests/evaluation/test_dispatch.py's workers-equal-local test
 def test_same_search_with_worker_processes(real_search, reference, tmp_path):
     result, trained = search_with(real_search, tmp_path, name="gpus", num_workers=2)
     assert trained == len(result.evaluations) and summary(result) == summary(reference[0])

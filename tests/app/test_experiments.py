@@ -136,7 +136,15 @@ TINY = {  # the recipe, made small: fewer/smaller networks, generated data, shor
 }
 
 
-SLOW_RECIPES = {"paper_cifar10_nas"}  # 20-cell DARTS networks (about 13 s): make test-all; test_darts covers them
+# make test-all only: DARTS networks (test_darts covers them), torchvision networks at 224 px, the shared
+# checkpoints, and recipes whose stages the fast recipes run too (paper_cifar100_craft is the craft recipe)
+SLOW_RECIPES = {
+    "paper_cifar10_nas",
+    "paper_imagenet_transfer",
+    "cpu_cifar10_real",
+    "paper_cifar10_craft",
+    "ablation_score_vs_test_error",
+}
 
 
 @pytest.mark.parametrize(

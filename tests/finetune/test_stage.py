@@ -155,6 +155,7 @@ def _finetune_process(out, kill_at: int = -1, keep: bool = False):
     )
 
 
+@pytest.mark.slow  # make test-all: three fine-tunes in subprocesses, one killed (about 20 s)
 def test_a_finetune_killed_mid_epoch_continues_from_its_last_epoch_to_the_same_network(tmp_path):
     """Issue 22: SIGKILL in the second of three epochs (6 steps each), then the same command again:
     it continues from the first epoch's checkpoint (model, optimiser, scheduler, loops and the
@@ -184,6 +185,7 @@ def test_a_finetune_killed_mid_epoch_continues_from_its_last_epoch_to_the_same_n
     assert not (folder / rundir.CHECKPOINTS).exists()  # finished: only the deliverable stays
 
 
+@pytest.mark.slow  # make test-all: a fine-tune in a subprocess (about 7 s)
 def test_checkpoints_are_kept_when_asked(tmp_path):
     from modulenet import rundir
 
