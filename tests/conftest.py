@@ -193,6 +193,17 @@ def evaluator_settings(**overrides) -> EvaluationSettings:
     return EvaluationSettings(**{**base, **overrides})
 
 
+def finetune_inputs(num_train: int = 64):
+    """A fine-tune's small inputs: two CIFAR families' knowledge base and quickstart data, set up."""
+    from modulenet.data import QuickstartDataModule
+
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    dm = QuickstartDataModule(num_train=num_train, num_val=32, num_test=32, batch_size=32, seed=0)
+    dm.setup("fit")
+    return kb, dm
+
+
 @pytest.fixture(scope="module")
 def kb():
     torch.manual_seed(0)

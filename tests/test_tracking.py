@@ -123,18 +123,12 @@ def test_a_finetune_run_logs_epoch_curves_the_selected_network_and_its_artifact(
     """Issue 22: per-epoch training loss, validation error and learning rate of each architecture
     against `finetune/epoch`; the selected network under fixed `selected/*` keys; the network as a
     model artifact (offline, synced later)."""
-    import torch
-    from conftest import read_wandb_run
+    from conftest import finetune_inputs, read_wandb_run
 
-    from modulenet.data import QuickstartDataModule
     from modulenet.finetune.settings import FinetuneSettings
     from modulenet.finetune.stage import FinetuneStage
-    from modulenet.knowledge import build_knowledge_base
 
-    torch.manual_seed(0)
-    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
-    dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
-    dm.setup("fit")
+    kb, dm = finetune_inputs()
     tracker = WandbTracker(tmp_path, {}, project="modulenet-test", job_type="finetune", mode="offline")
     settings = FinetuneSettings(epochs=2, hidden=[16], pool="avg", batch_size=32)
     results = {"population": [{"genotype": [0, 1, 1], "score": 1.0}]}

@@ -12,14 +12,13 @@ import time
 
 import pytest
 import torch
+from conftest import finetune_inputs
 
 from modulenet import rundir
-from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.evaluation.dispatch import dispatch_of
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.stage import FinetuneStage
-from modulenet.knowledge import build_knowledge_base
 from modulenet.runtime.workers import Dispatch
 
 RESULTS = {"population": [{"genotype": [0, 1, 1], "score": 1.0}, {"genotype": [1, 0, 0], "score": 2.0}]}
@@ -27,10 +26,7 @@ RESULTS = {"population": [{"genotype": [0, 1, 1], "score": 1.0}, {"genotype": [1
 
 @pytest.fixture(scope="module")
 def stage_inputs():
-    torch.manual_seed(0)
-    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
-    dm = QuickstartDataModule(num_train=96, num_val=32, num_test=32, batch_size=32, seed=0)
-    dm.setup("fit")
+    kb, dm = finetune_inputs(num_train=96)
     # two searched candidates, each for two seeds: four fine-tunes
     settings = FinetuneSettings(
         epochs=2, hidden=[16], pool="avg", batch_size=32, top_k=2, seeds=[0, 1], include_originals=False

@@ -12,16 +12,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import finetune_inputs
 from torch import nn
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from modulenet import rundir
-from modulenet.data import QuickstartDataModule
 from modulenet.errors import ModuleNetError
 from modulenet.finetune.network import load_network, measure_network, save_network
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.training import finetune_architecture
-from modulenet.knowledge import build_knowledge_base
 from modulenet.knowledge.training import finetune_sources
 from modulenet.stitching.fitted import fitted_state
 
@@ -45,11 +44,7 @@ def batchnorm_modes():
 
 @pytest.fixture(scope="module")
 def kb_and_data():
-    torch.manual_seed(0)
-    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
-    dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
-    dm.setup("fit")
-    return kb, dm
+    return finetune_inputs()
 
 
 def test_fine_tuning_an_architecture_trains_batchnorm_in_train_mode(kb_and_data):
