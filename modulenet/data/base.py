@@ -175,6 +175,18 @@ class ImageDataModule(pl.LightningDataModule):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         return perm[k:].sort().values, perm[:k].sort().values
 
+    def assign_validation(
+        self, pool: ArrayImages, test: ArrayImages, val_from: str, val_size: int | float
+    ) -> tuple[Dataset, Dataset, Dataset]:
+        """(train, val, test) by `val_from` (see `check_val_from`)."""
+        if val_from == "test":
+            return pool, test, test
+        if val_from == "test_split":
+            test_idx, val_idx = self.split_indices(len(test), val_size)
+            return pool, test.subset(val_idx), test.subset(test_idx)
+        train_idx, val_idx = self.split_indices(len(pool), val_size)
+        return pool.subset(train_idx), pool.subset(val_idx), test
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:  # Lightning calls setup per stage; the data is the same
             return
@@ -232,6 +244,25 @@ def check_int(name: str, value, minimum: int) -> int:
     return value
 
 
+VAL_FROM = {
+    "train": "draw val_size from the training images, the paper's Tables I-II",
+    "test": "validate on the test split, which also tests: the paper's Table III",
+    "test_split": "draw val_size from the test images and test on the rest, for checkpoints that saw every training image",
+}
+
+
+def check_val_from(val_from: str, val_size) -> str:
+    """Where validation images come from: `VAL_FROM`. `test_split` is ours: the shared CIFAR
+    checkpoints saw every training image, so only held-out test images can validate fairly and
+    still leave a test set that chose nothing."""
+    if val_from not in VAL_FROM:
+        choices = "; ".join(f"{k!r} ({v})" for k, v in VAL_FROM.items())
+        raise DataError(f"dataset.val_from={val_from!r} must be one of {choices}")
+    if val_from != "test":
+        resolve_val_size(val_size)  # type and sign now; the count against the data in setup
+    return val_from
+
+
 def resolve_val_size(val_size, n: int | None = None, what: str = "val_size") -> int | None:
     """An absolute count 1..n-1 or a fraction in (0, 1) of the pool of n images; with n=None only
     the type and sign are checked (constructors fail early, before any data is read)."""
@@ -248,7 +279,7 @@ def resolve_val_size(val_size, n: int | None = None, what: str = "val_size") -> 
     if not 1 <= k <= n - 1:
         raise DataError(
             f"dataset.{what}={val_size!r} leaves no training or no validation images: "
-            f"the training pool has {n}, so use 1..{n - 1} or a fraction in (0, 1)"
+            f"the pool it is drawn from has {n}, so use 1..{n - 1} or a fraction in (0, 1)"
         )
     return k
 

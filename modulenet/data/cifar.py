@@ -10,7 +10,7 @@ import numpy as np
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
-from modulenet.data.base import ArrayImages, ImageDataModule, one_line, resolve_val_size
+from modulenet.data.base import ArrayImages, ImageDataModule, check_val_from, one_line
 from modulenet.errors import DataError
 
 
@@ -116,14 +116,7 @@ class CIFAR10DataModule(ImageDataModule):
         super().__init__(**kwargs)
         self.root = str(root)
         self.download = bool(download)
-        if val_from not in ("train", "test"):
-            raise DataError(
-                f"dataset.val_from={val_from!r} must be 'train' (a val_size split of the training "
-                f"set, Tables I-II) or 'test' (all 50K for training, the test split validates: Table III)"
-            )
-        self.val_from = val_from
-        if val_from == "train":
-            resolve_val_size(val_size)
+        self.val_from = check_val_from(val_from, val_size)
         self.val_size = val_size
         self.verify_integrity = bool(verify_integrity)
 
@@ -177,10 +170,7 @@ class CIFAR10DataModule(ImageDataModule):
         self.class_names = read_cifar_meta(self.folder, tv.meta["filename"], tv.meta["key"])
         pool = ArrayImages.from_nhwc(x, y)
         test = ArrayImages.from_nhwc(x_test, y_test)
-        if self.val_from == "test":  # DARTS' training scheme (Table III)
-            return pool, test, test
-        train_idx, val_idx = self.split_indices(len(pool), self.val_size)
-        return pool.subset(train_idx), pool.subset(val_idx), test
+        return self.assign_validation(pool, test, self.val_from, self.val_size)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from modulenet.data.base import ArrayImages, ImageDataModule, check_int, one_line, resolve_val_size
+from modulenet.data.base import ArrayImages, ImageDataModule, check_int, check_val_from, one_line
 from modulenet.errors import DataError
 
 
 class NpzDataModule(ImageDataModule):
     """Arrays `x_train, y_train, x_test, y_test` (uint8 NHWC, RGB; optional `classes`).
 
-    `val_from="train"` draws `val_size` (count or fraction) from the training set with the fixed
-    seed, as in Tables I-II. `val_from="test"` validates on x_test, which is also the test set:
-    for checkpoints that saw x_train (the shared CIFAR-10 ResNets) no training image is a fair
-    validation image. The number of classes comes from `classes`, else from `num_classes`, else
+    `val_from` (`base.VAL_FROM`): "train" draws `val_size` (count or fraction) from x_train with
+    the fixed seed, as in Tables I-II; "test" validates on x_test, which is also the test set;
+    "test_split" draws `val_size` from x_test and tests on the rest: for checkpoints that saw
+    x_train (the shared CIFAR-10 ResNets) no training image is a fair validation image. The number of classes comes from `classes`, else from `num_classes`, else
     from y_train when its labels cover 0..max; labels must lie in [0, num_classes). Other
     arguments: `ImageDataModule`.
     """
@@ -30,16 +30,9 @@ class NpzDataModule(ImageDataModule):
         if num_classes is not None:
             check_int("num_classes", num_classes, 1)
         self._given_num_classes = num_classes
-        if val_from not in ("train", "test"):
-            raise DataError(
-                f"dataset.val_from={val_from!r} must be 'train' (draw val_size from x_train) "
-                f"or 'test' (validate on x_test)"
-            )
-        if val_from == "train":
-            resolve_val_size(val_size)  # type and sign now; the count against the data in setup
+        self.val_from = check_val_from(val_from, val_size)
         self.path = str(path)
         self.val_size = val_size
-        self.val_from = val_from
 
     def _load_splits(self):
         path = Path(self.path)
@@ -85,10 +78,7 @@ class NpzDataModule(ImageDataModule):
         self.image_size = int(arrays["x_train"].shape[1])
         train = ArrayImages.from_nhwc(arrays["x_train"], arrays["y_train"])
         test = ArrayImages.from_nhwc(arrays["x_test"], arrays["y_test"])
-        if self.val_from == "test":
-            return train, test, test
-        train_idx, val_idx = self.split_indices(len(train), self.val_size)
-        return train.subset(train_idx), train.subset(val_idx), test
+        return self.assign_validation(train, test, self.val_from, self.val_size)
 
     def _class_names(self, path: Path, arrays: dict[str, np.ndarray]) -> list[str]:
         """Class names, from `classes`, else `num_classes`, else the labels of y_train when they

@@ -261,6 +261,22 @@ def test_npz_val_from_train_draws_a_seeded_subset(shared_arrays):
     assert len(fraction[2]) == round(0.1 * n)
 
 
+def test_npz_val_from_test_split_validates_and_tests_on_disjoint_test_images(shared_arrays):
+    n_test = len(shared_arrays["x_test"])
+    dm = NpzDataModule(str(CIFAR_NPZ), val_from="test_split", val_size=500, seed=3, batch_size=n_test)
+    x_train, _, x_val, y_val = dm.search_tensors()
+    assert len(x_train) == len(shared_arrays["x_train"])  # every training image trains
+    test_idx, val_idx = dm.split_indices(n_test, 500)
+    assert set(test_idx.tolist()).isdisjoint(val_idx.tolist()) and len(test_idx) + len(val_idx) == n_test
+    assert torch.allclose(x_val, normalised(shared_arrays["x_test"][val_idx.numpy()]), atol=1e-6)
+    x_test, y_test = next(iter(dm.test_dataloader()))
+    assert len(x_test) == n_test - 500
+    assert torch.equal(y_test, torch.from_numpy(shared_arrays["y_test"][test_idx.numpy()]).long())
+    with pytest.raises(DataError) as excinfo:
+        NpzDataModule(str(CIFAR_NPZ), val_from="test_split", val_size=n_test).setup()
+    one_line_error(excinfo, f"val_size={n_test}", f"1..{n_test - 1}")
+
+
 def test_npz_errors_name_the_file_and_the_fix(tmp_path, shared_arrays):
     with pytest.raises(DataError) as excinfo:
         NpzDataModule(str(tmp_path / "nope.npz")).setup()
