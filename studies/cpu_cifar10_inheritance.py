@@ -493,7 +493,8 @@ def study2_report(args) -> None:
         "originals fine-tuned 6 epochs on `x_train` (the common recipe), seeds "
         + ", ".join(map(str, seeds))
         + "; test error on the 517 `x_test` images that did not validate (500 of the 1017 validated the search,",
-        "`dataset.val_from=test_split`, as the sources saw every `x_train` image). Every member of the front is reported.",
+        "`dataset.val_from=test_split`, as the sources saw every `x_train` image).",
+        "Every member of the front is reported.",
         "",
         "| network | genotype | architecture | MFLOPs | params (K) | frozen err_val (%) | test error (%), mean ± sd |"
         " dominated by an original (mean) | per seed |",

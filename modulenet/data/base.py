@@ -247,7 +247,7 @@ def check_int(name: str, value, minimum: int) -> int:
 VAL_FROM = {
     "train": "draw val_size from the training images, the paper's Tables I-II",
     "test": "validate on the test split, which also tests: the paper's Table III",
-    "test_split": "draw val_size from the test images and test on the rest, for checkpoints that saw every training image",
+    "test_split": "draw val_size from the test images, test on the rest: for networks that saw every training image",
 }
 
 

@@ -16,9 +16,9 @@ class NpzDataModule(ImageDataModule):
     `val_from` (`base.VAL_FROM`): "train" draws `val_size` (count or fraction) from x_train with
     the fixed seed, as in Tables I-II; "test" validates on x_test, which is also the test set;
     "test_split" draws `val_size` from x_test and tests on the rest: for checkpoints that saw
-    x_train (the shared CIFAR-10 ResNets) no training image is a fair validation image. The number of classes comes from `classes`, else from `num_classes`, else
-    from y_train when its labels cover 0..max; labels must lie in [0, num_classes). Other
-    arguments: `ImageDataModule`.
+    x_train (the shared CIFAR-10 ResNets) no training image is a fair validation image. The
+    number of classes comes from `classes`, else from `num_classes`, else from y_train when its
+    labels cover 0..max; labels must lie in [0, num_classes). Other arguments: `ImageDataModule`.
     """
 
     REQUIRED = ("x_train", "y_train", "x_test", "y_test")
