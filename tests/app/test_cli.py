@@ -40,6 +40,7 @@ def run_cli(script: str, args: list[str], cwd: Path, cache_dir: Path, timeout: i
     return subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # make test-all: three jobs through the command line (about 70 s on 2 cores)
 def test_quickstart_search_resume_and_finetune_end_to_end(tmp_path, cache_dir):
     run = tmp_path / "run"
     proc = run_cli("modulenet-search", [*TINY, f"hydra.run.dir={run}"], tmp_path, cache_dir)
