@@ -418,54 +418,103 @@ STUDY2_FINETUNE = [  # the final front and the four originals, the common recipe
 ]
 
 
+# Added on 2026-12-03 after the search (and two of the originals' twelve fine-tunes) had finished: its
+# final front held only originals, so the final population's hybrids are fine-tuned too (same recipe).
+_CHOICE = ("finetune.candidates=", "finetune.include_originals=")
+STUDY2_HYBRIDS = [o for o in STUDY2_FINETUNE if not o.startswith(_CHOICE)]
+STUDY2_HYBRIDS += ["finetune.candidates=population", "finetune.include_originals=false"]
+
+
 def study2(args) -> None:
     """The accuracy/cost front (study 2): the search, then its final front and the originals
-    fine-tuned; both through the command line, each resuming where a rerun finds it."""
+    fine-tuned, then the final population's hybrids (the added arm); all through the command line,
+    each resuming where a rerun finds it."""
     import subprocess
 
     search, finetune = OUT / "study2-search", OUT / "study2-finetune"
     resume = [f"resume={search}"] if (search / "search_state.json").is_file() else []
     bin_dir = Path(sys.executable).parent
-    for command in (
+    finetune_overrides = [o for o in args.overrides if o.startswith("finetune.")]
+    commands = [
         [bin_dir / "modulenet-search", *STUDY2_SEARCH, f"hydra.run.dir={search}", *resume, *args.overrides],
         [bin_dir / "modulenet-finetune", f"search_run={search}", *STUDY2_FINETUNE, f"hydra.run.dir={finetune}"]
-        + [o for o in args.overrides if o.startswith("finetune.")],
-    ):
+        + finetune_overrides,
+    ]
+    for command in commands:
         print(" ".join(map(str, command)), flush=True)
         subprocess.run(list(map(str, command)), check=True)
+    hybrids = _hybrids_search_run(search, OUT / "study2-search-hybrids")
+    command = [bin_dir / "modulenet-finetune", f"search_run={hybrids}", *STUDY2_HYBRIDS]
+    command += [f"hydra.run.dir={OUT / 'study2-finetune-hybrids'}", *finetune_overrides]
+    print(" ".join(map(str, command)), flush=True)
+    subprocess.run(list(map(str, command)), check=True)
+
+
+def _hybrids_search_run(search: Path, out: Path) -> Path:
+    """A copy of the search run whose final population keeps only its hybrids (genotypes that
+    mix sources), for `finetune.candidates=population` without the originals it also holds."""
+    if not (out / "results.json").is_file():
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(search, tmp, ignore=shutil.ignore_patterns("wandb", "*.lock"))
+        results = json.loads((tmp / "results.json").read_text())
+        results["population"] = [r for r in results["population"] if len(set(r["genotype"])) > 1]
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        tmp.rename(out)
+    return out
 
 
 def study2_report(args) -> None:
     """study2.md and study2.png from the fine-tune's rows, the search's FLOPs and parameters, and the
     saved predictions: which searched networks no original dominates, and paired tests."""
-    from modulenet.finetune.network import read_predictions
-    from modulenet.report.paired import mcnemar_of_predictions, wins
     from modulenet.rundir import read_evaluations
 
     source = Path(args.rows_from) if args.rows_from else OUT
-    search, finetune = source / "study2-search", source / "study2-finetune"
+    search = source / "study2-search"
     cost = {"".join(map(str, e["genotype"])): e for e in read_evaluations(search)}
     rows = []
     (DOCS / "predictions").mkdir(parents=True, exist_ok=True)
-    for r in json.loads((finetune / "finetune.json").read_text())["results"]:
-        genotype = "".join(map(str, r["genotype"]))
-        name = f"study2-{genotype}-seed{r['seed']}.npz"
-        shutil.copyfile(finetune / r["network"] / "test_predictions.npz", DOCS / "predictions" / name)
-        rows.append(
-            {
-                "label": r["label"],
-                "genotype": genotype,
-                "architecture": r["architecture"],
-                "original": not r["label"].startswith("ModuleNet"),
-                "seed": r["seed"],
-                "test_error": r["test_error"],
-                "flops": int(cost[genotype]["flops"]),
-                "params": int(cost[genotype]["params"]),
-                "frozen_err_val": cost[genotype]["err_val"],
-                "seconds": round(r["seconds"], 1),
-            }
-        )
+    arms = [("front", source / "study2-finetune"), ("population hybrids (added)", source / "study2-finetune-hybrids")]
+    for arm, finetune in arms:
+        if not (finetune / "finetune.json").is_file():
+            continue
+        for r in json.loads((finetune / "finetune.json").read_text())["results"]:
+            genotype = "".join(map(str, r["genotype"]))
+            name = f"study2-{genotype}-seed{r['seed']}.npz"
+            shutil.copyfile(finetune / r["network"] / "test_predictions.npz", DOCS / "predictions" / name)
+            rows.append(_study2_row(arm, r, cost[genotype]))
     (DOCS / "study2_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _study2_markdown(rows, cost)
+
+
+def _study2_row(arm: str, r: dict, cost: dict) -> dict:
+    genotype = "".join(map(str, r["genotype"]))
+    return {
+        "arm": arm,
+        "label": r["label"],
+        "genotype": genotype,
+        "architecture": r["architecture"],
+        "original": len(set(genotype)) == 1,
+        "seed": r["seed"],
+        "test_error": r["test_error"],
+        "val_error": r["val_error"],
+        "flops": int(cost["flops"]),
+        "params": int(cost["params"]),
+        "frozen_err_val": cost["err_val"],
+        "seconds": round(r["seconds"], 1),
+    }
+
+
+def _dominates(theirs: tuple, mine: tuple) -> bool:
+    """Lower or equal in every objective and strictly lower in one."""
+    return all(t <= m for t, m in zip(theirs, mine)) and any(t < m for t, m in zip(theirs, mine))
+
+
+def _study2_markdown(rows: list[dict], cost: dict) -> None:
+    """study2.md and study2.png from the rows (and, for the frozen count, the search's evaluations)."""
+    from modulenet.finetune.network import read_predictions
+    from modulenet.report.paired import mcnemar_of_predictions, wins
+
     networks: dict[str, list[dict]] = {}
     for r in rows:
         networks.setdefault(r["genotype"], []).append(r)
@@ -476,15 +525,17 @@ def study2_report(args) -> None:
     def dominated(genotype: str, seed: int | None = None) -> bool:
         """Some original has lower or equal test error and FLOPs, one of them strictly lower."""
         mine = (mean_error(genotype, seed), networks[genotype][0]["flops"])
-        for other in originals:
-            theirs = (mean_error(other, seed), networks[other][0]["flops"])
-            if all(t <= m for t, m in zip(theirs, mine)) and any(t < m for t, m in zip(theirs, mine)):
-                return True
-        return False
+        return any(_dominates((mean_error(o, seed), networks[o][0]["flops"]), mine) for o in originals)
 
     originals = [g for g, rs in networks.items() if rs[0]["original"]]
     searched = [g for g, rs in networks.items() if not rs[0]["original"]]
     seeds = sorted({r["seed"] for r in rows})
+    on_front = [g for g in searched if networks[g][0]["arm"] == "front"]
+    # Frozen: every genotype the search evaluated, by (err_val, FLOPs), against the four originals.
+    frozen = {g: (float(e["err_val"]), float(e["flops"])) for g, e in cost.items() if e.get("status", "ok") == "ok"}
+    frozen_originals = [g for g in frozen if len(set(g)) == 1]
+    frozen_hybrids = [g for g in frozen if len(set(g)) > 1]
+    frozen_free = [g for g in frozen_hybrids if not any(_dominates(frozen[o], frozen[g]) for o in frozen_originals)]
     lines = [
         "# Study 2: the accuracy/cost front (generated from study2_rows.json)",
         "",
@@ -494,11 +545,16 @@ def study2_report(args) -> None:
         + ", ".join(map(str, seeds))
         + "; test error on the 517 `x_test` images that did not validate (500 of the 1017 validated the search,",
         "`dataset.val_from=test_split`, as the sources saw every `x_train` image).",
-        "Every member of the front is reported.",
+        "Every member of the front is reported. Arm `population hybrids (added)`: added after the search, whose",
+        "final front held no hybrid: the final population's hybrids, fine-tuned with the same recipe.",
         "",
-        "| network | genotype | architecture | MFLOPs | params (K) | frozen err_val (%) | test error (%), mean ± sd |"
-        " dominated by an original (mean) | per seed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"Frozen (before any fine-tuning): the search evaluated {len(frozen)} genotypes, {len(frozen_hybrids)} of them",
+        f"hybrids; {len(frozen_free)} hybrids are dominated by no original in (validation error, FLOPs)"
+        + (f": {', '.join(sorted(frozen_free))}." if frozen_free else "."),
+        "",
+        "| network | arm | genotype | architecture | MFLOPs | params (K) | frozen err_val (%) | test error (%),"
+        " mean ± sd | dominated by an original (mean) | per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for genotype in originals + searched:
         first = networks[genotype][0]
@@ -506,14 +562,17 @@ def study2_report(args) -> None:
         per_seed = "" if first["original"] else ", ".join("yes" if dominated(genotype, k) else "no" for k in seeds)
         verdict = "" if first["original"] else ("yes" if dominated(genotype) else "**no**")
         lines.append(
-            f"| {first['label']} | {genotype} | {first['architecture']} | {first['flops'] / 1e6:.1f} | "
-            f"{first['params'] / 1e3:.0f} | {100 * first['frozen_err_val']:.1f} | {spread} | {verdict} | {per_seed} |"
+            f"| {first['label']} | {first['arm']} | {genotype} | {first['architecture']} "
+            f"| {first['flops'] / 1e6:.1f} | {first['params'] / 1e3:.0f} | {100 * first['frozen_err_val']:.1f} "
+            f"| {spread} | {verdict} | {per_seed} |"
         )
     free = [g for g in searched if not dominated(g)]
     lines += [
         "",
-        f"Searched networks on the front: {len(searched)}; not dominated by any original (mean test error): "
-        f"{len(free)}; per seed: "
+        "Parameters and FLOPs are the search's: the trunk and its 1024-1024 classifier head.",
+        "",
+        f"Searched networks on the front: {len(on_front)}; fine-tuned searched networks (both arms): "
+        f"{len(searched)}; not dominated by any original (mean test error): {len(free)}; per seed: "
         + ", ".join(f"seed {k}: {sum(not dominated(g, k) for g in searched)}" for k in seeds)
         + ".",
         "",
