@@ -55,6 +55,7 @@ def _same_rows(a, b) -> None:
     assert [key(r) for r in a] == [key(r) for r in b]
 
 
+@pytest.mark.slow  # make test-all: two worker processes (tests/evaluation/test_dispatch.py covers the dispatcher)
 def test_two_cpu_workers_give_the_sequential_rows_and_networks(stage_inputs, sequential, tmp_path):
     seq_out, seq_rows = sequential
     assert len(seq_rows) == 4
