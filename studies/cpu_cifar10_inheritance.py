@@ -419,7 +419,7 @@ STUDY2_FINETUNE = [  # the final front and the four originals, the common recipe
 
 
 # Added on 2026-12-03 after the search (and two of the originals' twelve fine-tunes) had finished: its
-# final front held only originals, so the final population's hybrids are fine-tuned too (same recipe).
+# final front held only originals (000, 111, 222), so the final population's hybrids are fine-tuned too.
 _CHOICE = ("finetune.candidates=", "finetune.include_originals=")
 STUDY2_HYBRIDS = [o for o in STUDY2_FINETUNE if not o.startswith(_CHOICE)]
 STUDY2_HYBRIDS += ["finetune.candidates=population", "finetune.include_originals=false"]
