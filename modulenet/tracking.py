@@ -13,6 +13,7 @@ import inspect
 import json
 import netrc
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from modulenet import rundir
@@ -92,6 +93,29 @@ class CSVTracker(Tracker):
             writer.writerow(row)
 
 
+@dataclass(frozen=True)
+class WandbRun:
+    """Where a W&B run goes (`wandb.init`'s keywords of the same names); `mode=auto` is online with
+    credentials, offline without (`resolve_wandb_mode`)."""
+
+    project: str = "modulenet"
+    entity: str | None = None
+    group: str | None = None
+    job_type: str = "search"
+    name: str | None = None
+    tags: list[str] | None = None
+    mode: str = "auto"
+
+    @classmethod
+    def checked(cls, settings: dict) -> WandbRun:
+        """One line naming a setting that is not one of these."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise ModuleNetError(f"logger.{unknown[0]} is not a W&B setting; logger=wandb takes {', '.join(names)}")
+        return cls(**settings)
+
+
 class WandbTracker(Tracker):
     """`logger=wandb`. A search: config, per-generation metrics against `generation` (the score,
     new survival, and the population's convergence: at each cell the share of each source
@@ -100,32 +124,23 @@ class WandbTracker(Tracker):
     against `finetune/epoch`, the selected network in the summary under `selected/*` (fixed keys,
     so a sweep's runs compare in one panel) and as a model artifact."""
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike,
-        config: dict,
-        project: str = "modulenet",
-        group: str | None = None,
-        job_type: str = "search",
-        name: str | None = None,
-        tags: list[str] | None = None,
-        entity: str | None = None,
-        mode: str = "auto",
-        arch_names: list[str] | None = None,
-    ):
+    def __init__(self, run_dir: str | os.PathLike, config: dict, arch_names: list[str] | None = None, **where):
+        """`where`: the `WandbRun` settings (the logger group's and the job's: project, entity,
+        group, job_type, name, tags, mode); anything else is one line naming it."""
         import wandb
 
+        run = WandbRun.checked(where)
         self.wandb = wandb
         self.run_dir = Path(run_dir)
         self.arch_names = arch_names
-        self.mode = resolve_wandb_mode(mode)
+        self.mode = resolve_wandb_mode(run.mode)
         self.run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group,
-            job_type=job_type,
-            name=name,
-            tags=list(tags or []),
+            project=run.project,
+            entity=run.entity,
+            group=run.group,
+            job_type=run.job_type,
+            name=run.name,
+            tags=list(run.tags or []),
             config=config,
             dir=str(self.run_dir),
             mode=self.mode,
@@ -137,10 +152,10 @@ class WandbTracker(Tracker):
             json.dumps(
                 {
                     "id": self.run.id,
-                    "project": project,
-                    "entity": entity,
-                    "group": group,
-                    "job_type": job_type,
+                    "project": run.project,
+                    "entity": run.entity,
+                    "group": run.group,
+                    "job_type": run.job_type,
                     "name": self.run.name,
                     "mode": self.mode,
                     "dir": str(Path(self.run.dir).parent),
@@ -149,7 +164,7 @@ class WandbTracker(Tracker):
             )
         )
 
-        if job_type == "search":
+        if run.job_type == "search":
             self.run.define_metric("generation")
             for key in ("score/*", "new_survival", "evaluated", "population/*"):
                 self.run.define_metric(key, step_metric="generation")
@@ -250,10 +265,18 @@ def tracker_class(target: str | None) -> type | None:
     return cls
 
 
+def check_tracker(logger_cfg) -> None:
+    """The logger group, checked before any work: its class, and W&B's settings by name."""
+    cls = tracker_class(logger_cfg.get("_target_"))
+    if cls is not None and issubclass(cls, WandbTracker):
+        WandbRun.checked({k: v for k, v in logger_cfg.items() if k != "_target_"})
+
+
 def make_tracker(logger_cfg, run_dir, config: dict, **context):
     """The tracker class `logger._target_` names (None for `logger=none`), built with `run_dir` and
     those of `config`, the logger group's settings and `context` (group, job_type, name, arch_names)
-    that its constructor names: a tracker of your own takes only what it declares."""
+    that its constructor names: a tracker of your own takes only what it declares (all of them
+    with `**kwargs`)."""
     from omegaconf import DictConfig, OmegaConf
 
     settings = (
@@ -265,4 +288,6 @@ def make_tracker(logger_cfg, run_dir, config: dict, **context):
     settings["group"] = settings.get("group") or context.pop("group", None)
     arguments = {"config": config, **context, **settings}
     accepted = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return cls(run_dir, **arguments)  # it takes every keyword (WandbTracker: checks them itself)
     return cls(run_dir, **{k: v for k, v in arguments.items() if k in accepted})

@@ -32,7 +32,7 @@ from modulenet.search.state import recorded_depends_on
 from modulenet.stitching.choices import BUILT_IN, connection_id, get_connection
 from modulenet.stitching.resolution import RESOLUTIONS
 from modulenet.targets import group_choices, target_class
-from modulenet.tracking import tracker_class
+from modulenet.tracking import check_tracker
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def check_search_config(cfg: DictConfig) -> None:
         if name not in BUILT_IN:
             raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are {sorted(BUILT_IN)}")
     check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)  # its class, and Ray where it is needed
-    tracker_class(cfg.logger._target_)
+    check_tracker(cfg.logger)
     kb_cfg = cfg.knowledge_base
     if not is_built_in_knowledge_base(kb_cfg):  # yours: importable, callable
         target_class("knowledge_base._target_", kb_cfg._target_, group_choices("knowledge_base"))

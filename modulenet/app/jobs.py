@@ -38,7 +38,7 @@ from modulenet.runtime.settings import TrainerSettings
 from modulenet.search import run_search
 from modulenet.stitching.choices import BUILT_IN
 from modulenet.targets import check_targets
-from modulenet.tracking import make_tracker, tracker_class
+from modulenet.tracking import check_tracker, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given
     over the search run's own finetune group)."""
 
     check_trainer(cfg.trainer)
-    tracker_class(cfg.logger._target_)
+    check_tracker(cfg.logger)
     check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)
     search_run = Path(cfg.search_run)
     read_results(search_run)  # a clear error before anything is built

@@ -237,6 +237,10 @@ def bad_input(
         (["trainer._target_=mypkg.Trainer"], "the built-in ones are trainer=cpu|gpu"),
         # Issue 25: a command-line _target_ is checked against its group's contract before any call
         (["logger._target_=os.remove"], "logger._target_='os.remove' is not a tracker class"),
+        (
+            ["logger=wandb", "+logger.notes=hello"],
+            "logger.notes is not a W&B setting; logger=wandb takes project, entity, group, job_type, name, tags, mode",
+        ),
         (["connection._target_=os.system"], "connection._target_='os.system' cannot be called as this group calls"),
         (["evaluator._target_=subprocess.Popen"], "evaluator._target_='subprocess.Popen' is not a subclass of"),
         (["search._target_=collections.OrderedDict"], "is not a subclass of modulenet.search.toolbox.SearchConfig"),
