@@ -137,12 +137,14 @@ TINY = {  # the recipe, made small: fewer/smaller networks, generated data, shor
 
 
 # make test-all only: DARTS networks (test_darts covers them), torchvision networks at 224 px, the shared
-# checkpoints, and recipes whose stages the fast recipes run too (paper_cifar100_craft is the craft recipe)
+# checkpoints, and recipes whose stages the fast recipes run too (paper_cifar100_craft is the craft recipe
+# and fine-tunes after its search; cpu_cifar10_same_data's fine-tune seeds are tests/finetune's)
 SLOW_RECIPES = {
     "paper_cifar10_nas",
     "paper_imagenet_transfer",
     "cpu_cifar10_real",
     "paper_cifar10_craft",
+    "cpu_cifar10_same_data",
     "ablation_score_vs_test_error",
 }
 
