@@ -100,6 +100,7 @@ def test_tasks_are_stackable_groups_halved_until_every_worker_has_one(kb, data):
     assert unbatched.tasks(codes, 2) == [[code] for code in codes]
 
 
+@pytest.mark.slow  # make test-all: two worker processes and a kill (about 20 s); keeps make test under 5 minutes
 def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_worker(kb, data, plain, tmp_path):
     memo = tmp_path / "evaluations.jsonl"
     # Stacks of up to 6: workers receive whole groups (tasks), a dead worker's group is re-queued.
