@@ -57,6 +57,22 @@ def cifar_test_set():
     return (x - mean) / std, torch.from_numpy(data["y_test"]).long()
 
 
+def _settled_bytes(path: Path, quiet: float = 0.5, limit: float = 30.0) -> bytes:
+    """The file once it has stopped growing: W&B's core process may still be flushing the log
+    for a moment after `run.finish()` returns on a loaded machine."""
+    import time
+
+    size, since, start = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - start < limit:
+        now = path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.05)
+    return path.read_bytes()
+
+
 def read_wandb_run(run_dir: Path) -> dict:
     """An offline W&B run read back from its transaction log (`run-*.wandb` under `run_dir`):
     wandb 0.31 ships its reader in the Go core only, so the log's block format (LevelDB's, 32 KiB
@@ -66,7 +82,7 @@ def read_wandb_run(run_dir: Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = list(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    data = path.read_bytes()
+    data = _settled_bytes(path)
     assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
     block, pos, chunks, pending = 32768, 7, [], b""
     while pos + 7 <= len(data):
@@ -74,6 +90,8 @@ def read_wandb_run(run_dir: Path) -> dict:
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a record still being written is not part of the run yet
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             chunks.append(chunk)
