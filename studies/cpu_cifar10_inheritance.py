@@ -505,15 +505,11 @@ def _study2_row(arm: str, r: dict, cost: dict) -> dict:
     }
 
 
-def _dominates(theirs: tuple, mine: tuple) -> bool:
-    """Lower or equal in every objective and strictly lower in one."""
-    return all(t <= m for t, m in zip(theirs, mine)) and any(t < m for t, m in zip(theirs, mine))
-
-
 def _study2_markdown(rows: list[dict], cost: dict) -> None:
     """study2.md and study2.png from the rows (and, for the frozen count, the search's evaluations)."""
     from modulenet.finetune.network import read_predictions
     from modulenet.report.paired import mcnemar_of_predictions, wins
+    from modulenet.search.outputs import dominates
 
     networks: dict[str, list[dict]] = {}
     for r in rows:
@@ -525,7 +521,7 @@ def _study2_markdown(rows: list[dict], cost: dict) -> None:
     def dominated(genotype: str, seed: int | None = None) -> bool:
         """Some original has lower or equal test error and FLOPs, one of them strictly lower."""
         mine = (mean_error(genotype, seed), networks[genotype][0]["flops"])
-        return any(_dominates((mean_error(o, seed), networks[o][0]["flops"]), mine) for o in originals)
+        return any(dominates((mean_error(o, seed), networks[o][0]["flops"]), mine) for o in originals)
 
     originals = [g for g, rs in networks.items() if rs[0]["original"]]
     searched = [g for g, rs in networks.items() if not rs[0]["original"]]
@@ -535,7 +531,7 @@ def _study2_markdown(rows: list[dict], cost: dict) -> None:
     frozen = {g: (float(e["err_val"]), float(e["flops"])) for g, e in cost.items() if e.get("status", "ok") == "ok"}
     frozen_originals = [g for g in frozen if len(set(g)) == 1]
     frozen_hybrids = [g for g in frozen if len(set(g)) > 1]
-    frozen_free = [g for g in frozen_hybrids if not any(_dominates(frozen[o], frozen[g]) for o in frozen_originals)]
+    frozen_free = [g for g in frozen_hybrids if not any(dominates(frozen[o], frozen[g]) for o in frozen_originals)]
     lines = [
         "# Study 2: the accuracy/cost front (generated from study2_rows.json)",
         "",

@@ -129,13 +129,13 @@ def plot_search_curves(history: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Point a dominates point b (all objectives minimised): no worse in every one, better in one."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
 def non_dominated(points: list[tuple[float, ...]]) -> list[int]:
-    """Indices of the points no other point dominates (all objectives minimised: another point
-    dominates when it is no worse in every objective and better in one); equal points all stay."""
-
-    def dominates(a, b) -> bool:
-        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
+    """Indices of the points no other point `dominates`; equal points all stay."""
     return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
 
 
