@@ -19,6 +19,7 @@ from pathlib import Path
 from modulenet import rundir
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import cell_shares, format_genotype
+from modulenet.search.nsga2 import SearchCallback
 
 SECRET_KEYS = ("WANDB_API_KEY",)
 
@@ -54,15 +55,9 @@ def generation_metrics(record: dict) -> dict:
     }
 
 
-class Tracker:
-    """What the jobs tell a tracker; each hook does nothing unless a tracker overrides it (yours
-    may subclass this, or define only the hooks it wants)."""
-
-    def on_generation_end(self, generation, record, population, evaluations) -> None:
-        pass
-
-    def on_search_end(self, result) -> None:
-        pass
+class Tracker(SearchCallback):
+    """What the jobs tell a tracker: the search's callbacks and the evaluation stage's hooks; each
+    does nothing unless a tracker overrides it."""
 
     def log_finetune(self, result) -> None:
         """One architecture fine-tuned (finetune.FinetuneResult)."""

@@ -19,7 +19,7 @@ from conftest import HOLDER, C, HiddenTarget, N
 from modulenet.errors import ModuleNetError
 from modulenet.evaluation.evaluator import EvaluationMemo
 from modulenet.rundir import hold, write_atomic
-from modulenet.search import SearchConfig, run_search
+from modulenet.search import SearchConfig, SearchSpace, run_search
 from modulenet.search.records import Evaluation
 
 CONFIG = dict(generations=4, population_size=10, seed=3, mutation_prob=0.5)
@@ -41,31 +41,25 @@ class Reseeding(HiddenTarget):
 
 
 def test_the_search_draws_from_its_own_generator_only(tmp_path):
-    reference = run_search(N, C, HiddenTarget(), SearchConfig(**CONFIG), tmp_path / "a", progress=False)
+    reference = run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**CONFIG), tmp_path / "a")
     # Evaluation that reseeds or draws from the global generators does not move the search.
-    assert summary(run_search(N, C, Reseeding(), SearchConfig(**CONFIG), tmp_path / "b", progress=False)) == summary(
+    assert summary(run_search(SearchSpace(N, C), Reseeding(), SearchConfig(**CONFIG), tmp_path / "b")) == summary(
         reference
     )
     # And the search leaves the global generators as it found them.
     random.seed(11)
     before = random.getstate()
-    run_search(N, C, HiddenTarget(), SearchConfig(**CONFIG), tmp_path / "c", progress=False)
+    run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**CONFIG), tmp_path / "c")
     assert random.getstate() == before
     # Another seed is another search.
-    other = run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "seed": 4}), tmp_path / "d", progress=False)
+    other = run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**{**CONFIG, "seed": 4}), tmp_path / "d")
     assert summary(other) != summary(reference)
 
 
 def test_resume_refuses_evaluations_made_on_something_else(tmp_path, caplog):
     depends_on = {"archs": ["a", "b", "c", "d"], "weights": {"a": "11", "b": "22"}, "connection": "channel_pool"}
     run_search(
-        N,
-        C,
-        HiddenTarget(),
-        SearchConfig(**{**CONFIG, "generations": 1}),
-        tmp_path,
-        progress=False,
-        depends_on=depends_on,
+        SearchSpace(N, C), HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 1}), tmp_path, depends_on=depends_on
     )
     changed = {**depends_on, "weights": {"a": "11", "b": "33"}}
     with pytest.raises(
@@ -74,24 +68,20 @@ def test_resume_refuses_evaluations_made_on_something_else(tmp_path, caplog):
         r"\(weights.b: \"33\" now, \"22\" in the run\)",
     ) as info:
         run_search(
-            N,
-            C,
+            SearchSpace(N, C),
             HiddenTarget(),
             SearchConfig(**{**CONFIG, "generations": 2}),
             tmp_path,
             resume=True,
-            progress=False,
             depends_on=changed,
         )
     assert "\n" not in str(info.value)
     resumed = run_search(
-        N,
-        C,
+        SearchSpace(N, C),
         HiddenTarget(),
         SearchConfig(**{**CONFIG, "generations": 2}),
         tmp_path,
         resume=True,
-        progress=False,
         depends_on=dict(depends_on),
     )
     assert len(resumed.history) == 2
@@ -106,13 +96,13 @@ def test_resume_refuses_evaluations_made_on_something_else(tmp_path, caplog):
     ],
 )
 def test_a_corrupt_checkpoint_is_one_line(tmp_path, edit, expected):
-    run_search(N, C, HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 1}), tmp_path, progress=False)
+    run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**{**CONFIG, "generations": 1}), tmp_path)
     path = tmp_path / "search_state.json"
     state = json.loads(path.read_text())
     edit(state)
     path.write_text(json.dumps(state))
     with pytest.raises(ModuleNetError, match=expected) as info:
-        run_search(N, C, HiddenTarget(), SearchConfig(**CONFIG), tmp_path, resume=True, progress=False)
+        run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**CONFIG), tmp_path, resume=True)
     assert "\n" not in str(info.value) and str(info.value).startswith(f"cannot resume {tmp_path}")
 
 
@@ -126,14 +116,14 @@ def test_one_search_per_run_directory_and_a_dead_holder_is_taken_over(tmp_path):
             match=rf"{tmp_path} is in use by pid {holder.pid} on .*: one search per "
             r"run directory",
         ) as info:
-            run_search(N, C, evaluate, SearchConfig(**CONFIG), tmp_path, progress=False)
+            run_search(SearchSpace(N, C), evaluate, SearchConfig(**CONFIG), tmp_path)
         assert "\n" not in str(info.value) and evaluate.calls == []  # refused before any work
         assert not (tmp_path / "search_state.json").exists()
     finally:
         holder.send_signal(signal.SIGKILL)  # a killed holder leaves its lock file behind
         holder.wait()
     assert (tmp_path / "run.lock").is_file()
-    result = run_search(N, C, HiddenTarget(), SearchConfig(**CONFIG), tmp_path, progress=False)
+    result = run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(**CONFIG), tmp_path)
     assert len(result.history) == CONFIG["generations"]
     with hold(tmp_path), hold(tmp_path):  # re-entrant within one process
         pass
@@ -258,13 +248,7 @@ def search_with(real_search, run_dir, name="local", resume=False, generations=SE
     )
     try:
         result = run_search(
-            kb.num_archs,
-            kb.num_cells,
-            evaluator,
-            SearchConfig(**{**SEARCH, "generations": generations}),
-            run_dir,
-            resume=resume,
-            progress=False,
+            kb, evaluator, SearchConfig(**{**SEARCH, "generations": generations}), run_dir, resume=resume
         )
     finally:
         evaluator.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import NAMES, HiddenTarget
 
-from modulenet.search import SearchConfig, run_search
+from modulenet.search import SearchConfig, SearchSpace, run_search
 from modulenet.tracking import CSVTracker, Tracker, WandbTracker, make_tracker, resolve_wandb_mode
 
 SECRET = "local-test-key-0123456789abcdef0123456789abcdef"
@@ -25,14 +25,11 @@ def test_wandb_offline_run_is_written_without_the_key(tmp_path, monkeypatch):
     )
     assert tracker.mode == "offline"
     result = run_search(
-        4,
-        5,
+        SearchSpace(4, 5, NAMES),
         HiddenTarget(),
         SearchConfig(generations=3, population_size=8, seed=1),
         tmp_path,
-        arch_names=NAMES,
         callbacks=[tracker],
-        progress=False,
     )
     tracker.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -57,13 +54,7 @@ def test_csv_logger_writes_one_row_per_generation(tmp_path):
     tracker = make_tracker({"_target_": "modulenet.tracking.CSVTracker", "project": "p"}, tmp_path, {}, job_type="x")
     assert isinstance(tracker, CSVTracker)
     run_search(
-        4,
-        5,
-        HiddenTarget(),
-        SearchConfig(generations=3, population_size=8),
-        tmp_path,
-        callbacks=[tracker],
-        progress=False,
+        SearchSpace(4, 5), HiddenTarget(), SearchConfig(generations=3, population_size=8), tmp_path, callbacks=[tracker]
     )
     rows = (tmp_path / "generations.csv").read_text().splitlines()
     assert rows[0].startswith("generation,score/min") and len(rows) == 4
@@ -97,14 +88,11 @@ def test_the_search_run_logs_convergence_per_cell_and_the_front_against_generati
 
     tracker = WandbTracker(tmp_path, {}, project="modulenet-test", job_type="search", mode="offline", arch_names=NAMES)
     run_search(
-        4,
-        5,
+        SearchSpace(4, 5, NAMES),
         HiddenTarget(),
         SearchConfig(generations=3, population_size=8, seed=1, objectives=["score", "params"]),
         tmp_path,
-        arch_names=NAMES,
         callbacks=[tracker],
-        progress=False,
     )
     tracker.finish()
     run = read_wandb_run(tmp_path)

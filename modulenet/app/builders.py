@@ -22,7 +22,7 @@ from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import RANDOM_SOURCE, load_cached_knowledge_base
 from modulenet.knowledge.build import untrained_architectures
-from modulenet.knowledge.quickstart import datamodule_signature, quickstart_knowledge_base
+from modulenet.knowledge.quickstart import SourceRecipe, datamodule_signature, quickstart_knowledge_base
 from modulenet.knowledge.training import SOURCE_TRAINER
 from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units, is_bf16
 from modulenet.runtime.settings import TrainerSettings
@@ -104,14 +104,8 @@ def built_in_knowledge_base(
         check_quickstart_overrides(kb_cfg)
         if datamodule is None:
             raise ModuleNetError("knowledge_base.quickstart=true trains on a dataset: give dataset=quickstart")
-        return quickstart_knowledge_base(
-            datamodule,
-            kb_cfg.cache_dir,
-            epochs=kb_cfg.quickstart_epochs,
-            seed=seed,
-            progress=progress,
-            trainer=trainer,
-        )
+        recipe = SourceRecipe(epochs=kb_cfg.quickstart_epochs, seed=seed)
+        return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, recipe, progress, trainer)
     if not kb_cfg.archs:
         raise ModuleNetError(
             "knowledge_base.archs is empty: name the architectures (e.g. [resnet34,vgg16_bn]) "
@@ -142,16 +136,8 @@ def _trained_from_scratch(kb_cfg, datamodule, progress: bool, seed: int, trainer
         )
     if datamodule is None:
         raise ModuleNetError("knowledge_base.train_epochs > 0 trains on a dataset: give one")
-    return quickstart_knowledge_base(
-        datamodule,
-        kb_cfg.cache_dir,
-        archs=list(kb_cfg.archs),
-        epochs=kb_cfg.train_epochs,
-        lr=kb_cfg.train_lr,
-        seed=seed,
-        progress=progress,
-        trainer=trainer,
-    )
+    recipe = SourceRecipe(tuple(kb_cfg.archs), kb_cfg.train_epochs, kb_cfg.train_lr, seed)
+    return quickstart_knowledge_base(datamodule, kb_cfg.cache_dir, recipe, progress, trainer)
 
 
 def _fine_tuned_on_target(kb_cfg, datamodule, progress: bool, seed: int, trainer) -> KnowledgeBase:

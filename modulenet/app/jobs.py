@@ -35,7 +35,7 @@ from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
 from modulenet.rundir import hold, read_results
 from modulenet.runtime.settings import TrainerSettings
-from modulenet.search import run_search
+from modulenet.search import SearchProgress, run_search
 from modulenet.stitching.choices import BUILT_IN
 from modulenet.targets import check_targets
 from modulenet.tracking import check_tracker, make_tracker
@@ -79,17 +79,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         # What a resume must match: the memo's key (the evaluator's settings hold the precision
         # `auto` chose) plus the knowledge base's tensors themselves.
         depends_on = {**evaluator.settings.relevant(context), "weights": kb.weight_hashes()}
+        callbacks = [c for c in (tracker, SearchProgress() if cfg.progress else None) if c is not None]
         result = run_search(
-            kb.num_archs,
-            kb.num_cells,
-            evaluator,
-            search_config(cfg, kb),
-            search_dir,
-            arch_names=kb.arch_names,
-            callbacks=[tracker] if tracker else [],
-            resume=resume,
-            progress=cfg.progress,
-            depends_on=depends_on,
+            kb, evaluator, search_config(cfg, kb), search_dir, callbacks, resume=resume, depends_on=depends_on
         )
     finally:
         evaluator.close()

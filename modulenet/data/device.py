@@ -55,15 +55,14 @@ def cutout(images: Tensor, centres: Tensor, length: int) -> Tensor:
 
 
 class DeviceBatches:
-    """Batches of (images, labels) from uint8 `images` (N, C, H, W) kept on `device`: shuffled and
-    augmented per epoch when `shuffle` / `augment` (and `cutout` > 0), normalised always. The order
+    """Batches of (images, labels) from `data`'s uint8 images (N, C, H, W), kept on `device`: shuffled
+    and augmented per epoch when `shuffle` / `augment` (and `cutout` > 0), normalised always. The order
     and every draw come from this object's generator (seeded by `seed`), on the CPU, so the same
     seed gives the same batches on any device."""
 
     def __init__(
         self,
-        images: Tensor,
-        labels: Tensor,
+        data: ArrayImages,
         batch_size: int,
         device: torch.device | str = "cpu",
         shuffle: bool = True,
@@ -72,11 +71,11 @@ class DeviceBatches:
         seed: int = 0,
     ):
         self.device = torch.device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.long().to(self.device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.long().to(self.device)
         self.batch_size, self.shuffle, self.augment, self.cutout = batch_size, shuffle, augment, cutout
-        self.padding = max(1, images.shape[-1] // 8)  # the per-image path's RandomCrop padding
-        self.size = tuple(images.shape[-2:])
+        self.padding = max(1, self.images.shape[-1] // 8)  # the per-image path's RandomCrop padding
+        self.size = tuple(self.images.shape[-2:])
         p = self.padding  # padded once, with zeros as RandomCrop pads: each batch is then one gather
         self.padded = F.pad(self.images, (p, p, p, p)) if augment else None
         self.generator = torch.Generator().manual_seed(seed)
@@ -126,8 +125,7 @@ def device_batches(datamodule, device: torch.device | str, seed: int) -> DeviceB
     if not isinstance(base, ArrayImages) or datamodule._eval_geometry() or own_augmentation:
         return None
     return DeviceBatches(
-        base.images,
-        base.labels,
+        base,
         datamodule.batch_size,
         device,
         augment=datamodule.augment,

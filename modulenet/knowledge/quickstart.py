@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,30 +29,35 @@ log = logging.getLogger(__name__)
 QUICKSTART_ARCHS = ("resnet_cifar8", "vgg_cifar", "allconv_cifar")
 
 
+@dataclass(frozen=True)
+class SourceRecipe:
+    """How the source networks are trained from scratch (ours: the paper starts from trained
+    networks): which, for how many epochs, at what learning rate, from which seed."""
+
+    archs: tuple[str, ...] = QUICKSTART_ARCHS
+    epochs: int = 3
+    lr: float = 0.05
+    seed: int = 0
+
+
 def quickstart_knowledge_base(
     datamodule,
     cache_dir: str | Path,
-    archs=QUICKSTART_ARCHS,
-    epochs: int = 3,
-    lr: float = 0.05,
-    seed: int = 0,
+    recipe: SourceRecipe = SourceRecipe(),
     progress: bool = True,
     trainer: TrainerSettings | None = None,
 ) -> KnowledgeBase:
-    """Load the cached knowledge base of `archs` trained from scratch on `datamodule` (the
+    """Load the cached knowledge base of `recipe.archs` trained from scratch on `datamodule` (the
     quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it,
     where and in the precision `trainer` says (None: float32 on the CPU)."""
-    trainer = trainer or SOURCE_TRAINER
+    archs, trainer = list(recipe.archs), trainer or SOURCE_TRAINER
     device = accelerator_device(trainer.accelerator)
     trained_in = {  # what the networks' weights depend on besides the data: the precision as resolved
         "precision": choose_precision(trainer.precision, device).precision,
         "float32_matmul_precision": trainer.float32_matmul_precision if device.type == "cuda" else "highest",
     }
-    recipe = {
-        "archs": list(archs), "epochs": epochs, "lr": lr, "seed": seed, "data": datamodule_signature(datamodule),
-        **trained_in,
-    }  # fmt: skip
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {**asdict(recipe), "archs": archs, "data": datamodule_signature(datamodule), **trained_in}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
     cached = load_cached_knowledge_base(path)
     if cached is not None:
@@ -60,29 +66,29 @@ def quickstart_knowledge_base(
     datamodule.setup("fit")
     if getattr(datamodule, "num_classes", 10) > 10:
         raise ModuleNetError(
-            f"training {list(archs)} from scratch uses each network's own 10-class head, but the "
+            f"training {archs} from scratch uses each network's own 10-class head, but the "
             f"dataset has {datamodule.num_classes} classes: give trained weights instead "
             "(knowledge_base.weights)"
         )
-    log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", list(archs), epochs, path)
+    log.info("quickstart knowledge base: training %s for %d epochs (cached at %s)", archs, recipe.epochs, path)
     files, accuracies = {}, {}
     (path / "sources").mkdir(parents=True, exist_ok=True)
     for arch_name in archs:
-        with seeded(seed, device):
+        with seeded(recipe.seed, device):
             model = get_architecture(arch_name).build()
             accuracies[arch_name] = train_source_network(
                 model,
                 datamodule.train_dataloader(),
                 datamodule.val_dataloader(),
-                epochs=epochs,
-                lr=lr,
+                epochs=recipe.epochs,
+                lr=recipe.lr,
                 trainer=trainer,
                 progress=False,
             )
         log.info("  %s: validation accuracy %.3f", arch_name, accuracies[arch_name])
         files[arch_name] = str(path / "sources" / f"{arch_name}.pt")
         torch.save(model.state_dict(), files[arch_name])
-    kb = build_knowledge_base(list(archs), weights=files, image_size=datamodule.image_size, progress=progress)
+    kb = build_knowledge_base(archs, weights=files, image_size=datamodule.image_size, progress=progress)
     (path / "source_accuracy.json").write_text(json.dumps(accuracies, indent=2))
     kb.save(path)
     return kb

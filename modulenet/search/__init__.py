@@ -10,7 +10,7 @@ the evaluation stage below it is handed in as a function.
 - `state`: the checkpoint a stopped search resumes from; `outputs`: results.json, evaluations.csv, curves.
 """
 
-from modulenet.search.nsga2 import SearchCallback, SearchResult, run_search
+from modulenet.search.nsga2 import SearchCallback, SearchProgress, SearchResult, SearchSpace, run_search
 from modulenet.search.records import Evaluation
 from modulenet.search.score import loss_rate, new_survival, search_score, similarity
 from modulenet.search.toolbox import SearchConfig
@@ -19,7 +19,9 @@ __all__ = [
     "Evaluation",
     "SearchCallback",
     "SearchConfig",
+    "SearchProgress",
     "SearchResult",
+    "SearchSpace",
     "loss_rate",
     "new_survival",
     "run_search",

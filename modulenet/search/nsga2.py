@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from deap import base, tools
@@ -36,8 +37,29 @@ from modulenet.search.toolbox import SearchConfig
 log = logging.getLogger(__name__)
 
 
+class Space(Protocol):
+    """The n^c genotypes a search explores (Sec. III-B): a `KnowledgeBase` is one, a
+    `SearchSpace` is one without weights."""
+
+    num_archs: int
+    num_cells: int
+    arch_names: list[str] | None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """n architectures cut into c cells, optionally named (for results.json and the CSV)."""
+
+    num_archs: int
+    num_cells: int
+    arch_names: list[str] | None = None
+
+
 class SearchCallback:
-    """Hooks for trackers (W&B, CSV); every method is a no-op by default."""
+    """Hooks for trackers (W&B, CSV) and the progress bar; every method is a no-op by default."""
+
+    def on_search_start(self, generation: int, generations: int) -> None:
+        """Before the first generation of this call; `generation` > 0 when a run is resumed."""
 
     def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
         """After generation `generation` is selected and checkpointed. `record` is its history row,
@@ -86,43 +108,54 @@ def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
 # --------------------------------------------------------------------------- the loop
 
 
+class SearchProgress(SearchCallback):
+    """A tqdm bar over the generations, with the best score and new survival so far."""
+
+    def on_search_start(self, generation: int, generations: int) -> None:
+        self.bar = tqdm(total=generations, initial=generation, desc="search", unit="gen")
+
+    def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
+        self.bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
+        self.bar.update(1)
+
+    def on_search_end(self, result: SearchResult) -> None:
+        self.bar.close()
+
+
 def run_search(
-    num_archs: int,
-    num_cells: int,
+    space: Space,
     evaluate: Callable[[list[Genotype]], list[Evaluation]],
     config: SearchConfig,
     run_dir: str | os.PathLike,
-    arch_names: list[str] | None = None,
     callbacks: Sequence[SearchCallback] = (),
     resume: bool = False,
-    progress: bool = True,
     depends_on: dict | None = None,
 ) -> SearchResult:
-    """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over n^c genotypes.
+    """Algorithm 1, lines 7-18: NSGA-II for `config.generations` generations over the n^c
+    genotypes of `space` (the knowledge base, or a `SearchSpace`).
 
     `evaluate` gets each generation's not-yet-evaluated genotypes (distinct) and returns one
     `Evaluation` per genotype, in order. History rows hold `generation`, `evaluated` (new
     evaluations), `new_survival` (Sec. V-B), `min`/`mean`/`max` score over the population's
     successful individuals (failures are counted in `failed`), `best_score` and `best_genotype`
     (lowest score evaluated so far). `resume=True` continues `run_dir`'s checkpoint up to
-    `config.generations`. Outputs: results.json, evaluations.csv, search_curves.png.
+    `config.generations`. Outputs: results.json, evaluations.csv, search_curves.png. A progress
+    bar is a callback (`SearchProgress`), as in Lightning.
 
     `depends_on`: what the evaluations depend on (knowledge base, weights, connection, dataset,
     evaluation settings), stored in the checkpoint; a resume with anything different is refused,
     naming it. The run directory is held by this search while it runs (`rundir.hold`).
     """
     config.validate()
-    if num_archs < 1 or num_cells < 1:
-        raise ModuleNetError(f"a search needs n >= 1 architectures and c >= 1 cells, got n={num_archs}, c={num_cells}")
+    n, c = space.num_archs, space.num_cells
+    if n < 1 or c < 1:
+        raise ModuleNetError(f"a search needs n >= 1 architectures and c >= 1 cells, got n={n}, c={c}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold(run_dir):
-        if resume:
-            run = load_state(run_dir, config, num_archs, num_cells, depends_on)
-        else:
-            run = SearchState(config, num_archs, num_cells, depends_on)
-        outputs = _Outputs(run_dir, arch_names, callbacks)
-        _evolve(run, evaluate, outputs, progress)
+        run = load_state(run_dir, config, n, c, depends_on) if resume else SearchState(config, n, c, depends_on)
+        outputs = _Outputs(run_dir, space.arch_names, callbacks)
+        _evolve(run, evaluate, outputs)
         return _finish(run, outputs)
 
 
@@ -139,7 +172,7 @@ class _Outputs:
         write_evaluations_csv(self.run_dir, run, self.arch_names)
 
 
-def _evolve(run: SearchState, evaluate: Callable, outputs: _Outputs, progress: bool) -> None:
+def _evolve(run: SearchState, evaluate: Callable, outputs: _Outputs) -> None:
     """Generations until `config.generations`, each checkpointed and written as it ends."""
     config = run.config
     toolbox = config.toolbox(run.num_archs, run.num_cells)
@@ -147,23 +180,21 @@ def _evolve(run: SearchState, evaluate: Callable, outputs: _Outputs, progress: b
     stats.register("min", _ok_stat(np.min))
     stats.register("mean", _ok_stat(np.mean))
     stats.register("max", _ok_stat(np.max))
-    initial = min(run.generation, config.generations)
-    with tqdm(total=config.generations, initial=initial, desc="search", unit="gen", disable=not progress) as bar:
-        while run.generation < config.generations:
-            previous = [tuple(ind) for ind in run.population]
-            evaluated = _generation(run, toolbox, evaluate)
-            run.generation += 1
-            run.populations.append([tuple(ind) for ind in run.population])
-            record = _record(run, stats, previous, evaluated)
-            save_state(outputs.run_dir, run)
-            outputs.write(run)
-            _log_generation(run, record)
-            bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
-            bar.update(1)
-            for callback in outputs.callbacks:
-                callback.on_generation_end(
-                    run.generation, dict(record), [tuple(ind) for ind in run.population], dict(run.evaluations)
-                )
+    for callback in outputs.callbacks:
+        callback.on_search_start(min(run.generation, config.generations), config.generations)
+    while run.generation < config.generations:
+        previous = [tuple(ind) for ind in run.population]
+        evaluated = _generation(run, toolbox, evaluate)
+        run.generation += 1
+        run.populations.append([tuple(ind) for ind in run.population])
+        record = _record(run, stats, previous, evaluated)
+        save_state(outputs.run_dir, run)
+        outputs.write(run)
+        _log_generation(run, record)
+        for callback in outputs.callbacks:
+            callback.on_generation_end(
+                run.generation, dict(record), [tuple(ind) for ind in run.population], dict(run.evaluations)
+            )
 
 
 def _generation(run: SearchState, toolbox: base.Toolbox, evaluate: Callable) -> int:

@@ -493,7 +493,7 @@ def test_modulenet_finetune_with_a_truncated_results_json_is_one_error_line(tmp_
 
 def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
     from modulenet.data import NpzDataModule
-    from modulenet.knowledge.quickstart import quickstart_knowledge_base
+    from modulenet.knowledge.quickstart import SourceRecipe, quickstart_knowledge_base
 
     rng = np.random.default_rng(0)
     np.savez(
@@ -509,7 +509,7 @@ def test_training_from_scratch_on_more_than_ten_classes_is_one_line(tmp_path):
         r"classes",
     ) as info:
         quickstart_knowledge_base(
-            NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, archs=["vgg_cifar"], epochs=1
+            NpzDataModule(str(tmp_path / "d.npz"), val_size=4), tmp_path, SourceRecipe(("vgg_cifar",), epochs=1)
         )
     assert "\n" not in str(info.value)
 

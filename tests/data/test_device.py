@@ -9,7 +9,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision import transforms
 
-from modulenet.data.base import IMAGENET_MEAN, IMAGENET_STD, Cutout, _uint8_to_float
+from modulenet.data.base import IMAGENET_MEAN, IMAGENET_STD, ArrayImages, Cutout, _uint8_to_float
 from modulenet.data.device import DeviceBatches, crop_and_flip, cutout, normalize
 
 
@@ -35,7 +35,7 @@ def test_crop_flip_normalise_and_cutout_are_the_per_image_operations():
 
 def test_without_augmentation_the_batches_are_the_evaluation_transform_exactly():
     x, y = images(10), torch.arange(10)
-    batches = DeviceBatches(x, y, batch_size=4, shuffle=False, augment=False)
+    batches = DeviceBatches(ArrayImages(x, y), batch_size=4, shuffle=False, augment=False)
     got = torch.cat([b for b, _ in batches])
     per_image = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     assert torch.equal(got, torch.stack([per_image(_uint8_to_float(img)) for img in x]))
@@ -44,24 +44,24 @@ def test_without_augmentation_the_batches_are_the_evaluation_transform_exactly()
 
 def test_the_same_seed_gives_the_same_batches_and_a_restored_state_continues_them():
     x, y = images(40), torch.arange(40)
-    a = DeviceBatches(x, y, batch_size=16, augment=True, cutout=8, seed=3)
-    b = DeviceBatches(x, y, batch_size=16, augment=True, cutout=8, seed=3)
+    a = DeviceBatches(ArrayImages(x, y), batch_size=16, augment=True, cutout=8, seed=3)
+    b = DeviceBatches(ArrayImages(x, y), batch_size=16, augment=True, cutout=8, seed=3)
     first = [(im.clone(), lab.clone()) for im, lab in a]
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(first, b))
     state = a.generator_state()  # after epoch 1: a resumed fine-tune restores this
     second = [im for im, _ in a]
-    c = DeviceBatches(x, y, batch_size=16, augment=True, cutout=8, seed=99)
+    c = DeviceBatches(ArrayImages(x, y), batch_size=16, augment=True, cutout=8, seed=99)
     c.set_generator_state(state)
     assert all(torch.equal(p, q) for p, q in zip(second, (im for im, _ in c)))
     assert not torch.equal(first[0][0], second[0])  # another epoch, other draws
-    other = DeviceBatches(x, y, batch_size=16, augment=True, cutout=8, seed=4)
+    other = DeviceBatches(ArrayImages(x, y), batch_size=16, augment=True, cutout=8, seed=4)
     assert not torch.equal(first[0][0], next(iter(other))[0])
 
 
 def test_offsets_flips_and_centres_have_the_per_image_distribution():
     """Over 4000 draws: crop offsets uniform over the 9 values of [0, 8] (padding 4 at 32 px), a flip
     rate of 1/2, Cutout centres uniform over the image (chi-square against uniform, generous bound)."""
-    batches = DeviceBatches(images(1), torch.zeros(1), batch_size=1, augment=True, cutout=16, seed=0)
+    batches = DeviceBatches(ArrayImages(images(1), torch.zeros(1)), batch_size=1, augment=True, cutout=16, seed=0)
     draws = {"offsets": [], "flips": [], "centres": []}
     g = batches.generator
     for _ in range(4000):  # the draws `augmented` makes, in its order, from the same generator
@@ -85,4 +85,4 @@ def test_offsets_flips_and_centres_have_the_per_image_distribution():
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_the_padding_follows_the_image_size_as_the_per_image_path(size):
-    assert DeviceBatches(images(2, size), torch.zeros(2), batch_size=2).padding == size // 8
+    assert DeviceBatches(ArrayImages(images(2, size), torch.zeros(2)), batch_size=2).padding == size // 8

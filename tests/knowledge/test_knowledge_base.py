@@ -456,14 +456,14 @@ def test_a_damaged_cached_knowledge_base_is_built_again_with_a_warning(tmp_path,
     import logging
 
     from modulenet.data import QuickstartDataModule
-    from modulenet.knowledge.quickstart import quickstart_knowledge_base
+    from modulenet.knowledge.quickstart import SourceRecipe, quickstart_knowledge_base
 
     dm = QuickstartDataModule(num_train=64, num_val=32, num_test=32, batch_size=32, seed=0)
-    first = quickstart_knowledge_base(dm, tmp_path, archs=("resnet_cifar8",), epochs=1, progress=False)
+    first = quickstart_knowledge_base(dm, tmp_path, SourceRecipe(("resnet_cifar8",), epochs=1), progress=False)
     (module,) = tmp_path.glob("quickstart-kb-*/modules/resnet_cifar8.pt")
     module.write_bytes(module.read_bytes()[:100])
     with caplog.at_level(logging.WARNING, logger="modulenet"):
-        again = quickstart_knowledge_base(dm, tmp_path, archs=("resnet_cifar8",), epochs=1, progress=False)
+        again = quickstart_knowledge_base(dm, tmp_path, SourceRecipe(("resnet_cifar8",), epochs=1), progress=False)
     assert "is damaged" in caplog.text and "building it again" in caplog.text
     assert again.weight_hashes() == first.weight_hashes()  # the same seed trains the same network
 
@@ -474,7 +474,7 @@ def test_source_training_follows_the_trainer_groups_precision(tmp_path, monkeypa
     import pytorch_lightning as pl
 
     from modulenet.data import QuickstartDataModule
-    from modulenet.knowledge.quickstart import quickstart_knowledge_base
+    from modulenet.knowledge.quickstart import SourceRecipe, quickstart_knowledge_base
     from modulenet.runtime.settings import TrainerSettings
 
     seen = []
@@ -490,8 +490,7 @@ def test_source_training_follows_the_trainer_groups_precision(tmp_path, monkeypa
         quickstart_knowledge_base(
             dm,
             tmp_path,
-            archs=("resnet_cifar8",),
-            epochs=1,
+            SourceRecipe(("resnet_cifar8",), epochs=1),
             progress=False,
             trainer=TrainerSettings(precision=precision),
         )

@@ -24,7 +24,7 @@ from modulenet.report import PAPER_TABLES, calibrate, dataset_key, load_runs, pa
 from modulenet.report.calibration import calibration_points
 from modulenet.report.correlation import kendall, spearman, spearman_rows
 from modulenet.rundir import read_evaluations
-from modulenet.search import SearchConfig, run_search
+from modulenet.search import SearchConfig, SearchSpace, run_search
 from modulenet.search.records import Evaluation
 from modulenet.search.score import search_score, similarity
 
@@ -110,7 +110,7 @@ def make_search(run_dir: Path, alpha: float, beta: float, seed: int) -> None:
     config = SearchConfig(
         generations=4, population_size=6, seed=seed, initial_genotypes=[(i,) * C for i in range(N)]
     )  # the originals, as the README's recipe
-    run_search(N, C, make_evaluate(alpha, beta), config, run_dir, arch_names=ARCHS, progress=False)
+    run_search(SearchSpace(N, C, ARCHS), make_evaluate(alpha, beta), config, run_dir)
     write_config(run_dir, alpha, beta)
 
 

@@ -15,7 +15,7 @@ from deap import creator
 
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import format_genotype
-from modulenet.search import SearchCallback, SearchConfig, new_survival, run_search
+from modulenet.search import SearchCallback, SearchConfig, SearchProgress, SearchSpace, new_survival, run_search
 from modulenet.search.records import Evaluation
 from modulenet.search.score import similarity
 
@@ -36,7 +36,7 @@ def optimum_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("search")
     evaluate, recorder = HiddenTarget(), Recorder()
     config = SearchConfig(generations=15, population_size=20, seed=3)
-    result = run_search(N, C, evaluate, config, run_dir, arch_names=NAMES, callbacks=[recorder], progress=False)
+    result = run_search(SearchSpace(N, C, NAMES), evaluate, config, run_dir, callbacks=[recorder])
     return result, evaluate, recorder, run_dir
 
 
@@ -115,7 +115,7 @@ def test_outputs(optimum_run):
 
 def test_one_generation_evaluates_the_initial_population_only(tmp_path):
     evaluate = HiddenTarget()
-    result = run_search(N, C, evaluate, SearchConfig(generations=1, population_size=12), tmp_path, progress=False)
+    result = run_search(SearchSpace(N, C), evaluate, SearchConfig(generations=1, population_size=12), tmp_path)
     assert len(evaluate.calls) == 1 and len(result.history) == 1
     assert len(result.population) == 12
     assert result.history[0]["new_survival"] == len(set(evaluate.calls[0]))
@@ -125,41 +125,39 @@ def _summary(result):
     return ([e.genotype for e in result.population], result.history, [e.genotype for e in result.evaluations])
 
 
-def test_resume_gives_the_same_run_as_an_uninterrupted_one(tmp_path):
+def test_resume_gives_the_same_run_as_an_uninterrupted_one(tmp_path, capsys):
     # p_size 10 is not a multiple of 4: the tournament draws in several calls.
     config = dict(population_size=10, seed=7, mutation_prob=0.5)
     straight = run_search(
-        N, C, HiddenTarget(), SearchConfig(generations=4, **config), tmp_path / "straight", progress=False
+        SearchSpace(N, C), HiddenTarget(), SearchConfig(generations=4, **config), tmp_path / "straight"
     )
 
-    run_search(N, C, HiddenTarget(), SearchConfig(generations=2, **config), tmp_path / "split", progress=False)
+    run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(generations=2, **config), tmp_path / "split")
     random.seed(999)  # whatever ran in between must not matter: the checkpoint restores the RNGs
     np.random.seed(999)
     evaluate, recorder = HiddenTarget(), Recorder()
     resumed = run_search(
-        N,
-        C,
+        SearchSpace(N, C),
         evaluate,
         SearchConfig(generations=4, **config),
         tmp_path / "split",
-        callbacks=[recorder],
+        callbacks=[recorder, SearchProgress()],
         resume=True,
-        progress=False,
     )
     assert _summary(resumed) == _summary(straight)
     assert [g for g, *_ in recorder.generations] == [3, 4]
+    bar = capsys.readouterr().err  # the bar starts where the checkpoint stopped
+    assert "search:  50%" in bar and "2/4" in bar and "4/4" in bar and "3/4" in bar
     assert not set(evaluate.requested) & {e.genotype for e in resumed.evaluations[: _evaluated(resumed, 2)]}
 
     # Already at generation 4: nothing is evaluated, the outputs are rewritten.
     (tmp_path / "split" / "search_curves.png").unlink()
     again = run_search(
-        N,
-        C,
+        SearchSpace(N, C),
         HiddenTarget(fail_first_gene=-1),
         SearchConfig(generations=4, **config),
         tmp_path / "split",
         resume=True,
-        progress=False,
     )
     assert _summary(again) == _summary(straight)
     assert (tmp_path / "split" / "search_curves.png").is_file()
@@ -171,17 +169,17 @@ def _evaluated(result, generations: int) -> int:
 
 def test_resume_from_a_directory_that_is_not_a_search_run(tmp_path):
     with pytest.raises(ModuleNetError, match="is not a search run: it has no search_state.json"):
-        run_search(N, C, HiddenTarget(), SearchConfig(), tmp_path, resume=True, progress=False)
+        run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(), tmp_path, resume=True)
     (tmp_path / "search_state.json").write_text("{not json")
     with pytest.raises(ModuleNetError, match="is not a search run: its search_state.json is unreadable"):
-        run_search(N, C, HiddenTarget(), SearchConfig(), tmp_path, resume=True, progress=False)
+        run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(), tmp_path, resume=True)
 
 
 def test_resume_with_a_different_population_size_is_refused(tmp_path):
-    run_search(N, C, HiddenTarget(), SearchConfig(generations=1, population_size=4), tmp_path, progress=False)
+    run_search(SearchSpace(N, C), HiddenTarget(), SearchConfig(generations=1, population_size=4), tmp_path)
     with pytest.raises(ModuleNetError, match="population_size=6 but the stored run has population_size=4"):
         run_search(
-            N, C, HiddenTarget(), SearchConfig(generations=2, population_size=6), tmp_path, resume=True, progress=False
+            SearchSpace(N, C), HiddenTarget(), SearchConfig(generations=2, population_size=6), tmp_path, resume=True
         )
 
 
@@ -189,7 +187,7 @@ def test_resume_with_a_different_population_size_is_refused(tmp_path):
 def test_multi_objective_search(tmp_path, objectives):
     evaluate = HiddenTarget()
     config = SearchConfig(generations=4, population_size=12, objectives=objectives)
-    result = run_search(N, C, evaluate, config, tmp_path, progress=False)
+    result = run_search(SearchSpace(N, C), evaluate, config, tmp_path)
     assert len(result.population) == 12
     assert len(evaluate.requested) == len(set(evaluate.requested))
     state = json.loads((tmp_path / "search_state.json").read_text())
@@ -210,16 +208,14 @@ def test_small_populations_and_short_genotypes(tmp_path, population_size, num_ce
         ]
 
     config = SearchConfig(generations=3, population_size=population_size, mutation_prob=1.0)
-    result = run_search(3, num_cells, evaluate, config, tmp_path, progress=False)
+    result = run_search(SearchSpace(3, num_cells), evaluate, config, tmp_path)
     assert len(result.population) == population_size
     assert all(len(e.genotype) == num_cells for e in result.population)
 
 
 def test_failed_individuals_are_kept_out_of_the_statistics(tmp_path):
     evaluate = HiddenTarget(fail_first_gene=0)
-    result = run_search(
-        N, C, evaluate, SearchConfig(generations=5, population_size=12, seed=1), tmp_path, progress=False
-    )
+    result = run_search(SearchSpace(N, C), evaluate, SearchConfig(generations=5, population_size=12, seed=1), tmp_path)
     assert any(e.status == "failed" for e in result.evaluations)
     assert all(e.status == "ok" for e in result.population)  # WORST_SCORE loses every comparison
     assert all(row["max"] <= 1.0 + BETA for row in result.history)  # the worst ok score, not WORST_SCORE
@@ -246,7 +242,7 @@ def test_failed_individuals_are_kept_out_of_the_statistics(tmp_path):
 def test_bad_config_values_are_named(tmp_path, change, message):
     evaluate = HiddenTarget()
     with pytest.raises(ModuleNetError, match=message) as info:
-        run_search(N, C, evaluate, SearchConfig(**change), tmp_path, progress=False)
+        run_search(SearchSpace(N, C), evaluate, SearchConfig(**change), tmp_path)
     assert "\n" not in str(info.value) and evaluate.calls == []
 
 
@@ -283,7 +279,7 @@ def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_pa
     )
     assert type(config).__name__ == "ZeroMutation" and config.seed == 7
     evaluate = HiddenTarget()
-    run_search(N, C, evaluate, config, tmp_path / "run", progress=False)
+    run_search(SearchSpace(N, C), evaluate, config, tmp_path / "run")
     first, *later = evaluate.calls
     assert len(set(first)) > 1 and later  # a random initial population, then only mutants of all zeros
     assert all(call == [] or set(call) == {(0,) * C} for call in later)
