@@ -97,7 +97,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A unique temporary path beside `path` for the block to write; renamed onto `path` when the
     block ends, removed if it fails: readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The real suffix last: torch.export.save warns about a name not ending in .pt2.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
