@@ -115,7 +115,7 @@ class SearchProgress(SearchCallback):
         self.bar = tqdm(total=generations, initial=generation, desc="search", unit="gen")
 
     def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
-        self.bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"])
+        self.bar.set_postfix(best=f"{record['best_score']:.4f}", new=record["new_survival"], refresh=False)
         self.bar.update(1)
 
     def on_search_end(self, result: SearchResult) -> None:
