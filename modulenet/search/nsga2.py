@@ -61,6 +61,9 @@ class SearchCallback:
     def on_search_start(self, generation: int, generations: int) -> None:
         """Before the first generation of this call; `generation` > 0 when a run is resumed."""
 
+    def on_exception(self, error: BaseException) -> None:
+        """The search stopped with `error` (it is raised again after the callbacks)."""
+
     def on_generation_end(self, generation: int, record: dict, population: list[tuple], evaluations: dict) -> None:
         """After generation `generation` is selected and checkpointed. `record` is its history row,
         `population` its genotypes, `evaluations` genotype -> Evaluation so far (a copy)."""
@@ -111,6 +114,8 @@ def vary(parents: list, toolbox: base.Toolbox, config: SearchConfig) -> list:
 class SearchProgress(SearchCallback):
     """A tqdm bar over the generations, with the best score and new survival so far."""
 
+    bar: tqdm | None = None
+
     def on_search_start(self, generation: int, generations: int) -> None:
         self.bar = tqdm(total=generations, initial=generation, desc="search", unit="gen")
 
@@ -120,6 +125,10 @@ class SearchProgress(SearchCallback):
 
     def on_search_end(self, result: SearchResult) -> None:
         self.bar.close()
+
+    def on_exception(self, error: BaseException) -> None:
+        if self.bar is not None:  # the error's one line goes below the bar, not onto it
+            self.bar.close()
 
 
 def run_search(
@@ -155,8 +164,13 @@ def run_search(
     with hold(run_dir):
         run = load_state(run_dir, config, n, c, depends_on) if resume else SearchState(config, n, c, depends_on)
         outputs = _Outputs(run_dir, space.arch_names, callbacks)
-        _evolve(run, evaluate, outputs)
-        return _finish(run, outputs)
+        try:
+            _evolve(run, evaluate, outputs)
+            return _finish(run, outputs)
+        except BaseException as error:
+            for callback in callbacks:
+                callback.on_exception(error)
+            raise
 
 
 @dataclass

@@ -167,6 +167,28 @@ def test_resume_gives_the_same_run_as_an_uninterrupted_one(tmp_path, capsys):
     assert (tmp_path / "split" / "search_curves.png").is_file()
 
 
+def test_a_search_that_stops_with_an_error_closes_its_progress_bar(tmp_path, capsys):
+    """The bar ends its line before the error is reported, as the callbacks hear of the error."""
+
+    class Breaks(HiddenTarget):
+        def __call__(self, genotypes):
+            if self.calls:
+                raise ModuleNetError("the evaluator broke")
+            return super().__call__(genotypes)
+
+    class Heard(SearchCallback):
+        error = None
+
+        def on_exception(self, error):
+            self.error = error
+
+    progress, heard = SearchProgress(), Heard()
+    with pytest.raises(ModuleNetError, match="the evaluator broke"):
+        run_search(SearchSpace(N, C), Breaks(), SearchConfig(generations=3), tmp_path, [progress, heard])
+    assert str(heard.error) == "the evaluator broke"
+    assert progress.bar.disable and capsys.readouterr().err.endswith("\n")
+
+
 def _evaluated(result, generations: int) -> int:
     return sum(row["evaluated"] for row in result.history[:generations])
 
