@@ -45,6 +45,11 @@ def format_genotype(code: Sequence[int]) -> str:
     return sep.join(str(int(i)) for i in code)
 
 
+def is_original(code: Sequence) -> bool:
+    """`[i] * c`: architecture i's own modules in order, no mix of sources (Sec. III-B)."""
+    return len(set(code)) == 1
+
+
 def read_genotype_text(text: str, num_cells: int | None) -> tuple[int, ...]:
     """A genotype as `format_genotype` writes it: "21111", or "1,10,2" once an index has two digits."""
     text = str(text).strip()

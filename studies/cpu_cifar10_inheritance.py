@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from modulenet.genotype import format_genotype, is_original
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT", ROOT.parent / "studies" / "cpu_cifar10_inheritance"))
 DOCS = Path(os.environ.get("DOCS", ROOT / "docs" / "cpu_cifar10_inheritance"))
@@ -283,7 +285,7 @@ def same_data_points() -> list[dict]:
         errors: dict[int, float] = {}
         for name in (f"finetune_{connection}.json", f"fig8_finetune_{connection}.json"):
             for row in json.loads((SAME_DATA / name).read_text())["results"]:
-                if "".join(map(str, row["genotype"])) == genotype:
+                if format_genotype(row["genotype"]) == genotype:
                     errors.setdefault(int(row["seed"]), row["test_error"])
         points.append(
             {
@@ -458,7 +460,7 @@ def _hybrids_search_run(search: Path, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(search, tmp, ignore=shutil.ignore_patterns("wandb", "*.lock"))
         results = json.loads((tmp / "results.json").read_text())
-        results["population"] = [r for r in results["population"] if len(set(r["genotype"])) > 1]
+        results["population"] = [r for r in results["population"] if not is_original(r["genotype"])]
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         tmp.rename(out)
     return out
@@ -471,7 +473,7 @@ def study2_report(args) -> None:
 
     source = Path(args.rows_from) if args.rows_from else OUT
     search = source / "study2-search"
-    cost = {"".join(map(str, e["genotype"])): e for e in read_evaluations(search)}
+    cost = {format_genotype(e["genotype"]): e for e in read_evaluations(search)}
     rows = []
     (DOCS / "predictions").mkdir(parents=True, exist_ok=True)
     arms = [("front", source / "study2-finetune"), ("population hybrids (added)", source / "study2-finetune-hybrids")]
@@ -479,22 +481,22 @@ def study2_report(args) -> None:
         if not (finetune / "finetune.json").is_file():
             continue
         for r in json.loads((finetune / "finetune.json").read_text())["results"]:
-            genotype = "".join(map(str, r["genotype"]))
-            name = f"study2-{genotype}-seed{r['seed']}.npz"
+            rows.append(_study2_row(arm, r, cost))
+            name = f"study2-{rows[-1]['genotype']}-seed{r['seed']}.npz"
             shutil.copyfile(finetune / r["network"] / "test_predictions.npz", DOCS / "predictions" / name)
-            rows.append(_study2_row(arm, r, cost[genotype]))
     (DOCS / "study2_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     _study2_markdown(rows, cost)
 
 
-def _study2_row(arm: str, r: dict, cost: dict) -> dict:
-    genotype = "".join(map(str, r["genotype"]))
+def _study2_row(arm: str, r: dict, costs: dict) -> dict:
+    genotype = format_genotype(r["genotype"])
+    cost = costs[genotype]
     return {
         "arm": arm,
         "label": r["label"],
         "genotype": genotype,
         "architecture": r["architecture"],
-        "original": len(set(genotype)) == 1,
+        "original": is_original(genotype),
         "seed": r["seed"],
         "test_error": r["test_error"],
         "val_error": r["val_error"],
@@ -574,8 +576,8 @@ def _study2_intro(seeds: list[int], cost: dict) -> list[str]:
     from modulenet.search.outputs import dominates
 
     frozen = {g: (float(e["err_val"]), float(e["flops"])) for g, e in cost.items() if e.get("status", "ok") == "ok"}
-    frozen_originals = [g for g in frozen if len(set(g)) == 1]
-    frozen_hybrids = [g for g in frozen if len(set(g)) > 1]
+    frozen_originals = [g for g in frozen if is_original(g)]
+    frozen_hybrids = [g for g in frozen if not is_original(g)]
     frozen_free = [g for g in frozen_hybrids if not any(dominates(frozen[o], frozen[g]) for o in frozen_originals)]
     return [
         "# Study 2: the accuracy/cost front (generated from study2_rows.json)",

@@ -4,6 +4,7 @@ those the options below name, then the originals for comparison."""
 from __future__ import annotations
 
 from modulenet.finetune.settings import FinetuneSettings
+from modulenet.genotype import is_original
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.search.outputs import non_dominated, search_path, spread_over_ranking
 
@@ -26,7 +27,7 @@ def select_candidates(
         limit = settings.top_k if settings.candidates == "top_k" else settings.max_candidates
         ranked = sorted(finals, key=lambda code: scores[code])[:limit]
     elif settings.candidates == "front":  # an original on the front is fine-tuned once, under its own name
-        front = [code for code in final_front(results) if not (settings.include_originals and len(set(code)) == 1)]
+        front = [code for code in final_front(results) if not (settings.include_originals and is_original(code))]
         ranked = sorted(front, key=lambda code: scores[code])[: settings.max_candidates]
     elif settings.candidates == "every_generation":
         ranked = search_path(results, scores, settings.max_candidates)

@@ -56,7 +56,7 @@ def quickstart_knowledge_base(
         "precision": choose_precision(trainer.precision, device).precision,
         "float32_matmul_precision": trainer.float32_matmul_precision if device.type == "cuda" else "highest",
     }
-    keyed = {**asdict(recipe), "archs": archs, "data": datamodule_signature(datamodule), **trained_in}
+    keyed = {**asdict(recipe), "data": datamodule_signature(datamodule), **trained_in}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"quickstart-kb-{key}"
     cached = load_cached_knowledge_base(path)

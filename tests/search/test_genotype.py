@@ -1,7 +1,7 @@
 import pytest
 
 from modulenet.errors import GenotypeError, ModuleNetError
-from modulenet.genotype import describe_genotype, format_genotype, parse_genotype, search_space_size
+from modulenet.genotype import describe_genotype, format_genotype, is_original, parse_genotype, search_space_size
 
 NAMES = ["resnet34", "resnet50", "vgg16"]
 
@@ -45,3 +45,8 @@ def test_bad_genotypes_name_position_and_valid_range(value, message):
 
 def test_describe():
     assert describe_genotype((2, 0, 0), NAMES) == ["vgg16", "resnet34", "resnet34"]
+
+
+def test_an_original_is_one_architecture_in_every_cell():
+    assert is_original((2, 2, 2)) and is_original("111") and is_original([0])
+    assert not is_original((1, 2, 2)) and not is_original("122")
