@@ -48,7 +48,11 @@ DOCS = Path(os.environ.get("DOCS", ROOT / "docs" / "cpu_cifar10_inheritance"))
 KNOWLEDGE_BASE = DOCS / "knowledge_base"
 SEEDS = (0, 1, 2)
 HYBRID, ORIGINAL = "211", "111"  # allconv+vgg+vgg (the same-data study's least_squares pick), vgg_cifar
-# (arm, genotype, init, epochs), in the order they run within a seed
+# init SOURCE_RECIPE: random initialisation, then the sources' recipe (knowledge_base=same_data's
+# SourceRecipe: train_source_network, lr 0.05, SOURCE_EPOCHS) on the architecture itself, then the fine-tune
+SOURCE_RECIPE, SOURCE_EPOCHS = "scratch, sources' recipe first", 20
+SOURCES_RECIPE_TRUNK = "sources_recipe_trunk.pt"  # the first stage's trunk, until the network is saved
+# (arm, genotype, init, fine-tuning epochs), in the order they run within a seed
 ARMS = [
     ("H-inh-36", HYBRID, "inherited", 36),
     ("H-scratch-36", HYBRID, "scratch", 36),
@@ -58,6 +62,12 @@ ARMS = [
     ("O-inh-18", ORIGINAL, "inherited", 18),
     ("H-inh-6", HYBRID, "inherited", 6),
     ("O-inh-6", ORIGINAL, "inherited", 6),
+    # the protocol's amendment of 2026-12-05: scratch arms matched in epochs to the inherited ones,
+    # whose modules had trained SOURCE_EPOCHS before the fine-tune's 36
+    ("H-scratch-56", HYBRID, "scratch", 56),
+    ("O-scratch-56", ORIGINAL, "scratch", 56),
+    ("H-scratch-20+36", HYBRID, SOURCE_RECIPE, 36),
+    ("O-scratch-20+36", ORIGINAL, SOURCE_RECIPE, 36),
 ]
 # The protocol's questions: (A, B) asks whether A beats B, each by the win rule
 QUESTIONS = [
@@ -66,6 +76,10 @@ QUESTIONS = [
     ("H-inh-6", "O-inh-6", "the hybrid against the original at 6 epochs"),
     ("H-inh-18", "O-inh-18", "the hybrid against the original at 18 epochs"),
     ("H-inh-36", "O-inh-36", "the hybrid against the original at 36 epochs"),
+    ("H-inh-36", "H-scratch-56", "inherited weights against the same hybrid from scratch, equal epochs (56)"),
+    ("O-inh-36", "O-scratch-56", "inherited weights against the same original from scratch, equal epochs (56)"),
+    ("H-inh-36", "H-scratch-20+36", "inherited weights against the same hybrid through the sources' recipe (20+36)"),
+    ("O-inh-36", "O-scratch-20+36", "inherited weights against the same original through the sources' recipe (20+36)"),
 ]
 RECIPE = {"lr": 0.02, "cutout": 16, "batch_size": 128, "augment": True}  # the same-data study's fine-tuning
 OVERRIDES = [
@@ -108,7 +122,7 @@ def study1(args) -> None:
     from modulenet.runtime.precision import device_model
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    cfg, kb, _ = same_data_knowledge_base(args.overrides)
+    cfg, kb, source_data = same_data_knowledge_base(args.overrides)
     ft = cfg.finetune.copy()
     ft.update(RECIPE)
     dataset_config, datamodule = finetune_datamodule(cfg.dataset, ft)
@@ -131,22 +145,31 @@ def study1(args) -> None:
                 precision="32-true",
                 accelerator="cpu",
                 seed=seed,
-                init=init,
+                init="inherited" if init == SOURCE_RECIPE else init,
             )
             print(f"{time.strftime('%H:%M:%S')} {arm} seed {seed}: {epochs} epochs", flush=True)
             start = time.perf_counter()
             code = kb.parse_genotype(genotype)
+            base, extra = kb, {}
+            if init == SOURCE_RECIPE:
+                source_epochs = args.epochs or SOURCE_EPOCHS
+                lr = cfg.knowledge_base.train_lr
+                base = _sources_recipe_first(kb, code, source_data, settings, (source_epochs, lr), folder)
+                extra = {"init": init, "source_epochs": source_epochs}
             network, description = finetune_architecture(
-                kb, code, datamodule, settings, progress=False, checkpoints=folder / rundir.CHECKPOINTS
+                base, code, datamodule, settings, progress=False, checkpoints=folder / rundir.CHECKPOINTS
             )
+            description = {**description, **extra}
             save_network(folder, network, {**description, "label": arm, "dataset": dataset_config})
             shutil.rmtree(folder / rundir.CHECKPOINTS, ignore_errors=True)
+            (folder / SOURCES_RECIPE_TRUNK).unlink(missing_ok=True)
             rows.append(
                 {
                     "arm": arm,
                     "genotype": genotype,
                     "architecture": description["architecture"],
                     "init": init,
+                    **({"source_epochs": extra["source_epochs"]} if extra else {}),
                     "epochs": settings.epochs,
                     "seed": seed,
                     "val_error": description["val_error"],
@@ -159,6 +182,64 @@ def study1(args) -> None:
             )
             write_atomic(rows_path, json.dumps(rows, indent=2))
             print(f"  val {description['val_error']:.4f} test {description['test_error']:.4f}", flush=True)
+
+
+class _TrainedTrunk:
+    """A knowledge base whose `assemble` gives a copy of `trunk`, trained elsewhere: the fine-tune then
+    starts from its weights (every other attribute is the knowledge base's)."""
+
+    def __init__(self, kb, trunk):
+        self.kb, self.trunk = kb, trunk
+
+    def __getattr__(self, name: str):
+        return getattr(self.kb, name)
+
+    def assemble(self, genotype, connection="channel_pool", trainable=False, resolution="reduce"):
+        import copy
+
+        trunk = copy.deepcopy(self.trunk).requires_grad_(trainable)
+        return trunk.train(trainable)
+
+
+def _sources_recipe_first(kb, code, source_data, settings, recipe: tuple[int, float], folder: Path) -> _TrainedTrunk:
+    """The architecture `code` from random initialisation (its 1x1 stitch included) trained with the
+    sources' recipe (knowledge_base=same_data: `train_source_network` at its `train_lr`, on the data
+    module the sources trained on, with a sources' head: mean pool and one linear layer), `recipe`
+    (epochs, learning rate) from `settings.seed`; the head is then dropped. Saved in `folder`, so a rerun fine-tunes
+    on from it (a killed first stage starts again)."""
+    import torch
+    from torch import nn
+
+    from modulenet.knowledge.training import train_source_network
+    from modulenet.rng import seeded
+    from modulenet.runtime.settings import TrainerSettings
+
+    scratch = kb.reinitialized(settings.seed)
+    trunk = scratch.assemble(code, connection=settings.connection, trainable=True, resolution=settings.resolution)
+    saved = folder / SOURCES_RECIPE_TRUNK
+    if saved.is_file():
+        trunk.load_state_dict(torch.load(saved, weights_only=True))
+        return _TrainedTrunk(scratch, trunk)
+    epochs, lr = recipe
+    with seeded(settings.seed):
+        linear = nn.Linear(trunk.out_channels, source_data.num_classes)
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+        model = nn.Sequential(trunk, head)
+        accuracy = train_source_network(
+            model,
+            source_data.train_dataloader(),
+            source_data.val_dataloader(),
+            epochs=epochs,
+            lr=lr,
+            trainer=TrainerSettings(precision="32-true", accelerator="cpu"),
+            progress=False,
+        )
+    print(f"  sources' recipe, {epochs} epochs: validation accuracy {accuracy:.4f}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    from modulenet.knowledge.base import atomic_torch_save
+
+    atomic_torch_save({k: v.detach().cpu() for k, v in trunk.state_dict().items()}, saved)
+    return _TrainedTrunk(scratch, trunk)
 
 
 def study1_rows(source: Path) -> list[dict]:
