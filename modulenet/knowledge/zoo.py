@@ -12,6 +12,7 @@ build its network and how to cut it into `num_cells` cells that share the networ
 - DARTS-family CIFAR networks `darts_v2`, `pdarts`, `pc_darts_cifar`, `pc_darts_image` (c = 5,
   Sec. IV-B2): the stem, then cells 0-4, 5-9, 10-14, 15-19 (see `darts.py`).
 - Your own model: `CutPointArchitecture` (see `cut_points.py`).
+- timm models (`knowledge_base=timm`): `TimmArchitecture`, cut at `feature_info` stages (see `timm_zoo.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modulenet.knowledge.cifar_resnet import CIFAR_RESNET_DEPTHS, CifarResNet
 from modulenet.knowledge.cut_points import CutPointArchitecture
 from modulenet.knowledge.darts import DartsNetwork, module_bounds, paper_reductions, split_darts
 from modulenet.knowledge.darts_genotypes import GENOTYPES, DartsGenotype
+from modulenet.knowledge.timm_zoo import TimmArchitecture  # imports timm only when a timm model is built
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
@@ -195,9 +197,19 @@ class DartsArchitecture(Architecture):
         return config
 
 
+# The families a saved knowledge base may name. timm models are registered here only: their
+# names are timm's (resnet50 is also torchvision's), so get_architecture never resolves one;
+# knowledge_base=timm (timm_zoo.timm_knowledge_base) builds them.
 FAMILIES: dict[str, type[Architecture]] = {
     cls.family: cls
-    for cls in (TorchvisionResNet, TorchvisionVGG, CifarResNetArchitecture, SmallCifarCNN, DartsArchitecture)
+    for cls in (
+        TorchvisionResNet,
+        TorchvisionVGG,
+        CifarResNetArchitecture,
+        SmallCifarCNN,
+        DartsArchitecture,
+        TimmArchitecture,
+    )
 }
 
 
