@@ -134,6 +134,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        # each test image's position in the dataset's own test images (x_test of an npz), once set up by
+        # assign_validation: what a saved prediction file records, so paired tests name the images
+        self.test_index: Tensor | None = None
         self._train_plain: Dataset | None = None  # the training split with the eval transform
         self._search: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
@@ -179,10 +182,12 @@ class ImageDataModule(pl.LightningDataModule):
         self, pool: ArrayImages, test: ArrayImages, val_from: str, val_size: int | float
     ) -> tuple[Dataset, Dataset, Dataset]:
         """(train, val, test) by `val_from` (see `check_val_from`)."""
+        self.test_index = torch.arange(len(test))
         if val_from == "test":
             return pool, test, test
         if val_from == "test_split":
             test_idx, val_idx = self.split_indices(len(test), val_size)
+            self.test_index = test_idx
             return pool, test.subset(val_idx), test.subset(test_idx)
         train_idx, val_idx = self.split_indices(len(pool), val_size)
         return pool.subset(train_idx), pool.subset(val_idx), test

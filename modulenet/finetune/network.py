@@ -42,6 +42,7 @@ class Network(nn.Module):
         self.pool = pool
         self.description: dict = {}
         self.test_predictions: torch.Tensor | None = None  # (label, predicted) per test image, once measured
+        self.test_index: torch.Tensor | None = None  # their positions in the dataset's test images, where known
         # the fitted connections it was assembled with (fitted_state), where its connection is fitted:
         # a reload assembles the same trunk before the weights go in
         self.fitted: dict[str, torch.Tensor] | None = None
@@ -85,7 +86,7 @@ def save_network(directory: str | os.PathLike, network: Network, description: di
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_torch_save(state, directory / rundir.NETWORK_WEIGHTS)
     if network.test_predictions is not None:
-        save_predictions(directory / rundir.NETWORK_PREDICTIONS, network.test_predictions)
+        save_predictions(directory / rundir.NETWORK_PREDICTIONS, network.test_predictions, network.test_index)
     if network.fitted is not None:
         atomic_torch_save(network.fitted, directory / rundir.NETWORK_CONNECTIONS)
     write_atomic(directory / rundir.NETWORK_DESCRIPTION, json.dumps(description, indent=2))
@@ -181,25 +182,35 @@ def measure_network(
     return measured
 
 
-def save_predictions(path: str | os.PathLike, predictions: torch.Tensor) -> Path:
-    """Each test image's index, label and predicted class as a compressed `.npz` (plain arrays)."""
+def save_predictions(path: str | os.PathLike, predictions: torch.Tensor, x_test_index=None) -> Path:
+    """Each test image's index (its position in the tested split), label and predicted class as a
+    compressed `.npz` (plain arrays); with `x_test_index`, also each image's position in the dataset's
+    own test images (ImageDataModule.test_index: a test split that validates on part of them)."""
     import numpy as np
 
     path = Path(path)
     pairs = predictions.numpy().astype(np.int16)
+    arrays = {"index": np.arange(len(pairs), dtype=np.int32), "label": pairs[:, 0], "predicted": pairs[:, 1]}
+    if x_test_index is not None:
+        arrays["x_test_index"] = np.asarray(x_test_index, dtype=np.int32)
+        if len(arrays["x_test_index"]) != len(pairs):
+            raise ModuleNetError(f"{len(pairs)} test predictions but {len(arrays['x_test_index'])} test indices")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        index = np.arange(len(pairs), dtype=np.int32)
-        np.savez_compressed(handle, index=index, label=pairs[:, 0], predicted=pairs[:, 1])
+        np.savez_compressed(handle, **arrays)
     return path
 
 
 def read_predictions(path: str | os.PathLike) -> dict:
-    """A `save_predictions` file as {"index", "label", "predicted"} arrays (no pickled objects)."""
+    """A `save_predictions` file as {"index", "label", "predicted"} arrays, and "x_test_index" where it
+    was saved (no pickled objects)."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in ("index", "label", "predicted")}
+            found = {key: data[key] for key in ("index", "label", "predicted")}
+            if "x_test_index" in data.files:
+                found["x_test_index"] = data["x_test_index"]
+            return found
     except (OSError, KeyError, ValueError) as err:
         raise ModuleNetError(f"{path} is not a predictions file ({first_line(err)})") from None
 

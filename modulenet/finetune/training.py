@@ -98,6 +98,7 @@ def _finetune_architecture(
     # the test split as modulenet-evaluate measures it, each image's prediction kept for paired tests
     test = measure_network(network, datamodule.test_dataloader(), trainer.precision, device, predictions=True)
     network.test_predictions = test["predictions"]
+    network.test_index = getattr(datamodule, "test_index", None)
     network.description = {
         **describe_network(kb, genotype, s, datamodule.image_size, datamodule.num_classes, in_features),
         "precision": trainer.precision,  # what `auto` chose: a reload measures in it

@@ -272,6 +272,7 @@ def test_npz_val_from_test_split_validates_and_tests_on_disjoint_test_images(sha
     x_test, y_test = next(iter(dm.test_dataloader()))
     assert len(x_test) == n_test - 500
     assert torch.equal(y_test, torch.from_numpy(shared_arrays["y_test"][test_idx.numpy()]).long())
+    assert torch.equal(dm.test_index, test_idx)  # what saved predictions record (finetune/network.py)
     with pytest.raises(DataError) as excinfo:
         NpzDataModule(str(CIFAR_NPZ), val_from="test_split", val_size=n_test).setup()
     one_line_error(excinfo, f"val_size={n_test}", f"1..{n_test - 1}")

@@ -142,5 +142,6 @@ def test_each_test_images_prediction_is_saved_and_gives_the_recorded_error(finet
     (row,) = finished
     predictions = read_predictions(out / row.network / rundir.NETWORK_PREDICTIONS)
     assert list(predictions["index"]) == list(range(200))
+    assert list(predictions["x_test_index"]) == list(range(200))  # val_from=train: every x_test image tests
     assert np.mean(predictions["predicted"] != predictions["label"]) == pytest.approx(row.test_error)
     assert list(predictions["label"]) == list(np.load(CIFAR_NPZ)["y_test"][:200])
