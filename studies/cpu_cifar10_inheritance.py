@@ -268,6 +268,9 @@ def study1_report(args) -> None:
         if found.is_file():
             shutil.copyfile(found, DOCS / "predictions" / name)
     (DOCS / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    x_test_index, y_test = _study_test_index("study1")
+    for row in rows:
+        _index_predictions(DOCS / "predictions" / f"{row['arm']}-seed{row['seed']}.npz", x_test_index, y_test, row)
 
     by_arm: dict[str, dict[int, dict]] = {}
     for row in rows:
@@ -280,20 +283,23 @@ def study1_report(args) -> None:
         "# Study 1: inheritance against training from scratch, by budget (generated from rows.json)",
         "",
         "Test error (%) on the 1017 `x_test` images, mean ± sd over the seeds that finished; validation",
-        "error on the 1000 held-out `x_train` images beside it.",
+        "error on the 1000 held-out `x_train` images beside it. Each run's predictions",
+        "(`predictions/<arm>-seed<k>.npz`) name their `x_test` images (`x_test_index`, checked against `y_test`).",
         "",
         "| arm | architecture | weights at the start | epochs | seeds | val error (%) | test error (%) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for arm, _, init, _ in ARMS:
+    for arm, genotype, init, planned in ARMS:
         runs = by_arm.get(arm, {})
         if not runs:
-            lines.append(f"| {arm} | | {init} | | none yet | | |")
+            planned = f"{SOURCE_EPOCHS} + {planned}" if init == SOURCE_RECIPE else planned
+            lines.append(f"| {arm} | {genotype} | {init} | {planned} | none yet | | |")
             continue
         first = next(iter(runs.values()))
         val, test = (mean_sd([r[key] for r in runs.values()]) for key in ("val_error", "test_error"))
         seeds = ",".join(map(str, sorted(runs)))
-        lines.append(f"| {arm} | {first['architecture']} | {init} | {first['epochs']} | {seeds} | {val} | {test} |")
+        epochs = f"{first['source_epochs']} + {first['epochs']}" if "source_epochs" in first else first["epochs"]
+        lines.append(f"| {arm} | {first['architecture']} | {init} | {epochs} | {seeds} | {val} | {test} |")
     lines += [
         "",
         "Paired McNemar tests, seed k against seed k (exact binomial on the discordant images): "
@@ -322,17 +328,26 @@ def study1_report(args) -> None:
         else:
             verdict = "no difference shown"
         lines.append(f"| {question} | {a} | {b} | {cells} | {gap:+.2f} | {verdict} |")
+    missing = [f"{arm} seed{'s' * (len(left) > 1)} {', '.join(map(str, left))}" for arm, left in _unfinished(by_arm)]
+    if missing:
+        lines += ["", f"Not finished yet (running, or to run): {'; '.join(missing)}."]
     machines = sorted({r["machine"] for r in rows})
     bases = sorted({json.dumps(r["knowledge_base_sha256"], sort_keys=True) for r in rows})
     hours = sum(r["seconds"] for r in rows) / 3600
     lines += [
         "",
         f"Machines: {'; '.join(machines)}. Knowledge bases: {len(bases)} distinct (sha256 of the modules' "
-        f"tensors). Fine-tuning time: {hours:.2f} h in all.",
+        f"tensors). Training time: {hours:.2f} h in all (the 20+36 arms' first stage included).",
     ]
     (DOCS / "study1.md").write_text("\n".join(lines) + "\n")
     _figure(by_arm, DOCS / "study1.png")
     print("\n".join(lines))
+
+
+def _unfinished(by_arm: dict) -> list[tuple[str, list[int]]]:
+    """The protocol's arms with seeds that have no row yet, and those seeds."""
+    left = [(arm, [s for s in SEEDS if s not in by_arm.get(arm, {})]) for arm, *_ in ARMS]
+    return [(arm, seeds) for arm, seeds in left if seeds]
 
 
 def same_data_knowledge_base(extra: list[str]):
@@ -554,6 +569,8 @@ def study2_report(args) -> None:
 
     source = Path(args.rows_from) if args.rows_from else OUT
     search = source / "study2-search"
+    if not (search / "evaluations.csv").is_file():  # the run folders are gone: the committed search
+        search = DOCS / "study2_search"
     cost = {format_genotype(e["genotype"]): e for e in read_evaluations(search)}
     rows = []
     (DOCS / "predictions").mkdir(parents=True, exist_ok=True)
@@ -565,8 +582,64 @@ def study2_report(args) -> None:
             rows.append(_study2_row(arm, r, cost))
             name = f"study2-{rows[-1]['genotype']}-seed{r['seed']}.npz"
             shutil.copyfile(finetune / r["network"] / "test_predictions.npz", DOCS / "predictions" / name)
-    (DOCS / "study2_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if rows:
+        (DOCS / "study2_rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    else:  # no run folders here: the committed rows
+        rows = json.loads((DOCS / "study2_rows.json").read_text())
+    x_test_index, y_test = _study_test_index("study2")
+    for row in rows:
+        _index_predictions(_study2_predictions(row["genotype"], row["seed"]), x_test_index, y_test, row)
     _study2_markdown(rows, cost)
+
+
+def _study_test_index(study: str):
+    """(x_test_index, y_test): which `x_test` images a study tested, from the data module's own split
+    code with the dataset settings it ran with: study 1 `experiment=cpu_cifar10_same_data`
+    (val_from=train: all 1017), study 2 its committed search config (val_from=test_split, 500 of them
+    validate, seed 0: the other 517)."""
+    import numpy as np
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from modulenet.app.config import shared_dir
+
+    if study == "study1":
+        dataset = compose([]).dataset
+    else:
+        dataset = OmegaConf.load(DOCS / "study2_search" / "config_resolved.yaml").dataset
+        if not Path(dataset.path).is_file():  # resolved on another machine
+            dataset.path = str(Path(shared_dir()) / "data" / Path(dataset.path).name)
+    datamodule = instantiate(dataset)
+    datamodule.setup()
+    with np.load(datamodule.path, allow_pickle=False) as data:
+        y_test = data["y_test"]
+    return datamodule.test_index.numpy(), y_test
+
+
+def _index_predictions(path: Path, x_test_index, y_test, row: dict) -> None:
+    """Check a committed predictions file against the images its study tested (its labels are y_test's
+    at `x_test_index`, its error is `row`'s) and give it `x_test_index` (finetune/network.py) if it
+    was saved without one."""
+    import numpy as np
+    import torch
+
+    from modulenet.finetune.network import read_predictions, save_predictions
+
+    found = read_predictions(path)
+    label, predicted = found["label"], found["predicted"]
+    if len(label) != len(x_test_index) or not np.array_equal(label, y_test[x_test_index]):
+        raise SystemExit(f"{path}: its labels are not y_test's at the study's test indices")
+    if "x_test_index" in found and not np.array_equal(found["x_test_index"], x_test_index):
+        raise SystemExit(f"{path}: its x_test_index is not the study's")
+    if abs(float(np.mean(label != predicted)) - row["test_error"]) > 1e-9:
+        raise SystemExit(f"{path}: its error is not its row's test error {row['test_error']}")
+    if "x_test_index" not in found:
+        pairs = torch.from_numpy(np.stack([label, predicted], axis=1).astype(np.int64))
+        save_predictions(path, pairs, x_test_index)
+
+
+def _study2_predictions(genotype: str, seed: int) -> Path:
+    return DOCS / "predictions" / f"study2-{genotype}-seed{seed}.npz"
 
 
 def _study2_row(arm: str, r: dict, costs: dict) -> dict:
@@ -593,6 +666,22 @@ def _study2_markdown(rows: list[dict], cost: dict) -> None:
     front = _Study2Front(rows)
     searched, seeds = front.searched, front.seeds
     free = [g for g in searched if not front.dominators(g)]
+    tests = []  # (searched, original, table row, minimal detectable differences, verdict)
+    for genotype in searched:
+        flops = front.first(genotype)["flops"]
+        closest = min(front.originals, key=lambda g: abs(front.first(g)["flops"] - flops))
+        dominators = front.dominators(genotype)
+        for other in [closest] + [o for o in dominators if o != closest]:
+            tests.append((genotype, other, *_study2_test(front, genotype, other, other in dominators)))
+    mdes = [m for *_, found, _ in tests for m in found]
+    discordant = [d for g, o, *_ in tests for d in _discordant(g, o, seeds)]
+    approximate = [100 * (1.959964 + 0.841621) * (d / front.test_images**2) ** 0.5 for d in discordant]
+    less = [m - a for m, a in zip(mdes, approximate)]
+    decided = [  # each domination, its gap in means and what the paired tests say of it
+        f"{g} by {o} ({100 * (front.mean_error(g) - front.mean_error(o)):+.2f} points, {verdict})"
+        for g, o, _, _, verdict in tests
+        if o in front.dominators(g)
+    ]
     lines = _study2_intro(seeds, cost) + _study2_table(front)
     lines += [
         "",
@@ -604,24 +693,89 @@ def _study2_markdown(rows: list[dict], cost: dict) -> None:
         + ", ".join(f"seed {k}: {sum(not front.dominators(g, k) for g in searched)}" for k in seeds)
         + ".",
         "",
+        '**"Dominated" is decided by the means** (mean test error over the seeds, and FLOPs), not by a test.',
+        f"On {front.test_images} test images a seed pairing detects, with 80 % power at alpha 0.05, only a",
+        f"difference of {min(mdes):.2f} to {max(mdes):.2f} points (the minimal detectable differences beside each",
+        "test below), so a network can be dominated by a gap in means that no test shows. The dominations",
+        f"above: {'; '.join(decided) if decided else 'none'}.",
+        "",
         "Paired McNemar tests (seed k against seed k; A beats B: lower mean test error and p < 0.05 in 2 of 3",
         "pairings) against the original closest in FLOPs and every original that dominates A (mean). The",
         f"protocol asks the first for each searched network no original dominates ({len(free)} here); they are",
         "given for every fine-tuned searched network.",
         "",
-        "| searched (A) | original (B) | B dominates A (mean) | per seed: only A / only B, p | A - B (points)"
-        " | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        MDE_METHOD.format(low=min(less), high=max(less)),
+        "",
+        "| searched (A) | original (B) | B dominates A (mean) | per seed: only A / only B, p | minimal detectable"
+        " difference per seed (points) | A - B (points) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for genotype in searched:
-        flops = front.first(genotype)["flops"]
-        closest = min(front.originals, key=lambda g: abs(front.first(g)["flops"] - flops))
-        dominators = front.dominators(genotype)
-        for other in [closest] + [o for o in dominators if o != closest]:
-            lines.append(_study2_test(front, genotype, other, other in dominators))
+    lines += [line for _, _, line, _, _ in tests]
     (DOCS / "study2.md").write_text("\n".join(lines) + "\n")
     _front_figure(front.networks, DOCS / "study2.png")
     print("\n".join(lines))
+
+
+MDE_METHOD = (
+    "Minimal detectable difference (ours, for reading the tests; it decides nothing): the smallest gap in\n"
+    "test error, in points, that the test used here (two-sided exact binomial on the discordant images,\n"
+    "alpha 0.05) detects with 80 % power, given that pairing's observed discordance rate d (discordant\n"
+    "images / test images n). Exact, not a normal approximation: the discordant count D ~ Binomial(n, d);\n"
+    "given D, the images only the better network gets right ~ Binomial(D, (1 + delta / d) / 2); power is\n"
+    "the probability of p < 0.05, summed over D; the smallest delta with power >= 0.8 is found by\n"
+    "bisection. The normal approximation, delta = (1.960 + 0.842) sqrt(d / n), gives {low:.2f} to {high:.2f}\n"
+    "points less on these pairings."
+)
+
+
+def minimal_detectable_difference(n: int, discordant: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest difference in error rate (a fraction) that a paired exact McNemar test
+    (report/paired.py: two-sided binomial test on the discordant images) detects with `power` at level
+    `alpha` on `n` images whose discordance rate is `discordant / n` (MDE_METHOD); nan when even a
+    difference as large as the discordance rate is not detected so often."""
+    import numpy as np
+    from scipy.stats import binom
+
+    rate = discordant / n
+    counts = np.arange(n + 1)
+    weight = binom.pmf(counts, n, rate)
+    counts, weight = counts[weight > 1e-12], weight[weight > 1e-12]
+    # the rejection region of each D: k <= c or k >= D - c, c the largest with 2 P(K <= c | D, 1/2) < alpha
+    critical = np.array([_binomial_critical(int(d), alpha) for d in counts])
+
+    def detected(delta: float) -> float:
+        q = (1 + delta / rate) / 2  # the better network's share of the discordant images
+        low = np.where(critical >= 0, binom.cdf(critical, counts, q), 0.0)
+        high = np.where(critical >= 0, binom.sf(counts - critical - 1, counts, q), 0.0)
+        return float(np.sum(weight * (low + high)))
+
+    if rate == 0 or detected(rate) < power:
+        return float("nan")
+    lo, hi = 0.0, rate
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if detected(mid) >= power else (mid, hi)
+    return hi
+
+
+def _discordant(genotype: str, other: str, seeds: list[int]) -> list[int]:
+    """The discordant images of each seed pairing of two study-2 networks."""
+    from modulenet.finetune.network import read_predictions
+    from modulenet.report.paired import mcnemar_of_predictions
+
+    found = [[read_predictions(_study2_predictions(g, k)) for g in (genotype, other)] for k in seeds]
+    return [mcnemar_of_predictions(a, b).discordant for a, b in found]
+
+
+def _binomial_critical(d: int, alpha: float) -> int:
+    """The largest c with a two-sided exact binomial p (scipy.stats.binomtest, p = 1/2) below `alpha`
+    for c of d successes; -1 where none is."""
+    from scipy.stats import binom
+
+    c = -1
+    while c + 1 < d / 2 and 2 * binom.cdf(c + 1, d, 0.5) < alpha:
+        c += 1
+    return c
 
 
 class _Study2Front:
@@ -634,6 +788,10 @@ class _Study2Front:
         self.originals = [g for g, rs in self.networks.items() if rs[0]["original"]]
         self.searched = [g for g, rs in self.networks.items() if not rs[0]["original"]]
         self.seeds = sorted({r["seed"] for r in rows})
+        from modulenet.finetune.network import read_predictions
+
+        first = rows[0]  # every file tests the same images (mcnemar_of_predictions checks)
+        self.test_images = len(read_predictions(_study2_predictions(first["genotype"], first["seed"]))["label"])
 
     def first(self, genotype: str) -> dict:
         return self.networks[genotype][0]
@@ -671,6 +829,8 @@ def _study2_intro(seeds: list[int], cost: dict) -> list[str]:
         "`dataset.val_from=test_split`, as the sources saw every `x_train` image).",
         "Every member of the front is reported. Arm `population hybrids (added)`: added after the search, whose",
         "final front held no hybrid: the final population's hybrids, fine-tuned with the same recipe.",
+        "Each network's predictions (`predictions/study2-<genotype>-seed<k>.npz`) name the `x_test` images",
+        "they are of (`x_test_index`: the data module's split, its labels checked against `y_test`).",
         "",
         f"Frozen (before any fine-tuning): the search evaluated {len(frozen)} genotypes, {len(frozen_hybrids)} of them",
         f"hybrids; {len(frozen_free)} of the hybrids are dominated by no original in (validation error, FLOPs)"
@@ -706,24 +866,27 @@ def _study2_table(front: _Study2Front) -> list[str]:
     return lines
 
 
-def _study2_test(front: _Study2Front, genotype: str, other: str, dominated: bool) -> str:
-    """A table row: the paired McNemar tests of searched network `genotype` against original `other`."""
+def _study2_test(front: _Study2Front, genotype: str, other: str, dominated: bool) -> tuple[str, list[float], str]:
+    """The paired McNemar tests of searched network `genotype` against original `other`: the table row,
+    each pairing's minimal detectable difference (points) and the verdict."""
     from modulenet.finetune.network import read_predictions
     from modulenet.report.paired import mcnemar_of_predictions, wins
 
-    tests = [
-        mcnemar_of_predictions(
-            read_predictions(DOCS / "predictions" / f"study2-{genotype}-seed{k}.npz"),
-            read_predictions(DOCS / "predictions" / f"study2-{other}-seed{k}.npz"),
-        )
+    pairs = [
+        (read_predictions(_study2_predictions(genotype, k)), read_predictions(_study2_predictions(other, k)))
         for k in front.seeds
     ]
+    tests = [mcnemar_of_predictions(a, b) for a, b in pairs]
+    mde = [100 * minimal_detectable_difference(len(a["label"]), t.only_a + t.only_b) for (a, _), t in zip(pairs, tests)]
     a, b = front.errors(genotype), front.errors(other)
     verdict = "A wins" if wins(a, b, tests) else "B wins" if wins(b, a, tests) else "no difference shown"
     cells = "; ".join(f"seed {k}: {t.only_a} / {t.only_b}, p = {t.p_value:.3g}" for k, t in zip(front.seeds, tests))
     gap = 100 * (statistics.fmean(a) - statistics.fmean(b))
     label = front.first(other)["label"]
-    return f"| {genotype} | {other} ({label}) | {'yes' if dominated else 'no'} | {cells} | {gap:+.2f} | {verdict} |"
+    mdes = ", ".join(f"{m:.2f}" for m in mde)
+    dominance = "yes" if dominated else "no"
+    line = f"| {genotype} | {other} ({label}) | {dominance} | {cells} | {mdes} | {gap:+.2f} | {verdict} |"
+    return line, mde, verdict
 
 
 def _front_figure(networks: dict, path: Path) -> None:
@@ -749,12 +912,13 @@ def _front_figure(networks: dict, path: Path) -> None:
 
 
 def _figure(by_arm: dict, path: Path) -> None:
-    """Test error against the fine-tuning budget: inherited hybrid and original as lines (mean, each
-    seed a dot), the 36-epoch scratch controls as open markers."""
+    """Test error against the training epochs: inherited hybrid and original as lines over their
+    fine-tuning budget (mean, each seed a dot), the scratch controls as open markers at their epochs
+    in all (36; 56 for the fine-tune recipe, and for the sources' recipe's 20 then the fine-tune's 36)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     axis = fig.subplots()
     for prefix, name, colour in (("H", "hybrid 211", "tab:red"), ("O", "original vgg_cifar 111", "tab:blue")):
@@ -764,16 +928,22 @@ def _figure(by_arm: dict, path: Path) -> None:
         for b in budgets:
             errors = [100 * r["test_error"] for r in by_arm[f"{prefix}-inh-{b}"].values()]
             axis.scatter([b] * len(errors), errors, color=colour, s=10, alpha=0.5)
-        scratch = by_arm.get(f"{prefix}-scratch-36", {})
-        if scratch:
-            errors = [100 * r["test_error"] for r in scratch.values()]
-            axis.scatter([36] * len(errors), errors, facecolors="none", edgecolors=colour, s=40)
-            axis.scatter([36], [statistics.fmean(errors)], marker="s", facecolors="none", edgecolors=colour,
-                         s=80, label=f"{name}, from scratch")  # fmt: skip
-    axis.set_xlabel("fine-tuning epochs")
+        controls = (
+            ("36", 36, "s", "36 epochs"),
+            ("56", 56, "s", "56 epochs"),
+            ("20+36", 57, "^", "20+36, sources' recipe"),
+        )
+        for suffix, x, marker, what in controls:
+            scratch = by_arm.get(f"{prefix}-scratch-{suffix}", {})
+            if scratch:
+                errors = [100 * r["test_error"] for r in scratch.values()]
+                axis.scatter([x] * len(errors), errors, facecolors="none", edgecolors=colour, s=20)
+                axis.scatter([x], [statistics.fmean(errors)], marker=marker, facecolors="none", edgecolors=colour,
+                             s=80, label=f"{name}, from scratch, {what}")  # fmt: skip
+    axis.set_xlabel("epochs (inherited: fine-tuning; from scratch: in all)")
     axis.set_ylabel("test error (%)")
-    axis.set_xticks([6, 18, 36])
-    axis.legend(fontsize=8)
+    axis.set_xticks([6, 18, 36, 56])
+    axis.legend(fontsize=6)
     fig.savefig(path, dpi=120)
 
 
