@@ -194,6 +194,8 @@ def load_timm_model(arch: TimmArchitecture, spec) -> tuple[nn.Module, str, str]:
             raise WeightsError(
                 f"timm has no pretrained tag {spec!r} for {base}: valid are {['DEFAULT', *tags]} or a weights file"
             ) from None
+        if cfg and cfg.tag and "." not in model_name:  # the default tag, named: what the source records
+            model_name = f"{base}.{cfg.tag}"
         where = cfg and (cfg.hf_hub_id or cfg.url or cfg.file)
         if not where:
             raise WeightsError(
@@ -201,6 +203,8 @@ def load_timm_model(arch: TimmArchitecture, spec) -> tuple[nn.Module, str, str]:
                 f"(knowledge_base.weights={{{name}: FILE}}) or knowledge_base.allow_random=true"
             )
         overlay, source = None, f"timm {model_name} ({where})"
+        # where timm keeps a download (timm prefers the hub where a model has both)
+        cache = "the Hugging Face cache ($HF_HOME)" if cfg.hf_hub_id else f"{torch.hub.get_dir()}/checkpoints"
     else:
         raise KnowledgeBaseError(
             f"weights for timm model {name} must be DEFAULT, a pretrained tag, a file or null, got {spec!r}"
@@ -212,7 +216,7 @@ def load_timm_model(arch: TimmArchitecture, spec) -> tuple[nn.Module, str, str]:
             raise WeightsError(f"cannot load {source} into timm's {model_name}: {_reason(err)}") from None
         raise WeightsError(
             f"cannot load timm's pretrained weights for {model_name} ({_reason(err)}); without network access "
-            f"fill the Hugging Face cache ($HF_HOME) once, or give a file: knowledge_base.weights={{{name}: FILE}}"
+            f"fill {cache} once, or give a file: knowledge_base.weights={{{name}: FILE}}"
         ) from None
     return model, source, model_name
 
@@ -355,4 +359,6 @@ def _weights_per_arch(weights, names: list[str]) -> dict:
 def _reason(err: BaseException) -> str:
     if isinstance(err, FileNotFoundError) and not str(err):  # timm's own raises it without a message
         return "file not found"
+    if type(err).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):  # huggingface_hub's, a paragraph
+        return "not in the local cache, and the hub cannot be reached"
     return first_line(err)
