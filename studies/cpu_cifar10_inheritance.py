@@ -9,22 +9,26 @@
 `study1` builds the same-data study's knowledge base (experiment=cpu_cifar10_same_data, cached), fits
 its least-squares stitches, then fine-tunes every arm of the protocol for seeds 0, 1, 2: the
 selected hybrid (211) and the best original (111) from inherited weights at 6, 18 and 36 epochs,
-and both from random initialisation (finetune.init=scratch) at 36. Each arm and seed is a saved
+and both from random initialisation (finetune.init=scratch) at 36; then the amendment of 2026-12-05's
+compute-matched controls, both from random initialisation for 56 fine-tuning epochs, and for 20 epochs
+of the sources' own recipe followed by the 36 of fine-tuning (20+36). Each arm and seed is a saved
 network (finetune/network.py) with its per-image test predictions under $OUT/<arm>-seed<k>/;
 `rows.json` gains its row when it finishes, and a killed fine-tune continues from its last
 epoch; rows committed under docs/ by an earlier session count as finished. Seeds go round first,
 so a partial run is balanced. `study1-report` writes `rows.json`,
-the predictions, `study1.md` and `study1.png` into docs/cpu_cifar10_inheritance/.
+the predictions (each checked against y_test and given `x_test_index`), `study1.md` and `study1.png`
+into docs/cpu_cifar10_inheritance/ ($DOCS).
 
 `study2` runs the accuracy/cost front through the command line (modulenet-search with objectives
 [score, flops], then modulenet-finetune finetune.candidates=front with the originals, 3 seeds);
 `study2-report` writes `study2_rows.json`, `study2.md` (which searched networks no original
-dominates, McNemar against the original closest in FLOPs) and `study2.png`.
+dominates, McNemar against the original closest in FLOPs with each pairing's minimal detectable
+difference) and `study2.png`; without the run folders it reads the committed rows.
 
 `study3` reads the same-data study's committed rows (docs/cpu_cifar10_same_data: each fine-tuned
 architecture's search terms and test errors, each seed once), fits Eq. 4's alpha and beta on one
 connection's points and measures Spearman and Kendall on each other connection's, beside alpha =
-beta = 25, err_val alone and NASWOT (evaluation/naswot.py) on the same knowledge base, and writes
+beta = 25 and 0.25, err_val alone and NASWOT (evaluation/naswot.py) on the same knowledge base, and writes
 `study3_points.json` and `study3.md`. The recipe is the protocol's, fixed before the first run;
 nothing here chooses by the test split.
 """
