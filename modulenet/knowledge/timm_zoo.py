@@ -222,10 +222,9 @@ def load_timm_model(arch: TimmArchitecture, spec) -> tuple[nn.Module, str, str]:
 
 
 def check_cut(model: nn.Module, cells: Sequence[nn.Module], indices: Sequence[int], name: str, image_size: int):
-    """The modules run one after another give the model's own stage outputs (`forward_intermediates`)
-    on a probe image, and none changes its input in place (a cached boundary map would change)."""
-    if not hasattr(model, "forward_intermediates"):
-        return
+    """The modules run one after another on a probe image: each runs, none changes its input in
+    place (a cached boundary map would change), and each gives the model's own output of its
+    stage (`forward_intermediates`, where timm has it for this model and size)."""
     x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     modes = [m.training for m in model.modules()]
     model.eval()
@@ -233,18 +232,27 @@ def check_cut(model: nn.Module, cells: Sequence[nn.Module], indices: Sequence[in
         with torch.no_grad():
             try:
                 expected = model.forward_intermediates(x, indices=list(indices), intermediates_only=True)
-            except Exception:  # no intermediates at this size or for this index: nothing to compare against
-                return
+            except Exception:  # none for this model or size: the modules are only run
+                expected = None
             y = x
             for j, cell in enumerate(cells):
                 before = y.clone()
-                out = cell(y)
+                try:
+                    out = cell(y)
+                except Exception as err:  # a model's own code raises any type on a wrong input
+                    raise KnowledgeBaseError(
+                        f"{name}: module {j + 1} fails on a {image_size}x{image_size} image run stage by stage "
+                        f"({first_line(err)}): the image is too small for it, or its forward is not a chain of "
+                        "its stages"
+                    ) from None
                 if not torch.equal(before, y):
                     raise KnowledgeBaseError(
                         f"{name}: module {j + 1} changes its input in place; it cannot be a module"
                     )
-                want = expected[j]
-                if out.shape != want.shape or not torch.allclose(out, want, rtol=1e-4, atol=1e-5):
+                want = None if expected is None else expected[j]
+                if want is not None and (
+                    out.shape != want.shape or not torch.allclose(out, want, rtol=1e-4, atol=1e-5)
+                ):
                     raise KnowledgeBaseError(
                         f"{name}: module {j + 1} does not give timm's stage {indices[j]} output (shape "
                         f"{tuple(out.shape)} vs {tuple(want.shape)}): the model's forward is not a chain of its "
@@ -329,8 +337,8 @@ def timm_knowledge_base(
             arch = TimmArchitecture(name, model=model_name, reductions=reductions)
         model.eval()
         cells = arch.cells(model)
-        spec_columns.append(measure_specs(name, cells, image_size))
         check_cut(model, cells, stage_indices(model, arch.reductions, name), name, image_size)
+        spec_columns.append(measure_specs(name, cells, image_size))
         architectures.append(arch)
         columns.append(cells)
         sources.append(source)

@@ -203,6 +203,12 @@ def test_random_modules_only_when_asked_for_and_bad_names_in_one_line():
         with pytest.raises(ModuleNetError, match=message) as err:
             timm_knowledge_base(archs, num_cells=2, weights=weights, allow_random=True, progress=False)
         assert "\n" not in str(err.value)
+    with pytest.raises(KnowledgeBaseError, match=r"train_epochs=3 cannot take effect with knowledge_base=timm"):
+        timm_knowledge_base(["resnet18"], weights=None, allow_random=True, train_epochs=3, progress=False)
+    # a ViT's blocks are its stages but its forward adds a position embedding between them
+    with pytest.raises(KnowledgeBaseError, match=r"vit_tiny_patch16_224: module 1 .* not a chain of its stages"):
+        timm_knowledge_base(["vit_tiny_patch16_224"], num_cells=1, weights=None, allow_random=True, image_size=224,
+                            progress=False)  # fmt: skip
     with pytest.raises(KnowledgeBaseError, match=r"different sizes .*divisible by 32"):
         timm_knowledge_base(["resnet18", "convnext_atto"], weights=None, allow_random=True, image_size=40,
                             progress=False)  # fmt: skip
