@@ -37,6 +37,7 @@ other statistics (some ViTs: 0.5) sees inputs normalised differently.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,7 +46,8 @@ from torch import nn
 
 from modulenet.errors import KnowledgeBaseError, WeightsError, first_line
 from modulenet.knowledge.architecture import Architecture
-from modulenet.knowledge.weights import is_checkpoint_path, is_random
+from modulenet.knowledge.weights import _file_head, _unsafe_pickle, is_checkpoint_path, is_random
+from modulenet.knowledge.weights import _reason as _torch_reason
 
 INSTALL = "pip install 'modulenet[timm]'"
 
@@ -213,7 +215,7 @@ def load_timm_model(arch: TimmArchitecture, spec) -> tuple[nn.Module, str, str]:
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay)
     except Exception as err:  # timm, torch.load and huggingface_hub raise many types
         if overlay is not None:
-            raise WeightsError(f"cannot load {source} into timm's {model_name}: {_reason(err)}") from None
+            raise WeightsError(_file_refusal(err, path, model_name)) from None
         raise WeightsError(
             f"cannot load timm's pretrained weights for {model_name} ({_reason(err)}); without network access "
             f"fill {cache} once, or give a file: knowledge_base.weights={{{name}: FILE}}"
@@ -362,6 +364,18 @@ def _weights_per_arch(weights, names: list[str]) -> dict:
             raise KnowledgeBaseError(f"weights given for {unknown}, which are not in the knowledge base {names}")
         return {n: weights.get(n) for n in names}
     return {n: weights for n in names}
+
+
+def _file_refusal(err: BaseException, path: Path, model_name: str) -> str:
+    """Why timm could not load a weights file, in this package's words: torch's refusal of an unsafe
+    pickle (timm wraps it) never passes on its advice to load the file unsafely."""
+    cause = err.__cause__
+    if isinstance(cause, pickle.UnpicklingError):
+        unsafe = _unsafe_pickle(cause, _file_head(path))
+        if unsafe:
+            return f"refused to load {path}: {unsafe}"
+        return f"cannot read weights file {path}: corrupt or not a torch checkpoint ({_torch_reason(cause)})"
+    return f"cannot load {path} into timm's {model_name}: {_reason(err)}"
 
 
 def _reason(err: BaseException) -> str:

@@ -98,7 +98,7 @@ def test_each_model_is_cut_where_timm_says_its_stages_end(kb, weight_files):
         assert [row[i].out_channels for row in kb.specs] == [info[k]["num_chs"] for k in (2, 3, 4)]
         assert [row[i].out_size for row in kb.specs] == [(4, 4), (2, 2), (1, 1)]  # 32 px / 8, 16, 32
     for j in range(C - 1):  # every boundary: the same resolution out of one module and into the next
-        assert {row[i].out_reduction for row in kb.specs[j : j + 1] for i in range(2)} == {(8, 16, 32)[j]}
+        assert {s.out_reduction for s in kb.specs[j]} == {(8, 16, 32)[j]}
         assert {s.in_reduction for s in kb.specs[j + 1]} == {(8, 16, 32)[j]}
 
 
@@ -167,10 +167,15 @@ def test_a_missing_weight_file_is_one_line_naming_it(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_a_file_of_another_model_is_one_line(weight_files):
+def test_a_file_of_another_model_or_an_unsafe_one_is_one_line(weight_files, tmp_path):
     with pytest.raises(WeightsError, match=r"cannot load .*resnet18.pth into timm's resnet34: ") as err:
         timm_knowledge_base(["resnet34"], num_cells=2, weights=weight_files["resnet18"], progress=False)
     assert "\n" not in str(err.value)
+    pickled = tmp_path / "module.pth"
+    torch.save(nn.Linear(2, 2), pickled)  # a pickled module, not a state dict: loading it would run code
+    with pytest.raises(WeightsError, match=r"refused to load .*module.pth: it is not a safe checkpoint") as err:
+        timm_knowledge_base(["resnet18"], num_cells=2, weights=str(pickled), progress=False)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_without_network_or_cache_timms_pretrained_weights_are_refused_in_one_line(tmp_path, monkeypatch):
