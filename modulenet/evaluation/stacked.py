@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from modulenet.errors import first_line
 from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.runtime.precision import BF16, is_bf16, time_steps
 from modulenet.stitching.assembly import Trunk
@@ -176,7 +177,7 @@ class StackedIndividuals:
     def fit(self, epochs: int, batch_size: int, generator: torch.Generator, graph: bool = False) -> None:
         n = self.x_train.shape[1]
         order = torch.stack([epoch_order(n, batch_size, generator) for _ in range(epochs)]).to(self.device)
-        capturable = graph and self.device.type == "cuda"
+        capturable = graph and self._can_capture()
         optimizer = self.optimizer_factory(self.classifier.parameters(), capturable)
         loss_sum = torch.zeros(self.copies, device=self.device)
 
@@ -185,14 +186,7 @@ class StackedIndividuals:
             self._loss(index, loss_sum).backward()
             optimizer.step()
 
-        side = torch.cuda.Stream(self.device) if capturable else None
-
-        def beside(index: torch.Tensor) -> None:  # eager work beside a graph runs on a side stream
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                eager(index)
-            torch.cuda.current_stream().wait_stream(side)
-
+        beside = self._beside(eager) if capturable else eager
         replay = None
         steps = 0
         self.classifier.train()
@@ -200,9 +194,9 @@ class StackedIndividuals:
             for start in range(0, n, batch_size):
                 index = order[epoch, start : start + batch_size]
                 if capturable and len(index) == batch_size and steps >= self.WARMUP and replay is None:
-                    replay = self._capture(optimizer, index, loss_sum)
-                    # the check steps this batch eagerly; a graph that disagrees is not replayed
-                    capturable = self.replay_agrees(replay, beside, index, optimizer, loss_sum)
+                    # this batch is stepped once, eagerly; a graph that fails or disagrees is never replayed
+                    replay = self._first_graph_step(optimizer, index, loss_sum, beside)
+                    capturable = replay is not None
                 elif capturable and len(index) == batch_size and replay is not None:
                     replay(index)
                 elif capturable:
@@ -214,24 +208,69 @@ class StackedIndividuals:
                 self.epoch_losses[g].append(value)
             loss_sum.zero_()
 
+    def _can_capture(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _beside(self, eager):
+        """`eager` on a side stream: eager work beside a graph must not run on the capture's stream."""
+        side = torch.cuda.Stream(self.device)
+
+        def beside(index: torch.Tensor) -> None:
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                eager(index)
+            torch.cuda.current_stream().wait_stream(side)
+
+        return beside
+
+    def _first_graph_step(self, optimizer, index: torch.Tensor, loss_sum: torch.Tensor, eager):
+        """Capture the step on this batch and check it (`replay_agrees`); returns `replay(index)`,
+        or None when the capture raised or the replay disagreed: then one warning, this batch
+        stepped eagerly from the state before the capture, and the run continues eagerly. A
+        graph is a speed-up only, so no failure of it may end an evaluation."""
+        restore = self._saved_state(optimizer, loss_sum)
+        try:
+            replay = self._capture(optimizer, index, loss_sum)
+        except RuntimeError as err:  # CUDA's capture errors (and torch.AcceleratorError) are RuntimeErrors
+            restore()
+            log.warning(
+                "capturing the CUDA-graph step of the stacked classifiers failed (%s): continuing eagerly "
+                "(evaluator.graph_step=false does so from the start)",
+                first_line(err),
+            )
+            eager(index)
+            return None
+        return replay if self.replay_agrees(replay, eager, index, optimizer, loss_sum) else None
+
+    def _saved_state(self, optimizer, loss_sum: torch.Tensor):
+        """The parameters, the optimizer's state and `loss_sum` as they are now; the function
+        returned puts them back and drops any optimizer state created since (a first step's)."""
+        params = list(self.classifier.parameters())
+        tensors = params + [v for p in params for v in optimizer.state[p].values() if torch.is_tensor(v)] + [loss_sum]
+        before = [v.detach().clone() for v in tensors]
+        keys = {p: set(optimizer.state[p]) for p in params}
+
+        def restore() -> None:
+            with torch.no_grad():
+                for v, saved in zip(tensors, before):
+                    v.copy_(saved)
+            for p in params:
+                for key in set(optimizer.state[p]) - keys[p]:
+                    del optimizer.state[p][key]
+
+        return restore
+
     def replay_agrees(self, replay, eager, index: torch.Tensor, optimizer, loss_sum: torch.Tensor) -> bool:
         """The graph checks itself at first use: one replayed step and one eager step on the same
         batch, from the same parameters and optimizer state, must give the same parameters (to a
         tolerance bf16 explains). A wrong replay would silently change every score, so a mismatch
         is one warning, and the run continues eagerly from the eager step's state."""
-        params = list(self.classifier.parameters())
-        tensors = params + [v for p in params for v in optimizer.state[p].values() if torch.is_tensor(v)] + [loss_sum]
-        before = [v.detach().clone() for v in tensors]
-        keys = {p: set(optimizer.state[p]) for p in params}
+        restore = self._saved_state(optimizer, loss_sum)
         replay(index)
-        replayed = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for v, saved in zip(tensors, before):
-                v.copy_(saved)
-        for p in params:  # optimizer state the replay created (a first step) goes too
-            for key in set(optimizer.state[p]) - keys[p]:
-                del optimizer.state[p][key]
+        replayed = [p.detach().clone() for p in self.classifier.parameters()]
+        restore()
         eager(index)
+        params = list(self.classifier.parameters())
         tolerance = 1e-2 if self.bf16 else 1e-4
         if all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(replayed, params)):
             return True
