@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from modulenet.errors import KnowledgeBaseError, WeightsError, first_line
 from modulenet.knowledge.architecture import Architecture
@@ -324,8 +325,6 @@ def timm_knowledge_base(
         reductions = choose_reductions({a: model_stage_reductions(a) for a in archs}, num_cells)
     elif num_cells is not None and num_cells != len(reductions):
         raise KnowledgeBaseError(f"num_cells = {num_cells} but {len(reductions)} reductions {list(reductions)}")
-
-    from tqdm.auto import tqdm
 
     architectures, columns, spec_columns, sources = [], [], [], []
     for name in tqdm(archs, desc="knowledge base (timm)", unit="arch", disable=not progress):
