@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -144,45 +145,139 @@ class _RayWorker:
         torch.set_num_threads(1)
         self.handle = make_handler(*args, 0 if gpu else None)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> tuple[str, int]:
+        """The node this actor runs on and its process id: its answer says it is ready."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def run(self, task):
         return self.handle(task)
 
 
 class RayPool:
-    """`count` Ray actors (one GPU each with `gpus_per_worker=1`) on the Ray this process is
-    connected to. Ray restarts a dead actor once and retries its task once; after that the task
-    yields `WorkerDied`."""
+    """`count` Ray actors (one CPU each, and one GPU each with `gpus_per_worker=1`) on the Ray this
+    process is connected to. A task goes to whichever actor frees up first, once that actor has
+    started (built its handler).
+
+    An actor that dies (its process killed, its node lost) is replaced by a new actor, which Ray
+    places on any node with the resources free, and its task is queued once more for whichever
+    actor frees first; a second death yields `WorkerDied` for that task. Ray's own restarts and task
+    retries are off: Ray retries a task on the same actor only, and on a lost node that actor's
+    restart waits for resources a smaller cluster may never have, so the survivors would sit idle
+    (and a retry that finds the actor still unreachable fails at once). A replacement that cannot
+    be placed simply waits, taking no task; `start_timeout` seconds with no actor running at all
+    yield `WorkerDied` for every task left."""
+
+    start_timeout = 600.0  # seconds with no live actor (a cluster without room for one) before giving up
 
     def __init__(self, ray, make_handler: Callable, args: tuple, count: int, gpus_per_worker: float = 0):
-        self.ray = ray
-        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1)(_RayWorker)
-        self._refs = [ray.put(a) for a in args]  # actor restarts need them alive
-        self.actors = [actor.remote(make_handler, gpus_per_worker > 0, *self._refs) for _ in range(count)]
+        self.ray, self.gpus_per_worker = ray, gpus_per_worker
+        self._class = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0, max_task_retries=0)(_RayWorker)
+        self._make = (make_handler, gpus_per_worker > 0, *[ray.put(a) for a in args])  # replacements reuse them
+        self.actors: list = []  # every actor of the pool, started or not
+        self.starting: dict = {}  # ObjectRef of an actor's `where` -> the actor, until it answers
+        self.idle: list = []  # started actors without a task
+        self.running: dict = {}  # ObjectRef of a task's result -> (actor, task)
+        self.where: dict = {}  # actor -> (node id, pid), once started
+        self.requeued = 0  # tasks sent again after their actor died
+        self.start_deaths = 0  # actors lost before they started, since one last started
+        for _ in range(count):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        actor = self._class.remote(*self._make)
+        self.actors.append(actor)
+        self.starting[actor.where.remote()] = actor
 
     def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
-        ray = self.ray
-        queue, idle, running = deque(tasks), list(self.actors), {}
-        while queue or running:
-            while queue and idle:
-                actor, task = idle.pop(), queue.popleft()
-                running[actor.run.remote(task)] = (actor, task)
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            actor, task = running.pop(ref)
-            idle.append(actor)
+        """(task, result) as each task finishes; result is a `WorkerDied` after a second death."""
+        queue, deaths, stalled = deque(tasks), {}, None
+        while queue or self.running:
+            while queue and self.idle:
+                actor, task = self.idle.pop(0), queue.popleft()
+                self.running[actor.run.remote(task)] = (actor, task)
+            if not self.running and not self.starting:
+                reason = "no Ray worker left: each replacement died before it started"
+                yield from ((task, WorkerDied(reason)) for task in queue)
+                return
+            done, _ = self.ray.wait([*self.running, *self.starting], num_returns=1, timeout=30)
+            if not done:
+                if self.running:
+                    continue
+                stalled = stalled or self._stalled(queue)
+                if time.monotonic() - stalled < self.start_timeout:
+                    continue
+                reason = f"no Ray worker started in {self.start_timeout:.0f} s (no node with room for one)"
+                yield from ((task, WorkerDied(reason)) for task in queue)
+                return
+            stalled = None
+            ref = done[0]
+            if ref in self.starting:
+                self._started(ref)
+                continue
+            actor, task = self.running.pop(ref)
             try:
-                result = ray.get(ref)
-            except ray.exceptions.RayActorError as err:  # died again after its one restart
-                log.warning("Ray worker died running %s: %s", describe(task), first_line(err))
-                result = WorkerDied("Ray worker died twice")
+                result = self.ray.get(ref)
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.ObjectLostError) as err:
+                self._replace(actor, f"died running {describe(task)}", err)
+                key = repr(task)
+                deaths[key] = deaths.get(key, 0) + 1
+                if deaths[key] == 1:
+                    self.requeued += 1
+                    queue.appendleft(task)
+                    continue
+                result = WorkerDied(f"Ray worker died twice ({first_line(err)})")
+            else:
+                self.idle.append(actor)
             yield task, result
+
+    def _stalled(self, queue: deque) -> float:
+        log.warning(
+            "%d task(s) wait for a Ray worker: none is running and %d waiting for a node with a free CPU%s",
+            len(queue),
+            len(self.starting),
+            f" and {self.gpus_per_worker} GPU" if self.gpus_per_worker else "",
+        )
+        return time.monotonic()
+
+    def _started(self, ref) -> None:
+        """An actor answered `where` (it is ready), or died before it could."""
+        actor = self.starting.pop(ref)
+        try:
+            self.where[actor] = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as err:
+            if getattr(err, "actor_init_failed", False):  # its handler raised: every replacement would too
+                self.close()
+                raise ModuleNetError(f"a Ray worker could not start: {_last_line(err)}") from None
+            self.start_deaths += 1  # lost before it started (its node died, its process was killed)
+            if self.start_deaths <= len(self.actors):
+                self._replace(actor, "died before it started", err)
+            else:  # replacements keep dying unstarted: stop making them
+                log.warning("Ray worker died before it started: %s; not replaced", first_line(err))
+                self.ray.kill(actor, no_restart=True)
+                self.actors.remove(actor)
+            return
+        self.start_deaths = 0
+        self.idle.append(actor)
+
+    def _replace(self, actor, what: str, err: BaseException) -> None:
+        node, pid = self.where.pop(actor, ("?", "?"))
+        log.warning("Ray worker (node %s, pid %s) %s: %s; starting another", node[:8], pid, what, first_line(err))
+        self.ray.kill(actor, no_restart=True)  # unreachable is not always dead: free its resources
+        self.actors.remove(actor)
+        self._spawn()
 
     def close(self) -> None:
         for actor in self.actors:
-            self.ray.kill(actor)
-        self.actors = []
+            self.ray.kill(actor, no_restart=True)
+        self.actors, self.starting, self.idle, self.running, self.where = [], {}, [], {}, {}
+
+
+def _last_line(err: BaseException) -> str:
+    """The last line of a remote error: the exception that ended its traceback."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def connect_ray(address: str | None, num_workers: int | None):
@@ -226,8 +321,11 @@ def _ray_init(ray, address: str | None, num_workers: int | None) -> None:
             pass
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         if address:
+            # a cluster that refuses this process's token (or lack of one) is a ConnectionError too
+            auth = "; with token authentication also RAY_AUTH_MODE=token and the cluster's token"
             raise ModuleNetError(
                 f"evaluator=ray cannot connect to evaluator.address={address!r} ({first}); {_RAY_HINT}"
+                f"{auth if isinstance(err, ConnectionError) else ''}"
             ) from None
         raise ModuleNetError(
             f"evaluator=ray cannot start a local Ray ({first}); set evaluator.address to a "
