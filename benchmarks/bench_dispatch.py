@@ -2,7 +2,7 @@
 with CPU worker processes, side by side in one run.
 
 Both evaluate the fast way (cached features, shared module prefixes, stacked classifiers). `local`
-trains each group in this process on every core; `gpus` sends whole groups (`Evaluator.tasks`:
+trains each group in this process on every core; `gpus` sends whole groups (`Planner.tasks`:
 halved until each worker has one) to `--workers` processes with cores / workers threads each.
 Real data and knowledge (the shared CIFAR-10 images and CIFAR ResNets, as `make bench`). Two
 generations of different genotypes, and `gpus` once more with one individual a task (what it did
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(name: str, args, generations, kb, data, num_classes, stack: int | None = None) -> dict:
-    from modulenet.evaluation.dispatch import make_evaluator
+    from modulenet.evaluation.evaluator import make_evaluator
     from modulenet.evaluation.settings import EvaluationSettings
 
     settings = EvaluationSettings(

@@ -109,7 +109,7 @@ def work_flops(kb, results, n_train: int, n_val: int, epochs: int, image_shape, 
     """The work a generation must do: the trunk's forward per pass over the images (every epoch
     when it runs in the training loop, once when its features are cached) and the head's
     training (6 x params per sample: forward, two backward products) and validation (2 x)."""
-    from modulenet.evaluation.evaluator import count_flops
+    from modulenet.evaluation.candidate import count_flops
 
     flops = 0
     for e in results:

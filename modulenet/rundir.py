@@ -214,6 +214,15 @@ def read_scores(search_run: str | os.PathLike) -> dict[tuple, float]:
     return {row["genotype"]: row["score"] for row in read_evaluations(search_run) if row["status"] == "ok"}
 
 
+TEXT_COLUMNS = (
+    "genotype",
+    "architecture",
+    "status",
+    "error",
+    "generation",
+)  # evaluations.csv's columns that are no number
+
+
 def read_evaluations(run_dir: str | os.PathLike, num_cells: int | None = None) -> list[dict]:
     """A run's evaluations.csv as rows with typed values (genotype a tuple; [] when the file is
     missing). A damaged row (cut short by a kill, an unreadable genotype, a score that is no
@@ -240,8 +249,9 @@ def read_evaluations(run_dir: str | os.PathLike, num_cells: int | None = None) -
                 "status": row.get("status", "ok"),
                 "generation": int(_float_or_nan(row.get("generation"), 0)),
             }
-            for key in ("score", "err_val", "l_rate", "sim", "params", "flops", "seconds"):
-                parsed[key] = _float_or_nan(row.get(key))
+            for key, value in row.items():  # every other column is a number (search/records.py)
+                if key not in parsed and key not in TEXT_COLUMNS:
+                    parsed[key] = _float_or_nan(value)
             rows.append(parsed)
     if skipped:
         log.warning("%s: skipped %d damaged row(s): %s", path, len(skipped), "; ".join(skipped))

@@ -20,6 +20,7 @@ from modulenet import rundir
 from modulenet.errors import ModuleNetError
 from modulenet.genotype import cell_shares, format_genotype
 from modulenet.search.nsga2 import SearchCallback
+from modulenet.search.records import TABLE_COLUMNS, table_row
 
 SECRET_KEYS = ("WANDB_API_KEY",)
 
@@ -175,13 +176,10 @@ class WandbTracker(Tracker):
         self.run.log(metrics)
 
     def on_search_end(self, result) -> None:
-        columns = ["genotype", "architecture", "score", "err_val", "l_rate", "sim", "params", "flops", "status"]
-        table = self.wandb.Table(columns=columns)
+        table = self.wandb.Table(columns=list(TABLE_COLUMNS[1:]))  # evaluations.csv's, the generation aside
         for e in result.evaluations:
             names = "+".join(self.arch_names[i] for i in e.genotype) if self.arch_names else ""
-            table.add_data(
-                format_genotype(e.genotype), names, e.score, e.err_val, e.l_rate, e.sim, e.params, e.flops, e.status
-            )
+            table.add_data(*table_row(e, None, format_genotype(e.genotype), names)[1:])
         payload = {"evaluations": table}
         for key, name in (("search_curves", rundir.CURVES), ("front", rundir.FRONT)):
             if (self.run_dir / name).is_file():

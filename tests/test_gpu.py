@@ -10,8 +10,7 @@ import pytest
 import torch
 from conftest import GENERATION, evaluator_settings
 
-from modulenet.evaluation.dispatch import make_evaluator
-from modulenet.evaluation.evaluator import Evaluator
+from modulenet.evaluation.evaluator import Evaluator, make_evaluator
 from modulenet.knowledge import build_knowledge_base
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -66,7 +65,7 @@ def test_gpus_evaluator_worker_on_the_device_gives_local_results(kb, data, gpu_f
         "gpus", kb, data, 4, evaluator_settings(stack_individuals=4, accelerator="gpu"), progress=False
     )
     try:
-        assert evaluator.pool.slots == list(range(torch.cuda.device_count()))
+        assert evaluator.dispatcher.slots == list(range(torch.cuda.device_count()))
         assert_close(evaluator(GENERATION), gpu_fp32, tol_err=0.02)
     finally:
         evaluator.close()

@@ -238,7 +238,7 @@ def search_with(real_search, run_dir, name="local", resume=False, generations=SE
     """The search with a real evaluator; returns it and how many genotypes were trained (memo lines added)."""
     from conftest import evaluator_settings as settings
 
-    from modulenet.evaluation.dispatch import make_evaluator
+    from modulenet.evaluation.evaluator import make_evaluator
 
     kb, data = real_search
     memo = run_dir / "evaluations.jsonl"

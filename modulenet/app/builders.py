@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -15,24 +15,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning import LightningDataModule
 
 from modulenet.app.config import KnowledgeBaseConf
+from modulenet.data.contract import check_dataset
 from modulenet.errors import ModuleNetError, first_line
-from modulenet.evaluation.dispatch import DISPATCH_ARGUMENTS, build_evaluator, check_dispatch
-from modulenet.evaluation.settings import ClassifierSettings, EvaluationSettings
-from modulenet.finetune.settings import FinetuneRecipe
 from modulenet.knowledge import KnowledgeBase, build_knowledge_base, load_knowledge_base
 from modulenet.knowledge.base import RANDOM_SOURCE, load_cached_knowledge_base
 from modulenet.knowledge.build import untrained_architectures
 from modulenet.knowledge.quickstart import SourceRecipe, datamodule_signature, quickstart_knowledge_base
 from modulenet.knowledge.training import SOURCE_TRAINER
-from modulenet.runtime.precision import AUTO, PRECISIONS, choose_precision, has_bf16_units, is_bf16
 from modulenet.runtime.settings import TrainerSettings
-from modulenet.runtime.trainer import accelerator_device
-from modulenet.search import SearchConfig
-from modulenet.search.state import recorded_depends_on
-from modulenet.stitching.choices import BUILT_IN, connection_id, get_connection
-from modulenet.stitching.resolution import RESOLUTIONS
+from modulenet.stitching.choices import connection_id, get_connection
 from modulenet.targets import group_choices, target_class
-from modulenet.tracking import check_tracker
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +47,12 @@ def build(node, key: str, convert: str = "none", base: type | None = None, **kwa
 
 
 def make_datamodule(dataset_cfg):
-    """The dataset group's `_target_`, prepared and set up."""
+    """The dataset group's `_target_`, prepared, set up and checked against the dataset contract
+    (data/contract.py: what the search and the evaluation stage read of it)."""
     datamodule = build(dataset_cfg, "dataset", base=LightningDataModule)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    check_dataset(datamodule, dataset_cfg.get("_target_"))
     return datamodule
 
 
@@ -167,32 +161,18 @@ def _fine_tuned_on_target(kb_cfg, datamodule, progress: bool, seed: int, trainer
     return kb
 
 
-def make_search_knowledge_base(cfg: DictConfig, datamodule) -> KnowledgeBase:
+def make_search_knowledge_base(
+    cfg: DictConfig, datamodule, trainer: TrainerSettings | None = None, connection: str | None = None
+) -> KnowledgeBase:
     """The search's knowledge base: built, refused if untrained (unless allowed), summarised, and
-    its connections fitted where the connection group needs them."""
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, check_trainer(cfg.trainer))
+    its connections fitted where the connection group needs them. `trainer`, `connection`: the
+    trainer group's settings and the connection as the job resolved them (None: from `cfg`)."""
+    trainer = trainer if trainer is not None else build(cfg.trainer, "trainer", base=TrainerSettings)
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, trainer)
     refuse_untrained([n for n, source in zip(kb.arch_names, kb.sources) if source == RANDOM_SOURCE], cfg.knowledge_base)
     log.info("\n%s", kb.summary())
-    fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
+    fit_connections(kb, cfg.connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress, connection)
     return kb
-
-
-def make_search_evaluator(
-    cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: EvaluationSettings, context: dict, memo_path: Path
-):
-    """The evaluator group's `_target_`, with the search data and the dispatch settings its class names."""
-    evaluator = OmegaConf.to_container(cfg.evaluator, resolve=True)
-    return build_evaluator(
-        cfg.evaluator._target_,
-        kb,
-        datamodule.search_tensors(),
-        datamodule.num_classes,
-        settings,
-        memo_path=memo_path,
-        context=context,
-        progress=cfg.progress,
-        dispatch={k: v for k, v in evaluator.items() if k in DISPATCH_ARGUMENTS},
-    )
 
 
 def check_quickstart_overrides(kb_cfg) -> None:
@@ -210,11 +190,14 @@ def check_quickstart_overrides(kb_cfg) -> None:
         )
 
 
-def fit_connections(kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: str, progress: bool) -> None:
-    """`connection=aligned | least_squares`: fitted on the first `connection.fit_images` images of the
-    search's training split, once, then cached beside the knowledge bases (keyed by their weights,
-    the data and the resolution rule)."""
-    name, resolution = connection_of(connection_cfg), connection_cfg.resolution
+def fit_connections(
+    kb: KnowledgeBase, connection_cfg, datamodule, cache_dir: str, progress: bool, name: str | None = None
+) -> None:
+    """A connection fitted from data (`connection=aligned | least_squares`): fitted on the first
+    `connection.fit_images` images of the search's training split, once, then cached beside the
+    knowledge bases (keyed by their weights, the data and the resolution rule). `name`: the
+    connection as the job resolved it (None: from `connection_cfg`)."""
+    name, resolution = name or connection_of(connection_cfg), connection_cfg.resolution
     if not get_connection(name).fitted or resolution in kb.fitted:
         return
     count = connection_cfg.fit_images
@@ -255,6 +238,18 @@ def refuse_untrained(untrained: list[str], kb_cfg) -> None:
         )
 
 
+def check_knowledge_base(kb_cfg) -> None:
+    """What the knowledge_base group can check before any work: your class importable and callable;
+    the built-in's architectures trained (or random on purpose)."""
+    if not is_built_in_knowledge_base(kb_cfg):
+        target_class("knowledge_base._target_", kb_cfg._target_, group_choices("knowledge_base"))
+    elif kb_cfg.quickstart and not kb_cfg.path:
+        check_quickstart_overrides(kb_cfg)
+    elif not kb_cfg.path and kb_cfg.archs and not kb_cfg.train_epochs:
+        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
+        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
+
+
 def connection_of(connection_cfg) -> str:
     """The connection group's choice (stitching/choices.py): a built-in's name or your own class."""
     return connection_id(connection_cfg.name, connection_cfg.get("_target_"))
@@ -267,11 +262,6 @@ def group_settings(node, settings_class) -> dict:
     return {f.name: values[f.name] for f in fields(settings_class) if f.name in values}
 
 
-def check_trainer(trainer_cfg) -> TrainerSettings:
-    """The trainer group's settings, built (and so checked) before any work."""
-    return build(trainer_cfg, "trainer", base=TrainerSettings)
-
-
 def finetuned_cache_dir(kb_cfg, datamodule, seed: int, trainer: TrainerSettings | None = None) -> Path:
     """Where a knowledge base fine-tuned on the target is cached: keyed by everything that decides
     what its source networks saw (the knowledge base's recipe, the dataset and its search split)
@@ -282,7 +272,7 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int, trainer: TrainerSettings 
         "data": datamodule_signature(datamodule),
         "dataset": type(datamodule).__name__,
         "seed": seed,
-        "precision": choose_precision(trainer.precision, accelerator_device(trainer.accelerator)).precision,
+        "precision": trainer.resolved_precision(),
     }
     # how it is built (the built-in), where it lives and what loading may do
     for key in ("_target_", "cache_dir", "trust_code", "allow_random"):
@@ -291,81 +281,16 @@ def finetuned_cache_dir(kb_cfg, datamodule, seed: int, trainer: TrainerSettings 
     return Path(kb_cfg.cache_dir).expanduser() / f"finetuned-kb-{key}"
 
 
-def check_search_config(cfg: DictConfig) -> None:
-    """What a search can check before any work: the search, evaluator, finetune (when it runs) and
-    trainer settings (their dataclasses' own checks), connection and resolution, the ablation's
-    connections, the evaluator and logger classes, untrained architectures."""
-    search_config(cfg)  # SearchConfig and EvaluationSettings check their values when built
-    evaluation_settings(cfg)  # the connection too (connection_of)
-    if cfg.finetune.after_search:  # its recipe, checked now rather than after the search
-        FinetuneRecipe(**group_settings(cfg.finetune, FinetuneRecipe))
-    if cfg.evaluator.num_workers is not None and cfg.evaluator.num_workers <= 0:
-        raise ModuleNetError(f"evaluator.num_workers={cfg.evaluator.num_workers} must be a positive integer")
-    check_trainer(cfg.trainer)
-    if cfg.connection.resolution not in RESOLUTIONS:
-        raise ModuleNetError(
-            f"connection.resolution={cfg.connection.resolution!r}: valid values are {list(RESOLUTIONS)}"
-        )
-    for name in cfg.ablation.compare if cfg.ablation.connections else ():
-        if name not in BUILT_IN:
-            raise ModuleNetError(f"ablation.compare has {name!r}: valid connections are {sorted(BUILT_IN)}")
-    check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)  # its class, and Ray where it is needed
-    check_tracker(cfg.logger)
-    kb_cfg = cfg.knowledge_base
-    if not is_built_in_knowledge_base(kb_cfg):  # yours: importable, callable
-        target_class("knowledge_base._target_", kb_cfg._target_, group_choices("knowledge_base"))
-    elif not kb_cfg.path and not kb_cfg.quickstart and kb_cfg.archs and not kb_cfg.train_epochs:
-        weights = OmegaConf.to_container(kb_cfg.weights) if isinstance(kb_cfg.weights, DictConfig) else kb_cfg.weights
-        refuse_untrained(untrained_architectures(list(kb_cfg.archs), weights), kb_cfg)
-
-
-def evaluation_settings(cfg: DictConfig) -> EvaluationSettings:
-    """What decides an individual's result: the evaluator group's classifier settings, the search's
-    epochs and score weights (Eq. 4), the connection, the seed and the trainer's settings."""
-    return EvaluationSettings(
-        **group_settings(cfg.evaluator, ClassifierSettings),
-        epochs=cfg.search.epochs,
-        connection=connection_of(cfg.connection),
-        resolution=cfg.connection.resolution,
-        alpha=cfg.search.alpha,
-        beta=cfg.search.beta,
-        seed=cfg.seed,
-        **group_settings(cfg.trainer, TrainerSettings),
-    )
-
-
-def resumed_settings(settings: EvaluationSettings, search_dir: Path) -> EvaluationSettings:
-    """A resumed search keeps the precision `auto` chose for it (its checkpoint's `depends_on`):
-    measuring again could choose the other one (tiny heads time within the margin; another thread
-    count is another measurement), and the resume would be refused."""
-    recorded = recorded_depends_on(search_dir).get("precision")
-    if settings.precision != AUTO or recorded == AUTO or recorded not in PRECISIONS:
-        return settings
-    if is_bf16(recorded) and not has_bf16_units(accelerator_device(settings.accelerator)):
-        return settings  # emulated bf16 would be ~100x slower: measure, and name the difference if refused
-    log.info("trainer.precision=auto: resuming with the run's choice, %s", recorded)
-    return replace(settings, precision=recorded)
-
-
-def evaluation_context(cfg: DictConfig, kb: KnowledgeBase) -> dict:
+def evaluation_context(cfg: DictConfig, kb: KnowledgeBase, connection: str) -> dict:
     """What else an evaluation depends on (the memo's key): the data and the knowledge base's sources."""
     context = {
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "archs": kb.arch_names,
         "sources": kb.sources,
     }
-    if get_connection(connection_of(cfg.connection)).fitted:  # fitted on this many training images
+    if get_connection(connection).fitted:  # fitted on this many training images
         context["fit_images"] = kb.fitted_images
     return context
-
-
-def search_config(cfg: DictConfig, kb: KnowledgeBase | None = None) -> SearchConfig:
-    """The search group's `_target_` (its epochs, alpha and beta also go to the evaluation), with
-    its initial genotypes parsed by the knowledge base (`kb`; None: as given, for the checks)."""
-    config = build(cfg.search, "search", convert="all", base=SearchConfig)
-    if kb is None:
-        return config
-    return replace(config, initial_genotypes=[kb.parse_genotype(g) for g in config.initial_genotypes])
 
 
 def inherited_finetune(finetune_cfg: DictConfig, search_cfg: DictConfig, given: set[str]) -> DictConfig:

@@ -80,11 +80,14 @@ class SearchConf(SearchConfig):
 
 @dataclass
 class EvaluatorConf(ClassifierSettings):
-    """The evaluator class (`_target_`: evaluator=local, gpus or ray, or your own) and its settings:
-    the classifier's (ClassifierSettings, one definition) and the dispatch arguments below, each
-    given to the class only where its constructor names it (evaluators.build_evaluator)."""
+    """The evaluator class (`_target_`: `Evaluator` or your subclass), the classifier's settings
+    (ClassifierSettings, one definition) and the dispatcher it holds (`dispatcher`: local, gpus,
+    ray or your own class's dotted path; evaluator=gpus and evaluator=ray choose one) with the
+    dispatch settings below, each given to the dispatcher only where its constructor names it
+    (runtime/dispatch.py). The evaluation stage fine-tunes over the same dispatcher."""
 
     _target_: str = "modulenet.evaluation.evaluator.Evaluator"
+    dispatcher: str = "local"
     # gpus / ray: workers (default: one per GPU, else half the CPU cores / Ray's CPUs)
     num_workers: int | None = None
     devices: list[int] | None = None  # gpus: which GPUs (default: every visible one)

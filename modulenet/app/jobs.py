@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,32 +12,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from modulenet import rundir
 from modulenet.app.builders import (
+    check_knowledge_base,
     check_quickstart_overrides,
-    check_search_config,
-    check_trainer,
     connection_of,
     evaluation_context,
-    evaluation_settings,
     fit_connections,
     group_settings,
     inherited_finetune,
     is_built_in_knowledge_base,
     make_datamodule,
     make_knowledge_base,
-    make_search_evaluator,
     make_search_knowledge_base,
-    resumed_settings,
-    search_config,
 )
+from modulenet.app.bundle import SearchBundle, dispatcher, trainer_settings
 from modulenet.errors import ModuleNetError, first_line
-from modulenet.evaluation.dispatch import check_dispatch, dispatch_of
 from modulenet.evaluation.settings import EvaluationSettings
 from modulenet.genotype import format_genotype
 from modulenet.knowledge import KnowledgeBase
 from modulenet.rundir import hold, read_results
+from modulenet.runtime.dispatch import Dispatcher
 from modulenet.runtime.settings import TrainerSettings
 from modulenet.search import SearchProgress, run_search
-from modulenet.stitching.choices import BUILT_IN
+from modulenet.stitching.choices import get_connection
 from modulenet.targets import check_targets
 from modulenet.tracking import check_tracker, make_tracker
 
@@ -58,14 +55,23 @@ def search_job(cfg: DictConfig, run_dir: Path, group: str | None = None) -> floa
 
 
 def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | None, resume: bool) -> float:
-    check_search_config(cfg)  # every check that needs no work, before any
+    bundle = SearchBundle.resolve(cfg)  # every group built once, and so checked, before any work
+    check_knowledge_base(cfg.knowledge_base)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = make_datamodule(cfg.dataset)
-    kb = make_search_knowledge_base(cfg, datamodule)
-    settings, context = evaluation_settings(cfg), evaluation_context(cfg, kb)
-    if resume:  # `auto` keeps the run's own choice
-        settings = resumed_settings(settings, search_dir)
-    evaluator = make_search_evaluator(cfg, kb, datamodule, settings, context, search_dir / rundir.MEMO)
+    kb = make_search_knowledge_base(cfg, datamodule, bundle.trainer, bundle.settings.connection)
+    settings = bundle.for_data(datamodule.num_classes, search_dir if resume else None)
+    context = evaluation_context(cfg, kb, settings.connection)
+    evaluator = bundle.evaluator(
+        kb,
+        datamodule.search_tensors(),
+        datamodule.num_classes,
+        settings,
+        memo_path=search_dir / rundir.MEMO,
+        context=context,
+        progress=cfg.progress,
+        dispatcher=bundle.dispatcher,
+    )
     tracker = make_tracker(
         cfg.logger,
         search_dir,
@@ -80,9 +86,9 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
         # `auto` chose) plus the knowledge base's tensors themselves.
         depends_on = {**evaluator.settings.relevant(context), "weights": kb.weight_hashes()}
         callbacks = [c for c in (tracker, SearchProgress() if cfg.progress else None) if c is not None]
-        result = run_search(
-            kb, evaluator, search_config(cfg, kb), search_dir, callbacks, resume=resume, depends_on=depends_on
-        )
+        initial = [kb.parse_genotype(g) for g in bundle.search.initial_genotypes]
+        search = replace(bundle.search, initial_genotypes=initial)
+        result = run_search(kb, evaluator, search, search_dir, callbacks, resume=resume, depends_on=depends_on)
     finally:
         evaluator.close()
         if tracker is not None:
@@ -97,7 +103,8 @@ def _search_job(cfg: DictConfig, run_dir: Path, search_dir: Path, group: str | N
     if cfg.ablation.connections:  # Sec. V-C, Fig. 10
         ablation_stage(cfg, kb, datamodule, settings, search_dir)
     if cfg.finetune.after_search:  # the evaluation stage (Sec. IV) in the same run
-        finetune_stage(cfg.finetune, cfg, search_dir, search_dir / rundir.FINETUNE_DIR, cfg, group, kb=kb)
+        finetune_dir = search_dir / rundir.FINETUNE_DIR
+        finetune_stage(cfg.finetune, cfg, search_dir, finetune_dir, cfg, group, kb=kb, bundle=bundle)
     return float(best.score)
 
 
@@ -107,7 +114,7 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
 
     compare = [name for name in cfg.ablation.compare if name != settings.connection]
     for name in compare:
-        connection = OmegaConf.merge(cfg.connection, {"name": name, "_target_": BUILT_IN[name].target})
+        connection = OmegaConf.merge(cfg.connection, {"name": name, "_target_": get_connection(name).target})
         fit_connections(kb, connection, datamodule, cfg.knowledge_base.cache_dir, cfg.progress)
     connection_ablation(
         kb,
@@ -122,7 +129,7 @@ def ablation_stage(cfg: DictConfig, kb: KnowledgeBase, datamodule, settings: Eva
 
 def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     """Build a knowledge base and save it (modulenet-kb)."""
-    check_trainer(cfg.trainer)
+    trainer = trainer_settings(cfg.trainer)
     kb_cfg = cfg.knowledge_base
     built_in = is_built_in_knowledge_base(kb_cfg)
     if built_in and kb_cfg.quickstart and not kb_cfg.path:
@@ -131,7 +138,7 @@ def kb_job(cfg: DictConfig, run_dir: Path) -> Path:
     # yours gets the dataset when there is one; the built-in only where it trains on it
     needs_data = (not built_in or kb_cfg.quickstart or kb_cfg.source_finetune_epochs > 0) and cfg.dataset is not None
     datamodule = make_datamodule(cfg.dataset) if needs_data else None
-    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, check_trainer(cfg.trainer))
+    kb = make_knowledge_base(cfg.knowledge_base, datamodule, cfg.progress, cfg.seed, trainer)
     out = Path(cfg.output) if cfg.output else run_dir / "knowledge_base"
     kb.save(out)
     log.info("\n%s\nsaved to %s (use knowledge_base.path=%s)", kb.summary(), out, out)
@@ -143,9 +150,9 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given
     selected architecture's validation error. `given`: the keys this command line set (they win
     over the search run's own finetune group)."""
 
-    check_trainer(cfg.trainer)
+    trainer = trainer_settings(cfg.trainer)
     check_tracker(cfg.logger)
-    check_dispatch(cfg.evaluator._target_, cfg.evaluator.address)
+    held = dispatcher(cfg.evaluator, trainer)  # built (and so checked) before any work
     search_run = Path(cfg.search_run)
     read_results(search_run)  # a clear error before anything is built
     config_path = search_run / rundir.CONFIG
@@ -163,7 +170,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path, group: str | None = None, given
     search_cfg.knowledge_base.trust_code = bool(cfg.trust_code)
     check_targets(search_cfg, config_path, trusted=cfg.trust_code)
     finetune_cfg = inherited_finetune(cfg.finetune, search_cfg, given)
-    return finetune_stage(finetune_cfg, search_cfg, search_run, run_dir, cfg, group)
+    return finetune_stage(finetune_cfg, search_cfg, search_run, run_dir, cfg, group, held=held)
 
 
 def finetune_stage(
@@ -174,24 +181,29 @@ def finetune_stage(
     run_cfg: DictConfig,
     group: str | None,
     kb: KnowledgeBase | None = None,
+    held: Dispatcher | None = None,
+    bundle: SearchBundle | None = None,
 ) -> float:
     """The evaluation stage (Sec. IV) of `search_run`, written to `out_dir`: rebuilds the search's
     data (with the fine-tuning augmentation) and knowledge base, fine-tunes, reports. `ft`: the
-    finetune group; `run_cfg`: this job's logger, trainer, seed and progress."""
+    finetune group; `run_cfg`: this job's logger, trainer, seed and progress; `held`: the dispatcher;
+    `kb`, `bundle`: the search's own when it runs in the same job (nothing is built twice)."""
     from modulenet.finetune.settings import FinetuneSettings
     from modulenet.finetune.stage import FinetuneStage
 
     seed, progress = run_cfg.seed, run_cfg.progress
     results = read_results(search_run)
-    settings = FinetuneSettings(
-        **group_settings(ft, FinetuneSettings),  # the finetune group's
-        hidden=list(search_cfg.evaluator.hidden),
-        pool=search_cfg.evaluator.pool,
-        connection=connection_of(search_cfg.connection),
-        resolution=search_cfg.connection.resolution,
-        **group_settings(run_cfg.trainer, TrainerSettings),
-        seed=seed,
-    )
+    if bundle is not None:
+        held, searched = bundle.dispatcher, bundle.settings
+        head = {"hidden": list(searched.hidden), "pool": searched.pool}
+        joined = {"connection": searched.connection, "resolution": searched.resolution}
+        trainer = {k: getattr(bundle.trainer, k) for k in TrainerSettings.__dataclass_fields__}
+    else:
+        head = {"hidden": list(search_cfg.evaluator.hidden), "pool": search_cfg.evaluator.pool}
+        joined = {"connection": connection_of(search_cfg.connection), "resolution": search_cfg.connection.resolution}
+        trainer = group_settings(run_cfg.trainer, TrainerSettings)
+    # the finetune group's recipe, the search's head and connection, this job's trainer
+    settings = FinetuneSettings(**group_settings(ft, FinetuneSettings), **head, **joined, **trainer, seed=seed)
     pl.seed_everything(seed, workers=True, verbose=False)
     dataset_cfg, datamodule = finetune_datamodule(search_cfg.dataset, ft)
     if kb is None:  # from the search's own data (its augmentation included), so every cache is the search's
@@ -201,7 +213,8 @@ def finetune_stage(
             **{**group_settings(search_cfg.trainer, TrainerSettings), "accelerator": run_cfg.trainer.accelerator}
         )
         kb = make_knowledge_base(search_cfg.knowledge_base, source_data, progress, search_cfg.seed, trained)
-        fit_connections(kb, search_cfg.connection, source_data, search_cfg.knowledge_base.cache_dir, progress)
+        cache_dir = search_cfg.knowledge_base.cache_dir
+        fit_connections(kb, search_cfg.connection, source_data, cache_dir, progress, settings.connection)
     tracker = make_tracker(
         run_cfg.logger,
         out_dir,
@@ -211,9 +224,8 @@ def finetune_stage(
         name=f"finetune-{search_run.name}",
         arch_names=kb.arch_names,
     )
-    # the search's dispatchers: this process, a worker per GPU (or CPU workers), or Ray actors
-    dispatch = dispatch_of(run_cfg.evaluator._target_, run_cfg.evaluator)
-    stage = FinetuneStage(kb, datamodule, settings, dispatch, tracker, progress)
+    # the search's dispatcher: this process, a worker per GPU (or CPU workers), or Ray actors
+    stage = FinetuneStage(kb, datamodule, settings, held, tracker, progress)
     try:
         finished = stage.run(results, out_dir, search_run=search_run, dataset_config=dataset_cfg)
     finally:

@@ -144,14 +144,14 @@ class ImageDataModule(pl.LightningDataModule):
     def _load_splits(self) -> tuple[Dataset, Dataset, Dataset]:
         raise NotImplementedError
 
-    def _augmentation(self) -> list:
+    def augmentation(self) -> list:
         """Per-image augmentation on the raw image (before normalisation, so padding is black)."""
         return [
             transforms.RandomCrop(self.image_size, padding=max(1, self.image_size // 8)),
             transforms.RandomHorizontalFlip(),
         ]
 
-    def _eval_geometry(self) -> list:
+    def eval_geometry(self) -> list:
         """Deterministic resizing for evaluation; in-memory arrays are already at image_size."""
         return []
 
@@ -160,7 +160,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ---- transforms ----------------------------------------------------------------------
     def train_transform(self):
-        steps = self._augmentation() if self.augment else self._eval_geometry()
+        steps = self.augmentation() if self.augment else self.eval_geometry()
         steps = steps + [self._to_float(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         if self.cutout > 0:
             steps.append(Cutout(self.cutout))
@@ -168,7 +168,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def eval_transform(self):
         return transforms.Compose(
-            self._eval_geometry() + [self._to_float(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+            self.eval_geometry() + [self._to_float(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         )
 
     # ---- splits --------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _stack(self, dataset: TransformedDataset) -> tuple[Tensor, Tensor]:
         base = dataset.base
-        if isinstance(base, ArrayImages) and not self._eval_geometry():
+        if isinstance(base, ArrayImages) and not self.eval_geometry():
             return normalize_uint8(base.images), base.labels.clone()  # vectorised: seconds -> milliseconds
         xs, ys = [], []
         for x, y in DataLoader(dataset, batch_size=256, shuffle=False, num_workers=self.num_workers):

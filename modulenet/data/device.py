@@ -121,8 +121,8 @@ def device_batches(datamodule, device: torch.device | str, seed: int) -> DeviceB
     None where the per-image path must stay (ImageFolder's resizing, a subclass's own augmentation)."""
     datamodule.setup("fit")
     base = getattr(datamodule.train_set, "base", None)
-    own_augmentation = type(datamodule)._augmentation is not ImageDataModule._augmentation
-    if not isinstance(base, ArrayImages) or datamodule._eval_geometry() or own_augmentation:
+    own_augmentation = type(datamodule).augmentation is not ImageDataModule.augmentation
+    if not isinstance(base, ArrayImages) or datamodule.eval_geometry() or own_augmentation:
         return None
     return DeviceBatches(
         base,

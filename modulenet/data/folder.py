@@ -28,10 +28,10 @@ class ImageFolderDataModule(ImageDataModule):
         resolve_val_size(val_size)
         self.val_size = val_size
 
-    def _augmentation(self) -> list:
+    def augmentation(self) -> list:
         return [transforms.RandomResizedCrop(self.image_size), transforms.RandomHorizontalFlip()]
 
-    def _eval_geometry(self) -> list:
+    def eval_geometry(self) -> list:
         return [transforms.Resize(round(self.image_size * 256 / 224)), transforms.CenterCrop(self.image_size)]
 
     def _to_float(self):

@@ -2,8 +2,11 @@
 `input-4096-4096-classes` classifier trained, err_val / l_rate / sim / score measured.
 
 - `settings`: what decides a result (ClassifierSettings, EvaluationSettings: the memo's key).
-- `lit_module`: the classifier, and one individual trained by Lightning.
+- `evaluator`: the Evaluator, the search's `evaluate`: parses, asks the memo, plans, dispatches.
+- `memo`: finished evaluations, kept across kills.  `planner`: a generation cut into tasks.
+- `candidate`: one individual assembled (trunk, classifier width, FLOPs), where it trains.
+- `training`: a task trained (Lightning, or stacked), the handler every dispatcher runs.
+- `lit_module`: the classifier, and one individual in Lightning.
 - `stacked`: ours, speed only: cached trunk features, shared prefixes, stacked classifiers.
-- `evaluator`: the Evaluator (memo, grouping into tasks, the two training paths).
-- `dispatch`: ours, the same tasks sent to one worker per GPU (or CPU workers) or to Ray actors.
+- `naswot`: ours, a training-free ranking.
 """

@@ -64,7 +64,7 @@ class EvaluationSettings(ClassifierSettings, TrainerSettings):
     beta: float = 25.0
     seed: int = 0
     # The Python API's default: float32, reproducible without a measurement; the app's trainer
-    # group defaults to "auto" (TrainerSettings), which the Evaluator resolves.
+    # group defaults to "auto" (TrainerSettings), which TrainerSettings.choose_precision decides once.
     precision: str = "32-true"
 
     def __post_init__(self) -> None:
@@ -87,6 +87,12 @@ class EvaluationSettings(ClassifierSettings, TrainerSettings):
         from modulenet.stitching.choices import get_connection  # here: settings are composed without torch
 
         return self.cache_features and not get_connection(self.connection).trains
+
+    @property
+    def stacked(self) -> bool:
+        """Whether a generation is trained in stacked groups on cached features (evaluation/stacked.py)
+        rather than one individual at a time."""
+        return self.features_cached and (self.stack_individuals > 1 or self.share_prefixes)
 
     def relevant(self, context: dict | None = None) -> dict:
         """Every setting that changes results (speed-only ones excluded), with `context` (data, knowledge base)."""

@@ -26,7 +26,7 @@ from modulenet.evaluation.lit_module import Classifier, pool_features
 from modulenet.knowledge.base import KnowledgeBase, atomic_torch_save
 from modulenet.rundir import atomic_path, write_atomic
 from modulenet.runtime.precision import CHANNELS_LAST, is_bf16
-from modulenet.stitching.choices import BUILT_IN, get_connection
+from modulenet.stitching.choices import CONNECTIONS, get_connection
 
 FORMAT = "modulenet-network/1"
 
@@ -116,7 +116,7 @@ def load_network(directory: str | os.PathLike, trust_code: bool = False) -> Netw
     d = read_description(directory)
     try:
         connection = d["connection"]
-        if connection not in BUILT_IN and not trust_code:
+        if connection not in CONNECTIONS and not trust_code:
             raise ModuleNetError(
                 f"{directory} names the connection {connection!r}, code to import: a saved network is data, "
                 "so it is loaded only with trust_code=True, if you trust where it came from"

@@ -7,7 +7,6 @@ there are more than 5 classes). The test split never chooses anything."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import shutil
@@ -21,11 +20,12 @@ from modulenet.finetune.candidates import select_candidates
 from modulenet.finetune.network import export_network, load_network
 from modulenet.finetune.results import FinetuneResult, markdown_table, select, selected_network
 from modulenet.finetune.settings import FinetuneSettings
-from modulenet.finetune.training import Candidate, StageContext, candidate_worker, finetune_candidate
+from modulenet.finetune.training import Candidate, StageContext, candidate_worker
 from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rundir import hold, read_scores, write_atomic
-from modulenet.runtime.workers import Dispatch, WorkerDied
+from modulenet.runtime.dispatch import Dispatcher, LocalDispatcher
+from modulenet.runtime.workers import WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,12 @@ class FinetuneStage:
         kb: KnowledgeBase,
         datamodule,
         settings: FinetuneSettings,
-        dispatch: Dispatch | None = None,
+        dispatcher: Dispatcher | None = None,
         tracker=None,
         progress: bool = True,
     ):
         self.kb, self.datamodule, self.settings = kb, datamodule, settings
-        self.dispatch, self.tracker, self.progress = dispatch or Dispatch(), tracker, progress
-        self.pool = None  # the workers, while a dispatched run has them
+        self.dispatcher, self.tracker, self.progress = dispatcher or LocalDispatcher(), tracker, progress
 
     def run(
         self, results: dict, out_dir: Path, search_run: Path | None = None, dataset_config: dict | None = None
@@ -100,17 +99,15 @@ class FinetuneStage:
                 "+".join(self.kb.describe(code)),
                 candidate.seed,
             )
-        pool = self.dispatch.pool(candidate_worker, (context,), self.settings.accelerator) if todo else None
-        self.pool = pool
-        if pool is None:
-            for candidate in todo:
-                report = None
-                if context.curves:
-                    report = functools.partial(self.tracker.log_finetune_epoch, candidate.label, candidate.seed)
-                yield candidate, finetune_candidate(context, candidate, self.progress, report)
+        if not todo:
             return
+        # In this process a fine-tune shows its progress bar and reports its curves as they come;
+        # a worker sends them back with its row.
+        live = self.dispatcher.in_process
+        curves = self.tracker.log_finetune_epoch if live and context.curves else None
+        self.dispatcher.start(candidate_worker, (context, self.progress and live, curves))
         try:
-            for candidate, answer in pool.map(todo, lambda c: f"{c.label} seed {c.seed}"):
+            for candidate, answer in self.dispatcher.map(todo, lambda c: f"{c.label} seed {c.seed}"):
                 if isinstance(answer, WorkerDied):  # left unfinished: a rerun continues it
                     log.error("%s, seed %d not fine-tuned: %s", candidate.label, candidate.seed, answer.reason)
                     continue
@@ -119,8 +116,7 @@ class FinetuneStage:
                     self.tracker.log_finetune_epoch(candidate.label, candidate.seed, row)
                 yield candidate, result
         finally:
-            pool.close()
-            self.pool = None
+            self.dispatcher.close()
 
     def _finish(self, finished: list[FinetuneResult], out_dir: Path, search_run) -> list[FinetuneResult]:
         """The selection by validation error, the selected network exported, the table."""

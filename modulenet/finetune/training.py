@@ -4,6 +4,7 @@ the stage runs in this process or sends to a worker (finetune/dispatch.py)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -23,7 +24,8 @@ from modulenet.finetune.results import FinetuneResult
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rng import seeded
-from modulenet.runtime.precision import AUTO, MEMORY_FORMATS, NetworkStep, choose_memory_format, choose_precision
+from modulenet.runtime.dispatch import worker_accelerator
+from modulenet.runtime.precision import AUTO, MEMORY_FORMATS, NetworkStep
 from modulenet.runtime.trainer import (
     accelerator_device,
     make_trainer,
@@ -61,10 +63,11 @@ def _finetune_architecture(
     kb: KnowledgeBase, genotype, datamodule, settings: FinetuneSettings, progress, checkpoints, report
 ) -> tuple[Network, dict]:
     if settings.init == "scratch":  # the control: the same architecture, none of the knowledge
-        if settings.connection == "aligned":
+        fitted = get_connection(settings.connection).fitted
+        if fitted is not None and fitted.scratch is None:
             raise ModuleNetError(
-                "finetune.init=scratch with connection=aligned: a permutation fitted to inherited features has no "
-                "random counterpart; use least_squares (a 1x1 convolution), channel_pool or conv1x1"
+                f"finetune.init=scratch with connection={settings.connection}: a connection fitted to inherited "
+                "features has no random counterpart; use least_squares (a 1x1 convolution), channel_pool or conv1x1"
             )
         kb = kb.reinitialized(settings.seed)
     trunk = kb.assemble(genotype, connection=settings.connection, trainable=True, resolution=settings.resolution)
@@ -120,12 +123,11 @@ def _network_precision_and_layout(
     head = f"{'-'.join(map(str, s.hidden))}-{datamodule.num_classes} {s.pool}"
     name = f"{'+'.join(kb.describe(genotype))} {s.connection} {s.resolution} head {head}"
     step = NetworkStep(model, name, datamodule.image_size, s.batch_size, datamodule.num_classes)
-    precision = s.precision
-    if precision == AUTO:
-        choice = choose_precision(AUTO, device, step)
+    choice = s.choose_precision(step)
+    if s.precision == AUTO:
         log.info("  trainer.precision=auto chose %s: %s", choice.precision, choice.reason)
-        precision = choice.precision
-    layout = choose_memory_format(s.memory_format, device, step, precision)
+    precision = choice.precision
+    layout = s.choose_memory_format(step, precision)
     if s.memory_format == AUTO:
         log.info("  trainer.memory_format=auto chose %s: %s", layout.memory_format, layout.reason)
     return precision, layout.memory_format
@@ -216,15 +218,21 @@ def finetune_candidate(
     )
 
 
-def candidate_worker(context: StageContext, device: int | None) -> Callable[[Candidate], tuple]:
-    """Built in a worker (runtime/workers.py): fine-tunes candidates on the worker's device (a GPU
-    it sees as cuda:0, or the CPU) and answers each with its row and its epoch curves."""
-    settings = replace(context.settings, accelerator="gpu" if device is not None else "cpu")
+def candidate_worker(
+    context: StageContext, progress: bool, live: Callable[[str, int, dict], None] | None, device
+) -> Callable[[Candidate], tuple]:
+    """Built where candidates are fine-tuned (runtime/dispatch.py): on the dispatcher's device (this
+    process's, a GPU a worker sees as cuda:0, or the CPU); answers each with its row and the epoch
+    curves it measured, or hands them to `live` (label, seed, row) as they come in this process."""
+    settings = replace(context.settings, accelerator=worker_accelerator(device, context.settings.accelerator))
     context = replace(context, settings=settings)
 
     def run(candidate: Candidate) -> tuple[FinetuneResult, list[dict]]:
         curves: list[dict] = []
-        result = finetune_candidate(context, candidate, report=curves.append if context.curves else None)
+        report = curves.append if context.curves else None
+        if live is not None:
+            report = functools.partial(live, candidate.label, candidate.seed)
+        result = finetune_candidate(context, candidate, progress, report)
         return result, curves
 
     return run

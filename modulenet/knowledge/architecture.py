@@ -19,6 +19,27 @@ class Architecture:
     def __init__(self, name: str):
         self.name = name
 
+    # How the zoo finds a family (knowledge/zoo.py, ARCHITECTURES): the names `get_architecture`
+    # builds from it (none: built another way, e.g. cut points or knowledge_base=timm) ...
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def knows(cls, name: str) -> bool:
+        """Whether `name` is this family's beyond `zoo_names` (a pattern, e.g. any CIFAR ResNet depth)."""
+        return False
+
+    @classmethod
+    def named(cls, name: str, cifar_stem: bool = True) -> Architecture:
+        """... and the architecture a zoo name means (`cifar_stem`: for families that have one)."""
+        return cls(name)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Architecture:
+        """The architecture `to_config()` described (a saved knowledge base's)."""
+        return cls(**{k: v for k, v in config.items() if k != "family"})
+
     def build(self) -> nn.Module:
         """The whole network with random weights (classifier included, as checkpoints store it)."""
         raise NotImplementedError

@@ -87,8 +87,20 @@ class KnowledgeBase:
             yield from row
 
     def parse_genotype(self, value) -> Genotype:
-        """Validate a genotype (`"21111"`, `[1, 0, 0, 0, 0]`, arch names) against this knowledge base."""
+        """Validate a genotype (`"21111"`, `[1, 0, 0, 0, 0]`, arch names) against this knowledge base;
+        a genotype it parsed already (a tuple of c valid indices) is returned as it is."""
+        if self.is_parsed(value):
+            return value
         return parse_genotype(value, self.arch_names, self.num_cells)
+
+    def is_parsed(self, value) -> bool:
+        """Whether `value` is a parsed genotype of this knowledge base: a tuple of c indices in [0, n)."""
+        n = self.num_archs
+        return (
+            isinstance(value, tuple)
+            and len(value) == self.num_cells
+            and all(type(i) is int and 0 <= i < n for i in value)
+        )
 
     def original_genotype(self, arch: str | int) -> Genotype:
         """The genotype that reassembles one source architecture: [i] * c."""
@@ -174,9 +186,13 @@ class KnowledgeBase:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             columns = [arch.cells(arch.build()) for arch in self.architectures]
-            fitted = {
+            fitted = {  # each fitted connection that has a random counterpart (a least-squares stitch does)
                 resolution: {
-                    key: {"least_squares": _random_stitch(fits["least_squares"]["weight"].shape)}
+                    key: {
+                        name: get_connection(name).fitted.scratch(fit)
+                        for name, fit in fits.items()
+                        if get_connection(name).fitted.scratch is not None
+                    }
                     for key, fits in boundaries.items()
                 }
                 for resolution, boundaries in self.fitted.items()
@@ -389,10 +405,3 @@ def atomic_torch_save(obj, path: Path) -> None:
     """`torch.save` whole (rundir.atomic_path): a crash or a second writer never leaves a torn file."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def _random_stitch(shape: torch.Size) -> dict[str, torch.Tensor]:
-    """A least-squares stitch's tensors as a freshly initialised 1x1 convolution would hold them."""
-    out_channels, in_channels = shape
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
-    return {"weight": conv.weight.detach().view(out_channels, in_channels).clone(), "bias": conv.bias.detach().clone()}

@@ -20,9 +20,7 @@ from modulenet.knowledge import build_knowledge_base, get_architecture
 from modulenet.knowledge.base import KnowledgeBase, load_cached_knowledge_base
 from modulenet.knowledge.training import SOURCE_TRAINER, train_source_network
 from modulenet.rng import seeded
-from modulenet.runtime.precision import choose_precision
 from modulenet.runtime.settings import TrainerSettings
-from modulenet.runtime.trainer import accelerator_device
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +49,9 @@ def quickstart_knowledge_base(
     quickstart's, or `knowledge_base.train_epochs`), or train its source networks and build it,
     where and in the precision `trainer` says (None: float32 on the CPU)."""
     archs, trainer = list(recipe.archs), trainer or SOURCE_TRAINER
-    device = accelerator_device(trainer.accelerator)
+    device = trainer.device
     trained_in = {  # what the networks' weights depend on besides the data: the precision as resolved
-        "precision": choose_precision(trainer.precision, device).precision,
+        "precision": trainer.resolved_precision(),
         "float32_matmul_precision": trainer.float32_matmul_precision if device.type == "cuda" else "highest",
     }
     keyed = {**asdict(recipe), "data": datamodule_signature(datamodule), **trained_in}

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from modulenet.runtime.settings import TrainerSettings
-from modulenet.runtime.trainer import accelerator_device, make_trainer, quiet_lightning, use_float32_matmul_precision
+from modulenet.runtime.trainer import make_trainer, quiet_lightning, use_float32_matmul_precision
 
 SOURCE_TRAINER = TrainerSettings(precision="32-true")  # the Python API's default: float32 on the CPU
 
@@ -87,10 +87,10 @@ def train_source_network(
     group's settings; None: float32 on the CPU) says; returns validation accuracy (or nan without
     a loader)."""
     settings = trainer or SOURCE_TRAINER
-    use_float32_matmul_precision(accelerator_device(settings.accelerator), settings.float32_matmul_precision)
+    use_float32_matmul_precision(settings.device, settings.float32_matmul_precision)
     module = SourceNetworkModule(model, lr=lr, epochs=epochs)
     with quiet_lightning():
-        trainer = make_trainer(epochs, settings.accelerator, settings.precision, progress=progress)
+        trainer = make_trainer(epochs, settings.accelerator, settings.resolved_precision(), progress=progress)
         trainer.fit(module, train_loader)
         recalibrate_batchnorm(model, train_loader)
         if val_loader is None:

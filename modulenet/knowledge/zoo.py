@@ -28,11 +28,11 @@ from modulenet.knowledge.cut_points import CutPointArchitecture
 from modulenet.knowledge.darts import DartsNetwork, module_bounds, paper_reductions, split_darts
 from modulenet.knowledge.darts_genotypes import GENOTYPES, DartsGenotype
 from modulenet.knowledge.timm_zoo import TimmArchitecture  # imports timm only when a timm model is built
+from modulenet.registry import Registry
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TORCHVISION_VGGS = tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn"))
 CIFAR_RESNETS = tuple(f"resnet_cifar{d}" for d in CIFAR_RESNET_DEPTHS)
-SMALL_CIFAR = ("resnet_cifar8", "vgg_cifar", "allconv_cifar", "mobilenet_cifar")
 DARTS_NETWORKS = tuple(GENOTYPES)
 
 # The public CIFAR-10 checkpoints (hub-style names: the hex part is the sha256 prefix).
@@ -54,6 +54,14 @@ class TorchvisionResNet(Architecture):
         super().__init__(name)
         self.cifar_stem = bool(cifar_stem)
 
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return TORCHVISION_RESNETS
+
+    @classmethod
+    def named(cls, name: str, cifar_stem: bool = True) -> Architecture:
+        return cls(name, cifar_stem=cifar_stem)
+
     def build(self) -> nn.Module:
         from torchvision.models import get_model
 
@@ -70,6 +78,10 @@ class TorchvisionResNet(Architecture):
 class TorchvisionVGG(Architecture):
     family = "torchvision_vgg"
     num_cells = 5
+
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return TORCHVISION_VGGS
 
     def build(self) -> nn.Module:
         from torchvision.models import get_model
@@ -94,6 +106,15 @@ class CifarResNetArchitecture(Architecture):
         super().__init__(name)
         self.depth = int(name.removeprefix("resnet_cifar"))
 
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return (*CIFAR_RESNETS, "resnet_cifar8")  # the published depths, and the quickstart's
+
+    @classmethod
+    def knows(cls, name: str) -> bool:
+        """Any depth 6k + 2 >= 8, not only the published ones (resnet_cifar8 is the quickstart's)."""
+        return bool(re.fullmatch(r"resnet_cifar\d+", name)) and (int(name[12:]) - 2) % 6 == 0 and int(name[12:]) >= 8
+
     def build(self) -> nn.Module:
         return CifarResNet(self.depth)
 
@@ -115,6 +136,10 @@ class SmallCifarCNN(Architecture):
     family = "small_cifar"
     num_cells = 3
 
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return ("vgg_cifar", "allconv_cifar", "mobilenet_cifar")  # small_cnns.py
+
     def build(self) -> nn.Module:
         from modulenet.knowledge.small_cnns import AllConvCifar, MobileNetCifar, VGGCifar
 
@@ -133,6 +158,10 @@ class DartsArchitecture(Architecture):
     """
 
     family = "darts"
+
+    @classmethod
+    def zoo_names(cls) -> tuple[str, ...]:
+        return DARTS_NETWORKS
 
     def __init__(
         self,
@@ -197,38 +226,32 @@ class DartsArchitecture(Architecture):
         return config
 
 
-# The families a saved knowledge base may name. timm models are registered here only: their
-# names are timm's (resnet50 is also torchvision's), so get_architecture never resolves one;
-# knowledge_base=timm (timm_zoo.timm_knowledge_base) builds them.
-FAMILIES: dict[str, type[Architecture]] = {
-    cls.family: cls
-    for cls in (
-        TorchvisionResNet,
-        TorchvisionVGG,
-        CifarResNetArchitecture,
-        SmallCifarCNN,
-        DartsArchitecture,
-        TimmArchitecture,
-    )
-}
+# The architecture families: what a saved knowledge base may name (`family`), and where
+# `get_architecture` looks up a zoo name (each family's `zoo_names`). timm models are a family
+# with no zoo names: theirs are timm's (resnet50 is also torchvision's), so knowledge_base=timm
+# (timm_zoo.timm_knowledge_base) builds them; cut points are your own model's.
+ARCHITECTURES: Registry[type[Architecture]] = Registry("architecture family", dotted=False)
+for _family in (
+    TorchvisionResNet,
+    TorchvisionVGG,
+    CifarResNetArchitecture,
+    SmallCifarCNN,
+    DartsArchitecture,
+    TimmArchitecture,
+    CutPointArchitecture,
+):
+    ARCHITECTURES.register(_family.family, _family)
 
 
 def known_architectures() -> list[str]:
-    return [*TORCHVISION_RESNETS, *TORCHVISION_VGGS, *CIFAR_RESNETS, *SMALL_CIFAR, *DARTS_NETWORKS]
+    return [name for _, family in ARCHITECTURES.items() for name in family.zoo_names()]
 
 
 def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
     """The architecture called `name`; an unknown name is an error listing the valid ones."""
-    if name in TORCHVISION_RESNETS:
-        return TorchvisionResNet(name, cifar_stem=cifar_stem)
-    if name in TORCHVISION_VGGS:
-        return TorchvisionVGG(name)
-    if name in ("vgg_cifar", "allconv_cifar", "mobilenet_cifar"):
-        return SmallCifarCNN(name)
-    if name in DARTS_NETWORKS:
-        return DartsArchitecture(name)
-    if re.fullmatch(r"resnet_cifar\d+", name) and (int(name[12:]) - 2) % 6 == 0 and int(name[12:]) >= 8:
-        return CifarResNetArchitecture(name)
+    for _, family in ARCHITECTURES.items():
+        if name in family.zoo_names() or family.knows(name):
+            return family.named(name, cifar_stem=cifar_stem)
     raise KnowledgeBaseError(
         f"unknown architecture {name!r}; valid names are {known_architectures()} "
         "(or a CutPointArchitecture for your own model)"
@@ -238,11 +261,6 @@ def get_architecture(name: str, cifar_stem: bool = True) -> Architecture:
 def architecture_from_config(config: dict) -> Architecture:
     """Rebuild an architecture from `Architecture.to_config()` output."""
     family = config.get("family")
-    if family == "cut_points":
-        return CutPointArchitecture.from_config(config)
-    if family not in FAMILIES:
-        raise KnowledgeBaseError(
-            f"unknown architecture family {family!r}; valid are {sorted(FAMILIES) + ['cut_points']}"
-        )
-    kwargs = {k: v for k, v in config.items() if k != "family"}
-    return FAMILIES[family](**kwargs)
+    if family not in ARCHITECTURES:
+        raise KnowledgeBaseError(f"unknown architecture family {family!r}; valid are {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES.get(family).from_config(config)

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from modulenet.errors import ModuleNetError, first_line
 from modulenet.rundir import atomic_path
-from modulenet.runtime.precision import AUTO, choose_precision
+from modulenet.runtime.precision import AUTO
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
@@ -132,9 +132,9 @@ def make_trainer(
     `checkpoints`: a folder where the last finished epoch is kept (model, optimiser, scheduler,
     loops and generators, torch's and those of `owned_generators`; `resume_from(checkpoints)`
     continues from it).
-    `precision="auto"` here means whole networks (`precision.choose_precision`)."""
+    `precision`: as chosen (TrainerSettings.choose_precision decides `auto`, never this)."""
     if precision == AUTO:
-        precision = choose_precision(AUTO, accelerator_device(accelerator)).precision
+        raise ValueError("make_trainer needs a precision already chosen (TrainerSettings.choose_precision)")
     callbacks = list(callbacks)
     if checkpoints is not None:
         # save_top_k=1 without a monitor: the newest epoch's, replacing the one before

@@ -1,5 +1,5 @@
 """Workers that each own one device and run tasks sent to them: the machinery under the search's
-dispatchers (evaluation/dispatch.py) and the evaluation stage's (finetune/dispatch.py). Ours; the
+dispatchers (runtime/dispatch.py), for the search and the evaluation stage alike. Ours; the
 paper runs one process.
 
 A worker is built in its own process (or Ray actor) by `make_handler(*args, device)`, a picklable
@@ -354,37 +354,3 @@ def _unreachable(address: str) -> str | None:
         why = err.strerror or str(err) or type(err).__name__
         return f"{target}: {why}" if target != address else why
     return None
-
-
-# the dispatchers a pool can be: the search's `evaluator=` choices of the same names
-DISPATCHERS = ("local", "gpus", "ray")
-
-
-@dataclass
-class Dispatch:
-    """Where tasks run: `local` (in this process), `gpus` (a worker process per GPU in `devices`,
-    default every visible one when the accelerator is a GPU, else `num_workers` CPU workers) or
-    `ray` (`num_workers` actors on the Ray cluster at `address`, a local Ray when None)."""
-
-    kind: str = "local"
-    devices: list[int] | None = None
-    num_workers: int | None = None
-    address: str | None = None
-    gpus_per_worker: float = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in DISPATCHERS:
-            raise ModuleNetError(f"dispatch {self.kind!r}: valid dispatchers are {list(DISPATCHERS)}")
-
-    def pool(self, make_handler: Callable, args: tuple, accelerator: str) -> WorkerPool | RayPool | None:
-        """The workers that run `make_handler(*args, device)`'s tasks; None for `local`."""
-        if self.kind == "local":
-            return None
-        if self.kind == "ray":
-            ray = connect_ray(self.address, self.num_workers)
-            count = self.num_workers or max(1, int(ray.available_resources().get("CPU", 1)))
-            return RayPool(ray, make_handler, args, cpu_workers(count), self.gpus_per_worker)
-        devices = self.devices
-        if devices is None and accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-            devices = list(range(torch.cuda.device_count()))
-        return WorkerPool(make_handler, args, list(devices) if devices else [None] * cpu_workers(self.num_workers))

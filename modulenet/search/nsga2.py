@@ -28,6 +28,7 @@ from modulenet.errors import ModuleNetError
 from modulenet.genotype import Genotype, format_genotype
 from modulenet.rng import drawing_from
 from modulenet.rundir import hold
+from modulenet.search.individual import OBJECTIVES
 from modulenet.search.outputs import plot_front, plot_search_curves, write_evaluations_csv, write_results
 from modulenet.search.records import WORST_SCORE, Evaluation
 from modulenet.search.score import new_survival
@@ -87,7 +88,7 @@ def objective_values(evaluation: Evaluation, objectives: Sequence[str]) -> tuple
     Pareto-optimal."""
     if evaluation.status != "ok":
         return (WORST_SCORE,) * len(objectives)
-    return tuple(float(getattr(evaluation, name)) for name in objectives)
+    return tuple(float(OBJECTIVES.get(name)(evaluation)) for name in objectives)
 
 
 # --------------------------------------------------------------------------- variation

@@ -13,7 +13,7 @@ from pathlib import Path
 from modulenet import rundir
 from modulenet.genotype import format_genotype, read_genotype_text, search_space_size
 from modulenet.rundir import write_atomic
-from modulenet.search.records import WORST_SCORE, Evaluation
+from modulenet.search.records import TABLE_COLUMNS, WORST_SCORE, Evaluation, table_row
 from modulenet.search.state import SearchState
 
 
@@ -44,41 +44,12 @@ def write_results(run_dir: Path, run: SearchState, arch_names: list[str] | None)
 
 def write_evaluations_csv(run_dir: Path, run: SearchState, arch_names: list[str] | None) -> None:
     """evaluations.csv: one row per evaluated individual, in evaluation order."""
-    columns = [
-        "generation",
-        "genotype",
-        "architecture",
-        "score",
-        "err_val",
-        "l_rate",
-        "sim",
-        "params",
-        "flops",
-        "status",
-        "seconds",
-        "error",
-    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    writer.writerow(TABLE_COLUMNS)
     for code, e in run.evaluations.items():
         architecture = "+".join(arch_names[i] for i in code) if arch_names else ""
-        writer.writerow(
-            [
-                run.first_generation[code],
-                format_genotype(code),
-                architecture,
-                e.score,
-                e.err_val,
-                e.l_rate,
-                e.sim,
-                e.params,
-                e.flops,
-                e.status,
-                e.seconds,
-                e.error,
-            ]
-        )
+        writer.writerow(table_row(e, run.first_generation[code], format_genotype(code), architecture))
     write_atomic(Path(run_dir) / rundir.EVALUATIONS, buffer.getvalue())
 
 

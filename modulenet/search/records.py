@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from modulenet.search.score import similarity
 
@@ -47,3 +47,14 @@ class Evaluation:
     @classmethod
     def from_dict(cls, d: dict) -> Evaluation:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# A table of evaluations (evaluations.csv, the W&B table): where and what, then the record's own
+# fields in the order `Evaluation` declares them (the per-epoch losses, a list, left out).
+RECORD_COLUMNS = tuple(f.name for f in fields(Evaluation) if f.name not in ("genotype", "epoch_losses"))
+TABLE_COLUMNS = ("generation", "genotype", "architecture", *RECORD_COLUMNS)
+
+
+def table_row(evaluation: Evaluation, generation: int | None, genotype: str, architecture: str) -> list:
+    """`evaluation` as a row of TABLE_COLUMNS."""
+    return [generation, genotype, architecture, *(getattr(evaluation, name) for name in RECORD_COLUMNS)]

@@ -62,10 +62,10 @@ class SearchConfig:
                 raise ModuleNetError(f"search.{name}={value!r} must be a probability in [0, 1]")
         objectives = list(self.objectives)
         if not objectives:
-            raise ModuleNetError(f"search.objectives is empty; choose from {list(OBJECTIVES)}")
+            raise ModuleNetError(f"search.objectives is empty; choose from {OBJECTIVES.names()}")
         for name in objectives:
             if name not in OBJECTIVES:
-                raise ModuleNetError(f"unknown search objective {name!r}; valid objectives are {list(OBJECTIVES)}")
+                raise ModuleNetError(f"unknown search objective {name!r}; valid objectives are {OBJECTIVES.names()}")
         if len(set(objectives)) != len(objectives):
             raise ModuleNetError(f"search.objectives={objectives} names an objective twice")
         if len(self.initial_genotypes) > self.population_size:

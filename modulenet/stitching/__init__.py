@@ -6,3 +6,7 @@ modules and the trunk they make.
 - `resolution`: ours, the rule that reconciles spatial resolutions between modules.
 - `assembly`: a genotype's modules and connections as one trunk.
 """
+
+# The fitted connections register themselves where they are defined: importing the package
+# (as any import of its modules does) completes the connection registry.
+from modulenet.stitching import fitted as _fitted  # noqa: E402,F401

@@ -31,9 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from modulenet.errors import KnowledgeBaseError
+from modulenet.stitching.choices import CONNECTIONS, Connection, Fitted
 from modulenet.stitching.connections import ModuleLink, parameter_free_connection
 
-FITTED = ("aligned", "least_squares")  # the names fitted_link builds; choices.BUILT_IN declares them
 RIDGE = 1e-6  # relative to the mean feature energy: keeps the normal equations solvable for dead channels
 
 
@@ -77,15 +77,8 @@ def fitted_link(kb, connection: str, resolution: str, position: int, prev: int, 
             f"connection={connection!r} needs connections fitted from data for resolution={resolution!r}: call "
             f"kb.fit_connections(images, resolution={resolution!r}) first (the app does it at start)"
         ) from None
-    if connection == "aligned":
-        return AlignedConnection(
-            kb.specs[position - 1][prev].out_channels,
-            kb.specs[position][nxt].in_channels,
-            fit["perm"],
-            fit["scale"],
-            fit["shift"],
-        )
-    return LeastSquaresConnection(fit["weight"], fit["bias"])
+    c_in, c_out = kb.specs[position - 1][prev].out_channels, kb.specs[position][nxt].in_channels
+    return CONNECTIONS.get(connection).fitted.link(fit, c_in, c_out)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -211,7 +204,7 @@ def fit_boundaries(
             m.train(mode)
     fitted = {}
     for key, (_, _, _, stats) in stages.items():
-        fitted[key] = {"aligned": solve_aligned(stats), "least_squares": solve_least_squares(stats)}
+        fitted[key] = {name: choice.fitted.solve(stats) for name, choice in fitted_connections()}
     return fitted
 
 
@@ -236,7 +229,12 @@ def fitted_from_state(kb, state: dict[str, torch.Tensor]) -> dict:
     fitted: dict = {}
     for key, tensor in state.items():
         parts = key.split("/")
-        if len(parts) != 6 or parts[2] not in index or parts[3] not in index or parts[4] not in FITTED:
+        if (
+            len(parts) != 6
+            or parts[2] not in index
+            or parts[3] not in index
+            or parts[4] not in dict(fitted_connections())
+        ):
             raise KnowledgeBaseError(
                 f"fitted connection key {key!r} does not match this knowledge base ({kb.arch_names})"
             )
@@ -253,9 +251,55 @@ def _check_fitted(key: str, tensor, kb, boundary: tuple[int, int, int], connecti
     if not 0 < j < kb.num_cells:
         raise KnowledgeBaseError(f"fitted connection key {key!r}: position {j} is not a boundary of c = {kb.num_cells}")
     c_in, c_out = kb.specs[j - 1][prev].out_channels, kb.specs[j][nxt].in_channels
-    shapes = {"weight": (c_out, c_in), "bias": (c_out,), "perm": (c_out,), "scale": (c_out,), "shift": (c_out,)}
+    shapes = CONNECTIONS.get(connection).fitted.shapes(c_in, c_out)
     if not torch.is_tensor(tensor) or name not in shapes or tuple(tensor.shape) != shapes[name]:
         shape = tuple(tensor.shape) if torch.is_tensor(tensor) else type(tensor).__name__
         raise KnowledgeBaseError(f"fitted connection {key!r} has shape {shape}; this boundary needs {shapes.get(name)}")
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         raise KnowledgeBaseError(f"fitted connection {key!r} holds values that are not finite")
+
+
+# --------------------------------------------------------------------------- the registered connections
+
+
+def fitted_connections() -> list[tuple[str, Connection]]:
+    """Every registered connection fitted from data, by name."""
+    return [(name, choice) for name, choice in CONNECTIONS.items() if choice.fitted is not None]
+
+
+def random_stitch(fit: dict) -> dict[str, torch.Tensor]:
+    """A least-squares stitch's tensors as a freshly initialised 1x1 convolution would hold them."""
+    out_channels, in_channels = fit["weight"].shape
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+    return {"weight": conv.weight.detach().view(out_channels, in_channels).clone(), "bias": conv.bias.detach().clone()}
+
+
+_HERE = "modulenet.stitching.fitted"
+CONNECTIONS.register(
+    "aligned",
+    Connection(
+        "aligned",
+        f"{_HERE}.AlignedConnection",
+        None,
+        fitted=Fitted(
+            solve=solve_aligned,
+            shapes=lambda c_in, c_out: {"perm": (c_out,), "scale": (c_out,), "shift": (c_out,)},
+            link=lambda fit, c_in, c_out: AlignedConnection(c_in, c_out, fit["perm"], fit["scale"], fit["shift"]),
+            scratch=None,  # a permutation fitted to inherited features has no random counterpart
+        ),
+    ),
+)
+CONNECTIONS.register(
+    "least_squares",
+    Connection(
+        "least_squares",
+        f"{_HERE}.LeastSquaresConnection",
+        None,
+        fitted=Fitted(
+            solve=solve_least_squares,
+            shapes=lambda c_in, c_out: {"weight": (c_out, c_in), "bias": (c_out,)},
+            link=lambda fit, c_in, c_out: LeastSquaresConnection(fit["weight"], fit["bias"]),
+            scratch=random_stitch,
+        ),
+    ),
+)

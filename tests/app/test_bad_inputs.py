@@ -346,7 +346,7 @@ def descendants() -> dict[int, str]:
 
 
 def make_ray(args, address):
-    from modulenet.evaluation.dispatch import make_evaluator
+    from modulenet.evaluation.evaluator import make_evaluator
 
     return make_evaluator("ray", *args, address=address, num_workers=1, progress=False)
 
@@ -397,8 +397,8 @@ def test_ray_client_address_without_the_client_extra_is_one_line(ray_evaluator_a
     one_line(
         excinfo,
         "evaluator.address='ray://127.0.0.1:10001'",
-        "Ray Client requires pip package `ray[client]`",
-        "evaluator=gpus",
+        "needs Ray's client extra: pip install 'ray[client]'",
+        "evaluator.address=auto",
     )
     assert not ray.is_initialized()
 

@@ -48,12 +48,13 @@ def test_every_choice_of_an_object_group_names_its_class(group, choices):
 
 
 def test_search_and_trainer_groups_build_their_settings():
-    from modulenet.app.builders import check_trainer, search_config
+    from modulenet.app.bundle import SearchBundle
     from modulenet.runtime.settings import TrainerSettings
     from modulenet.search import SearchConfig
 
     cfg = compose_search(["seed=3", "search.alpha=10", "trainer.precision=32-true"])
-    search, trainer = search_config(cfg), check_trainer(cfg.trainer)
+    bundle = SearchBundle.resolve(cfg)
+    search, trainer = bundle.search, bundle.trainer
     assert type(search) is SearchConfig and (search.seed, search.alpha, search.generations) == (3, 10, 5)
     assert trainer == TrainerSettings(accelerator="cpu", precision="32-true")
 
@@ -150,12 +151,12 @@ def test_evaluation_settings_check_their_values_when_built(change, message):
 
 def test_a_bad_finetune_recipe_fails_before_the_search():
     """The evaluation stage's recipe is checked when a search that ends with it starts, not after."""
-    from modulenet.app.builders import check_search_config
+    from modulenet.app.bundle import SearchBundle
     from modulenet.errors import ModuleNetError
     from modulenet.finetune.settings import FinetuneSettings
 
-    check_search_config(compose_search(["finetune.candidates=best"]))  # not run: not checked
+    SearchBundle.resolve(compose_search(["finetune.candidates=best"]))  # not run: not checked
     with pytest.raises(ModuleNetError, match=r"finetune.candidates='best'; valid values are \['population', "):
-        check_search_config(compose_search(["finetune.after_search=true", "finetune.candidates=best"]))
+        SearchBundle.resolve(compose_search(["finetune.after_search=true", "finetune.candidates=best"]))
     with pytest.raises(ModuleNetError, match="finetune.epochs=0 must be a positive integer"):
         FinetuneSettings(epochs=0)

@@ -504,3 +504,32 @@ def test_image_folder_missing_or_mismatched_folders(tmp_path, folder_root):
     with pytest.raises(DataError) as excinfo:
         ImageFolderDataModule(str(tmp_path), image_size=32, val_size=1).setup()
     one_line_error(excinfo, "not the same names", "ant")
+
+
+class BareDataModule(__import__("pytorch_lightning").LightningDataModule):
+    """A LightningDataModule with loaders but none of what the method reads of a dataset."""
+
+    num_classes = 10
+
+    def train_dataloader(self):
+        return []
+
+
+def test_a_dataset_that_breaks_the_contract_is_one_line_when_built():
+    """Issue 32: the dataset contract (data/contract.py) is checked when the dataset is built,
+    naming what is missing; the built-in ones keep it."""
+    from omegaconf import OmegaConf
+
+    from modulenet.app.builders import make_datamodule
+    from modulenet.data.contract import CONTRACT, SearchDataModule
+
+    protocol = {n for n in SearchDataModule.__dict__ if not n.startswith("_")} | set(SearchDataModule.__annotations__)
+    assert set(CONTRACT) == protocol  # the names checked are the protocol's
+    with pytest.raises(ModuleNetError, match=r"BareDataModule. lacks image_size, search_tensors: a dataset must provide num_classes, image_size"):
+        make_datamodule(OmegaConf.create({"_target_": f"{__name__}.BareDataModule"}))
+    quickstart = make_datamodule(
+        OmegaConf.create(
+            {"_target_": "modulenet.data.QuickstartDataModule", "num_train": 64, "num_val": 16, "num_test": 16}
+        )
+    )
+    assert isinstance(quickstart, SearchDataModule)

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from conftest import GENERATION, evaluator_settings
 
-from modulenet.evaluation.dispatch import make_evaluator
-from modulenet.evaluation.evaluator import Evaluator, trunk_features
+from modulenet.evaluation.candidate import trunk_features
+from modulenet.evaluation.evaluator import Evaluator, make_evaluator
 from modulenet.evaluation.lit_module import pool_features
 from modulenet.evaluation.stacked import batch_loader, epoch_order, prefix_shared_features, trunk_stages
 from modulenet.runtime.trainer import make_trainer, quiet_lightning
@@ -72,7 +72,7 @@ def test_pre_drawn_batches_are_the_ones_a_lightning_trainer_draws(n):
 
 def test_stacked_classifiers_with_shared_prefixes_equal_the_plain_way(kb, data, plain):
     batched = Evaluator(kb, data, 4, evaluator_settings(stack_individuals=4, share_prefixes=True), progress=False)
-    assert batched.batched
+    assert batched.settings.stacked
     assert_same(batched(GENERATION), plain)
 
 
@@ -88,16 +88,16 @@ def test_bf16_evaluation_stays_close_to_float32(kb, data, plain):
 def test_tasks_are_stackable_groups_halved_until_every_worker_has_one(kb, data):
     evaluator = Evaluator(kb, data, 4, evaluator_settings(stack_individuals=6), progress=False)
     codes = sorted(GENERATION)
-    alone = evaluator.tasks(codes)
+    alone = evaluator.planner.tasks(codes)
     for workers in (1, 2, 4, 6, 8):
-        tasks = evaluator.tasks(codes, workers)
+        tasks = evaluator.planner.tasks(codes, workers)
         assert sorted(c for task in tasks for c in task) == codes  # each genotype once
         assert len(tasks) == max(len(alone), min(workers, len(codes)))
         # a task is a contiguous run of one stackable group (so its prefixes are shared)
         runs = [group[i:j] for group in alone for i in range(len(group)) for j in range(i + 1, len(group) + 1)]
         assert all(task in runs for task in tasks)
     unbatched = Evaluator(kb, data, 4, evaluator_settings(cache_features=False), progress=False)
-    assert unbatched.tasks(codes, 2) == [[code] for code in codes]
+    assert unbatched.planner.tasks(codes, 2) == [[code] for code in codes]
 
 
 @pytest.mark.slow  # make test-all: two worker processes and a kill (about 20 s); keeps make test under 5 minutes
@@ -108,7 +108,7 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
         "gpus", kb, data, 4, evaluator_settings(stack_individuals=6), num_workers=2, memo_path=memo, progress=False
     )
     try:
-        assert len(evaluator.pool.slots) == 2 and evaluator.pool.slots == [None, None]  # CPU workers here
+        assert evaluator.dispatcher.slots == [None, None]  # CPU workers here
         assert_same(evaluator(GENERATION[:4]), plain[:4])
         assert len(memo.read_text().splitlines()) == 4  # written by this process
 
@@ -116,14 +116,14 @@ def test_gpus_evaluator_with_cpu_workers_equals_local_and_survives_a_killed_work
         thread = threading.Thread(target=lambda: results.setdefault("r", evaluator(GENERATION)))
         thread.start()
         deadline = time.monotonic() + 60
-        while not any(w.task is not None for w in evaluator.pool.workers) and time.monotonic() < deadline:
+        while not any(w.task is not None for w in evaluator.dispatcher.pool.workers) and time.monotonic() < deadline:
             time.sleep(0.005)
-        victim = next(w for w in evaluator.pool.workers if w.task is not None)
+        victim = next(w for w in evaluator.dispatcher.pool.workers if w.task is not None)
         os.kill(victim.process.pid, signal.SIGKILL)
         thread.join(timeout=300)
-        assert evaluator.pool.requeued == 1
+        assert evaluator.dispatcher.pool.requeued == 1
         assert_same(results["r"], plain)  # memo for the first four, workers for the rest
-        assert all(w.process.is_alive() for w in evaluator.pool.workers)
+        assert all(w.process.is_alive() for w in evaluator.dispatcher.pool.workers)
     finally:
         evaluator.close()
 

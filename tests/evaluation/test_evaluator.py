@@ -116,3 +116,67 @@ def test_failing_individual_is_retried_at_half_batch_then_recorded_as_failed(dat
     assert retried.status == "ok" and retried.score < WORST_SCORE
     assert failed.status == "failed" and failed.score == WORST_SCORE and "out of memory" in failed.error
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2  # the failure is recorded too
+
+
+# --------------------------------------------------------------------------- its parts (issue 32)
+
+
+@pytest.fixture
+def counted_parsing(monkeypatch):
+    """How often a genotype is parsed (genotype.parse_genotype, as the knowledge base calls it) and
+    assembled into a candidate, by genotype."""
+    from collections import Counter
+
+    from modulenet.evaluation import candidate
+    from modulenet.knowledge import base
+
+    parsed, assembled = Counter(), Counter()
+    parse = base.parse_genotype
+    monkeypatch.setattr(base, "parse_genotype", lambda value, *a: parsed.update([str(value)]) or parse(value, *a))
+    assemble = candidate.Candidate.assemble.__func__
+
+    def counting(cls, kb, code, *args):
+        assembled[code] += 1
+        return assemble(cls, kb, code, *args)
+
+    monkeypatch.setattr(candidate.Candidate, "assemble", classmethod(counting))
+    return parsed, assembled
+
+
+@pytest.mark.parametrize("options", [dict(stack_individuals=4), dict(cache_features=False)])  # stacked, plain
+def test_a_genotype_is_parsed_once_and_assembled_once_per_evaluation(kb, data, counted_parsing, options):
+    parsed, assembled = counted_parsing
+    genotypes = ["012", "111", [2, 0, 1], "012"]  # as a user writes them; one twice
+    results = Evaluator(kb, data, 4, small_settings(epochs=1, **options), progress=False)(genotypes)
+    assert [r.genotype for r in results] == [(0, 1, 2), (1, 1, 1), (2, 0, 1), (0, 1, 2)]
+    assert parsed == {"012": 2, "111": 1, "[2, 0, 1]": 1}  # each given value once, never again downstream
+    assert assembled == {(0, 1, 2): 1, (1, 1, 1): 1, (2, 0, 1): 1}
+
+
+def test_the_evaluator_holds_a_planner_a_memo_and_a_dispatcher(kb, data, tmp_path):
+    """Its parts, each one job: the planner cuts tasks, the memo answers what finished, the
+    dispatcher (held, not inherited) runs the tasks; the memo is written here only."""
+    from modulenet.runtime.dispatch import Dispatcher, LocalDispatcher
+
+    class Recording(LocalDispatcher):
+        def __init__(self):
+            super().__init__()
+            self.tasks = []
+
+        def map(self, tasks, describe=str):
+            tasks = list(tasks)
+            self.tasks.append(tasks)
+            return super().map(tasks, describe)
+
+    recording = Recording()
+    memo = tmp_path / "m.jsonl"
+    evaluator = Evaluator(
+        kb, data, 4, small_settings(epochs=1, stack_individuals=2), memo_path=memo, dispatcher=recording
+    )
+    assert isinstance(evaluator.dispatcher, Dispatcher) and not isinstance(evaluator, Dispatcher)
+    evaluator(["012", "011", "111"])
+    assert recording.tasks == [evaluator.planner.tasks([(0, 1, 1), (0, 1, 2), (1, 1, 1)])]
+    again = Evaluator(kb, data, 4, small_settings(epochs=1, stack_individuals=2), memo_path=memo, dispatcher=recording)
+    again(["111", "210"])
+    assert recording.tasks[-1] == [[(2, 1, 0)]]  # the memo answered 111
+    assert len(memo.read_text().splitlines()) == 4

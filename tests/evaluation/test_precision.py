@@ -83,7 +83,7 @@ def test_the_evaluator_resolves_auto_and_keys_its_memo_by_the_choice(tmp_path):
     data = (x[:32], y[:32], x[32:], y[32:])
     base = dict(epochs=1, hidden=[32, 32], pool="avg", batch_size=16, feature_batch_size=16)
     auto = Evaluator(kb, data, 4, EvaluationSettings(**base, precision="auto"), progress=False)
-    assert auto.settings.precision in (FLOAT32, BF16) and auto.precision.reason
+    assert auto.settings.precision in (FLOAT32, BF16)
     explicit = Evaluator(kb, data, 4, EvaluationSettings(**base, precision=auto.settings.precision), progress=False)
     assert auto.settings.fingerprint() == explicit.settings.fingerprint()
     (result,) = auto([(0, 1, 0)])
@@ -93,18 +93,18 @@ def test_the_evaluator_resolves_auto_and_keys_its_memo_by_the_choice(tmp_path):
 def test_a_resumed_search_keeps_the_precision_auto_chose_for_it(monkeypatch, tmp_path):
     """A new measurement could choose otherwise (tiny heads time within the margin; another thread
     count is another cache key), and the resume would be refused: `auto` takes the run's choice."""
-    from modulenet.app import builders
+    from modulenet.app import bundle
 
     auto = EvaluationSettings(precision="auto")
-    assert builders.resumed_settings(auto, tmp_path) == auto  # no checkpoint: measured as usual
+    assert bundle.resumed_precision(auto, tmp_path) is None  # no checkpoint: measured as usual
     (tmp_path / "search_state.json").write_text(json.dumps({"depends_on": {"precision": FLOAT32}}))
-    assert builders.resumed_settings(auto, tmp_path).precision == FLOAT32
-    assert builders.resumed_settings(EvaluationSettings(precision=BF16), tmp_path).precision == BF16  # as given
+    assert bundle.resumed_precision(auto, tmp_path) == FLOAT32
+    assert bundle.resumed_precision(EvaluationSettings(precision=BF16), tmp_path) is None  # as given
     (tmp_path / "search_state.json").write_text(json.dumps({"depends_on": {"precision": BF16}}))
-    monkeypatch.setattr(builders, "has_bf16_units", lambda device: True)
-    assert builders.resumed_settings(auto, tmp_path).precision == BF16
-    monkeypatch.setattr(builders, "has_bf16_units", lambda device: False)  # emulated bf16: measure instead
-    assert builders.resumed_settings(auto, tmp_path) == auto
+    monkeypatch.setattr(bundle, "has_bf16_units", lambda device: True)
+    assert bundle.resumed_precision(auto, tmp_path) == BF16
+    monkeypatch.setattr(bundle, "has_bf16_units", lambda device: False)  # emulated bf16: measure instead
+    assert bundle.resumed_precision(auto, tmp_path) is None
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,11 @@ from conftest import finetune_inputs
 
 from modulenet import rundir
 from modulenet.errors import ModuleNetError
-from modulenet.evaluation.dispatch import dispatch_of
+from modulenet.evaluation.evaluator import Evaluator
 from modulenet.finetune.settings import FinetuneSettings
 from modulenet.finetune.stage import FinetuneStage
-from modulenet.runtime.workers import Dispatch
+from modulenet.runtime.dispatch import LocalDispatcher, RayDispatcher, WorkerPoolDispatcher
+from modulenet.runtime.settings import TrainerSettings
 
 RESULTS = {"population": [{"genotype": [0, 1, 1], "score": 1.0}, {"genotype": [1, 0, 0], "score": 2.0}]}
 
@@ -59,7 +60,7 @@ def _same_rows(a, b) -> None:
 def test_two_cpu_workers_give_the_sequential_rows_and_networks(stage_inputs, sequential, tmp_path):
     seq_out, seq_rows = sequential
     assert len(seq_rows) == 4
-    stage = FinetuneStage(*stage_inputs, dispatch=Dispatch("gpus", num_workers=2), progress=False)
+    stage = FinetuneStage(*stage_inputs, dispatcher=WorkerPoolDispatcher(num_workers=2), progress=False)
     rows = stage.run(RESULTS, tmp_path)
     _same_rows(rows, seq_rows)
     for row, seq_row in zip(rows, seq_rows):
@@ -67,19 +68,19 @@ def test_two_cpu_workers_give_the_sequential_rows_and_networks(stage_inputs, seq
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     document = json.loads((tmp_path / rundir.FINETUNE).read_text())
     assert [(r["label"], r["seed"]) for r in document["results"]] == [(r.label, r.seed) for r in seq_rows]
-    assert stage.pool is None  # the workers are gone
+    assert stage.dispatcher.pool is None  # the workers are gone
 
 
 @pytest.mark.slow
 def test_a_killed_worker_s_candidate_is_fine_tuned_again(stage_inputs, sequential, tmp_path):
     _, seq_rows = sequential
-    stage = FinetuneStage(*stage_inputs, dispatch=Dispatch("gpus", num_workers=2), progress=False)
+    stage = FinetuneStage(*stage_inputs, dispatcher=WorkerPoolDispatcher(num_workers=2), progress=False)
     answer = {}
     thread = threading.Thread(target=lambda: answer.setdefault("rows", stage.run(RESULTS, tmp_path)))
     thread.start()
     deadline, pool = time.monotonic() + 120, None
     while time.monotonic() < deadline:
-        pool = stage.pool
+        pool = stage.dispatcher.pool
         if pool is not None and any(w.task is not None for w in pool.workers):
             break
         time.sleep(0.01)
@@ -90,13 +91,26 @@ def test_a_killed_worker_s_candidate_is_fine_tuned_again(stage_inputs, sequentia
     _same_rows(answer["rows"], seq_rows)
 
 
+class MyEvaluator(Evaluator):
+    """A user's evaluator: it neither knows nor chooses where work runs."""
+
+
 def test_the_stage_dispatches_as_the_evaluator_group_names():
-    assert dispatch_of("modulenet.evaluation.evaluator.Evaluator", {}).kind == "local"
-    gpus = dispatch_of("modulenet.evaluation.dispatch.WorkerPoolEvaluator", {"num_workers": 3, "address": None})
-    assert (gpus.kind, gpus.num_workers) == ("gpus", 3)
-    assert dispatch_of("modulenet.evaluation.dispatch.RayEvaluator", {"address": "auto"}).address == "auto"
+    """The search and the evaluation stage hold the same dispatcher, whatever evaluator class runs
+    the search: a subclass of Evaluator of your own fine-tunes over evaluator.dispatcher too."""
+    from conftest import compose_search
+
+    from modulenet.app.bundle import SearchBundle, dispatcher
+
+    trainer = TrainerSettings(precision="32-true")
+    assert isinstance(dispatcher(compose_search([]).evaluator, trainer), LocalDispatcher)
+    gpus = dispatcher(compose_search(["evaluator=gpus", "evaluator.num_workers=3"]).evaluator, trainer)
+    assert isinstance(gpus, WorkerPoolDispatcher) and gpus.slots == [None, None, None]
+    own = compose_search(["evaluator=gpus", f"evaluator._target_={__name__}.MyEvaluator", "evaluator.num_workers=2"])
+    bundle = SearchBundle.resolve(own)
+    assert bundle.evaluator is MyEvaluator and isinstance(bundle.dispatcher, WorkerPoolDispatcher)
     with pytest.raises(ModuleNetError, match="evaluator.num_workers=0 must be a positive integer"):
-        Dispatch("gpus", num_workers=0).pool(print, (), "cpu")
+        dispatcher(compose_search(["evaluator=gpus", "evaluator.num_workers=0"]).evaluator, trainer)
 
 
 @pytest.mark.slow
@@ -104,7 +118,7 @@ def test_ray_actors_give_the_sequential_rows(stage_inputs, sequential, tmp_path)
     ray = pytest.importorskip("ray")
     _, seq_rows = sequential
     try:
-        rows = FinetuneStage(*stage_inputs, dispatch=Dispatch("ray", num_workers=2), progress=False).run(
+        rows = FinetuneStage(*stage_inputs, dispatcher=RayDispatcher(num_workers=2), progress=False).run(
             RESULTS, tmp_path
         )
     finally:

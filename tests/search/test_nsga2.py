@@ -294,7 +294,10 @@ class ZeroMutation(SearchConfig):  # your own operators: the toolbox, overridden
 def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_path, monkeypatch):
     from conftest import compose_search
 
-    from modulenet.app.builders import search_config
+    from modulenet.app.bundle import SearchBundle
+
+    def search_config(cfg):
+        return SearchBundle.resolve(cfg).search
 
     (tmp_path / "my_search.py").write_text(MY_SEARCH)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -309,3 +312,25 @@ def test_search_target_builds_your_own_search_class_from_the_command_line(tmp_pa
     first, *later = evaluate.calls
     assert len(set(first)) > 1 and later  # a random initial population, then only mutants of all zeros
     assert all(call == [] or set(call) == {(0,) * C} for call in later)
+
+
+def test_a_new_objective_is_one_registration(monkeypatch, tmp_path):
+    """Issue 32 (docs/layout.md): an objective is a name and how an Evaluation gives it."""
+    from operator import attrgetter
+
+    from modulenet.search.individual import OBJECTIVES
+
+    monkeypatch.setitem(OBJECTIVES._entries, "seconds", attrgetter("seconds"))
+    evaluate = HiddenTarget()
+    result = run_search(
+        SearchSpace(N, C),
+        evaluate,
+        SearchConfig(generations=2, population_size=8, objectives=["score", "seconds"]),
+        tmp_path,
+    )
+    assert result.objectives == ("score", "seconds")
+    with pytest.raises(
+        ModuleNetError,
+        match=r"unknown search objective 'latency'; valid objectives are \['score', 'params', 'flops', 'seconds'\]",
+    ):
+        SearchConfig(objectives=["score", "latency"]).toolbox(N, C)

@@ -93,8 +93,8 @@ def test_conv1x1_connection_is_trainable_and_selected_by_name():
 def test_unknown_connection_is_a_clear_error():
     with pytest.raises(
         ModuleNetError,
-        match=r"unknown connection 'conv3x3'; valid connections are \['aligned', 'channel_pool', 'conv1x1', "
-        r"'conv1x1_where_needed', 'least_squares'\] or your own class's dotted path",
+        match=r"connection.name='conv3x3': valid values are \['channel_pool', 'conv1x1', 'conv1x1_where_needed', "
+        r"'aligned', 'least_squares'\] or your own class's dotted path",
     ):
         get_connection("conv3x3").between(4, 8)
 

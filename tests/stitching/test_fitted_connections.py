@@ -169,3 +169,44 @@ def test_a_damaged_fitted_connection_cache_is_fitted_again_with_a_warning(damage
     assert f"cached fitted connections {cached} are damaged" in caplog.text and "fitting the" in caplog.text
     again = torch.load(cached, weights_only=True)
     assert again.keys() == good.keys() and all(torch.allclose(again[k], good[k]) for k in good)
+
+
+class MeanShift(torch.nn.Module):
+    """docs/layout.md's worked example: a fitted connection of one's own (ChP/ChDP, then a shift)."""
+
+    def __init__(self, c_in: int, c_out: int, shift: torch.Tensor):
+        super().__init__()
+        from modulenet.stitching.connections import parameter_free_connection
+
+        self.count = parameter_free_connection(c_in, c_out)
+        self.register_buffer("shift", shift.float().view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.count(x) + self.shift
+
+
+def test_a_fitted_connection_is_one_registration(monkeypatch, tmp_path):
+    """Issue 32: a new fitted connection declares how it is solved, checked, built and re-initialised,
+    and nothing else names it: fitting, assembling, saving and loading the knowledge base all follow."""
+    from modulenet.stitching.choices import CONNECTIONS, Connection, Fitted
+
+    fitted = Fitted(
+        solve=lambda stats: {"shift": (stats.b / stats.n).float()},
+        shapes=lambda c_in, c_out: {"shift": (c_out,)},
+        link=lambda fit, c_in, c_out: MeanShift(c_in, c_out, fit["shift"]),
+    )
+    monkeypatch.setitem(
+        CONNECTIONS._entries, "mean_shift", Connection("mean_shift", "mine.MeanShift", None, fitted=fitted)
+    )
+    torch.manual_seed(0)
+    kb = build_knowledge_base(["resnet_cifar8", "vgg_cifar"], progress=False)
+    kb.fit_connections(torch.randn(16, 3, 32, 32), progress=False)
+    trunk = kb.assemble((0, 1, 1), connection="mean_shift")
+    assert any(isinstance(m, MeanShift) for m in trunk.modules())
+    assert trunk(torch.randn(2, 3, 32, 32)).shape[1] == kb.specs[-1][1].out_channels
+    kb.save(tmp_path / "kb")
+    again = load_knowledge_base(tmp_path / "kb")
+    assert torch.equal(
+        again.fitted["reduce"][(1, 0, 1)]["mean_shift"]["shift"], kb.fitted["reduce"][(1, 0, 1)]["mean_shift"]["shift"]
+    )
+    assert "mean_shift" not in kb.reinitialized(0).fitted["reduce"][(1, 0, 1)]  # scratch=None: none at random
