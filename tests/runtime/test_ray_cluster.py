@@ -409,3 +409,30 @@ def test_a_command_without_the_cluster_s_token_is_one_line(cluster, tmp_path, en
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith(f"error: evaluator=ray cannot connect to evaluator.address='{cluster.address}' (")
     assert "RAY_AUTH_MODE=token" in errors[0] and "Traceback" not in proc.stderr
+
+
+# A driver whose actors cannot build their handler: int("not a number", None) raises in each actor.
+CANNOT_START = """
+import sys, ray
+from modulenet.errors import ModuleNetError
+from modulenet.runtime.workers import RayPool
+ray.init(address=sys.argv[1], log_to_driver=False, include_dashboard=False)
+pool = RayPool(ray, int, ("not a number",), 1)
+try:
+    list(pool.map([1]))
+except ModuleNetError as err:
+    print(f"error: {err}", flush=True)
+assert not pool.actors
+"""
+
+
+def test_a_handler_that_cannot_be_built_on_the_cluster_is_one_line(cluster, env):
+    """Not a dead node to work around: every replacement would fail the same way, so the pool stops
+    with the actor's own error in one line instead of re-queueing."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CANNOT_START, cluster.address], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines() == [
+        "error: a Ray worker could not start: TypeError: 'NoneType' object cannot be interpreted as an integer"
+    ]
