@@ -201,11 +201,14 @@ class RayPool:
                 reason = "no Ray worker left: each replacement died before it started"
                 yield from ((task, WorkerDied(reason)) for task in queue)
                 return
-            done, _ = self.ray.wait([*self.running, *self.starting], num_returns=1, timeout=30)
+            waited = time.monotonic()
+            done, _ = self.ray.wait(
+                [*self.running, *self.starting], num_returns=1, timeout=min(30.0, self.start_timeout)
+            )
             if not done:
                 if self.running:
                     continue
-                stalled = stalled or self._stalled(queue)
+                stalled = stalled or self._stalled(queue, since=waited)
                 if time.monotonic() - stalled < self.start_timeout:
                     continue
                 reason = f"no Ray worker started in {self.start_timeout:.0f} s (no node with room for one)"
@@ -232,14 +235,15 @@ class RayPool:
                 self.idle.append(actor)
             yield task, result
 
-    def _stalled(self, queue: deque) -> float:
+    def _stalled(self, queue: deque, since: float) -> float:
+        """When the wait with no actor running began (`since`), after saying why the tasks wait."""
         log.warning(
             "%d task(s) wait for a Ray worker: none is running and %d waiting for a node with a free CPU%s",
             len(queue),
             len(self.starting),
             f" and {self.gpus_per_worker} GPU" if self.gpus_per_worker else "",
         )
-        return time.monotonic()
+        return since
 
     def _started(self, ref) -> None:
         """An actor answered `where` (it is ready), or died before it could."""

@@ -436,3 +436,29 @@ def test_a_handler_that_cannot_be_built_on_the_cluster_is_one_line(cluster, env)
     assert proc.stdout.strip().splitlines() == [
         "error: a Ray worker could not start: TypeError: 'NoneType' object cannot be interpreted as an integer"
     ]
+
+
+# A driver asking for actors with a GPU on a cluster without one, and waiting 2 s for them.
+NO_ROOM = """
+import sys, ray
+from modulenet.runtime.workers import RayPool
+ray.init(address=sys.argv[1], log_to_driver=False, include_dashboard=False)
+pool = RayPool(ray, int, ("7",), 2, gpus_per_worker=1)
+pool.start_timeout = 2.0
+print(list(pool.map([10, 16])), flush=True)
+pool.close()
+"""
+
+
+def test_tasks_no_node_has_room_for_are_given_up_with_a_reason(cluster, env):
+    """An actor no node can host (here: a GPU on a CPU cluster) is no hang: after `start_timeout`
+    with no actor running, each task left yields `WorkerDied` with the reason, after a warning."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_ROOM, cluster.address], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reason = "no Ray worker started in 2 s (no node with room for one)"
+    assert proc.stdout.strip() == f"[(10, WorkerDied(reason='{reason}')), (16, WorkerDied(reason='{reason}'))]"
+    assert "2 task(s) wait for a Ray worker: none is running and 2 waiting for a node with a free CPU and 1 GPU" in (
+        proc.stderr
+    )
