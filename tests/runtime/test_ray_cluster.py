@@ -214,12 +214,15 @@ class Cluster:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The console scripts' and the nodes' environment: a cache of the module's own (the local run
-    trains the quickstart sources once, every run reads them), W&B offline, no Ray address, and the
-    cluster's own token: Ray's token authentication, as `ray start --head` turns it on wherever a
-    ~/.ray/auth_token exists, with a token that is the test's rather than the user's."""
+    trains the quickstart sources once, every run reads them), W&B offline, one thread, no Ray
+    address, and the cluster's own token: Ray's token authentication, as `ray start --head` turns
+    it on wherever a ~/.ray/auth_token exists, with a token that is the test's, not the user's."""
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "MODULENET_CACHE": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    # One CPU thread in every process, as each Ray actor has: CPU kernels split their sums by thread,
+    # and a fine-tune computes with the thread count of the command that starts it, wherever it runs.
+    env["OMP_NUM_THREADS"] = "1"
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
     return env
@@ -260,15 +263,12 @@ def _finish(proc: subprocess.Popen, cwd: Path, script: str, timeout: float = 600
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, env):
-    """The reference: the same search and fine-tune with the local evaluator, one thread (as each
-    Ray actor has), in a run directory of their own."""
+    """The reference: the same search and fine-tune with the local evaluator, in a run directory of
+    their own."""
     cwd = tmp_path_factory.mktemp("local")
-    one_thread = {**env, "OMP_NUM_THREADS": "1"}
-    _finish(
-        _cli("modulenet-search", [*SEARCH, f"hydra.run.dir={cwd / 'search'}"], cwd, one_thread), cwd, "modulenet-search"
-    )
+    _finish(_cli("modulenet-search", [*SEARCH, f"hydra.run.dir={cwd / 'search'}"], cwd, env), cwd, "modulenet-search")
     ft = [f"search_run={cwd / 'search'}", *FINETUNE, f"hydra.run.dir={cwd / 'finetune'}"]
-    _finish(_cli("modulenet-finetune", ft, cwd, one_thread), cwd, "modulenet-finetune")
+    _finish(_cli("modulenet-finetune", ft, cwd, env), cwd, "modulenet-finetune")
     return cwd
 
 
