@@ -44,12 +44,19 @@ class FinetuneRecipe:
     # inherited: the modules' trained weights and fitted stitches (the paper); scratch: the same
     # architecture with its own random initialisation (KnowledgeBase.reinitialized), the control
     init: str = "inherited"
+    # CPU threads each fine-tune computes with, wherever it runs (this process, a worker, a Ray actor;
+    # ours): CPU kernels split their sums by thread, so the weights, hence the errors, follow the thread
+    # count, and one setting for every place keeps them equal. null: this process's thread count when
+    # the stage starts. GPU fine-tunes ignore it.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         """One line naming the first bad value."""
         for key in ("top_k", "epochs", "batch_size", "max_candidates"):
             if getattr(self, key) <= 0:
                 raise ModuleNetError(f"finetune.{key}={getattr(self, key)} must be a positive integer")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads <= 0):
+            raise ModuleNetError(f"finetune.threads={self.threads} must be a positive integer or null")
         if self.candidates not in CANDIDATES:
             raise ModuleNetError(f"finetune.candidates={self.candidates!r}; valid values are {list(CANDIDATES)}")
         if self.init not in INITS:

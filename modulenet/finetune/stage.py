@@ -11,8 +11,10 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+
+import torch
 
 from modulenet import rundir
 from modulenet.errors import first_line
@@ -25,6 +27,7 @@ from modulenet.genotype import format_genotype
 from modulenet.knowledge.base import KnowledgeBase
 from modulenet.rundir import hold, read_scores, write_atomic
 from modulenet.runtime.dispatch import Dispatcher, LocalDispatcher
+from modulenet.runtime.trainer import accelerator_device
 from modulenet.runtime.workers import WorkerDied
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ class FinetuneStage:
         tracker=None,
         progress: bool = True,
     ):
+        if settings.threads is None and accelerator_device(settings.accelerator).type == "cpu":
+            # fixed here, before any dispatch: a worker given fewer threads would round differently
+            settings = replace(settings, threads=torch.get_num_threads())
         self.kb, self.datamodule, self.settings = kb, datamodule, settings
         self.dispatcher, self.tracker, self.progress = dispatcher or LocalDispatcher(), tracker, progress
 

@@ -4,6 +4,7 @@ the stage runs in this process or sends to a worker (finetune/dispatch.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -55,8 +56,21 @@ def finetune_architecture(
     `report`: given each epoch's training loss, validation error and learning rate (EpochCurves)."""
     device = accelerator_device(settings.accelerator)
     use_float32_matmul_precision(device, settings.float32_matmul_precision)
-    with seeded(settings.seed, device):
+    with seeded(settings.seed, device), cpu_threads(settings.threads if device.type == "cpu" else None):
         return _finetune_architecture(kb, genotype, datamodule, settings, progress, checkpoints, report)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """This process computes with `threads` CPU threads inside the block (None: as it is), and
+    with its own count again after it. Set before `auto` times the step, whose cache keys by it."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _finetune_architecture(

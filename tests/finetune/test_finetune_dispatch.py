@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -37,14 +38,49 @@ def stage_inputs():
 
 @pytest.fixture(scope="module")
 def sequential(stage_inputs, tmp_path_factory):
-    """In this process, with the threads each of two workers gets: CPU kernels round differently
-    with another thread count, which two epochs turn into weights that differ in the fourth decimal."""
-    out, threads = tmp_path_factory.mktemp("sequential"), torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    """In this process, at its own thread count: the stage fixes that count (finetune.threads) for
+    every fine-tune, here or in a worker, so the workers' rows and weights are these to the bit."""
+    out = tmp_path_factory.mktemp("sequential")
+    return out, FinetuneStage(*stage_inputs, progress=False).run(RESULTS, out)
+
+
+def _fine_tuned_weights(threads_here: int, threads: int | None) -> dict:
+    from modulenet.finetune.training import finetune_architecture
+
+    kb, dm, settings = _small_inputs()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads_here)
     try:
-        return out, FinetuneStage(*stage_inputs, progress=False).run(RESULTS, out)
+        network, _ = finetune_architecture(kb, (0, 1, 1), dm, replace(settings, threads=threads), progress=False)
+        assert torch.get_num_threads() == threads_here  # the process's own count again after the fine-tune
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+    return {k: v.clone() for k, v in network.state_dict().items()}
+
+
+def _small_inputs():
+    kb, dm = finetune_inputs(num_train=96)
+    return kb, dm, FinetuneSettings(epochs=1, hidden=[16], pool="avg", batch_size=32, precision="32-true")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPU cores to run at two thread counts")
+def test_a_fine_tune_computes_with_its_own_thread_count_wherever_it_runs():
+    """Issue 32: modulenet-finetune with evaluator=gpus gave other errors than the sequential run on
+    the same search, because a CPU worker computes with fewer threads (cores / workers) and CPU
+    kernels split their sums by thread. finetune.threads fixes the count for each fine-tune, so a
+    process at 2 threads and one at 1 (a worker's) give the same weights; the stage sets it to the
+    launching process's count before it dispatches anything."""
+    at_two, at_one = _fine_tuned_weights(2, threads=1), _fine_tuned_weights(1, threads=1)
+    assert all(torch.equal(at_two[k], at_one[k]) for k in at_two)
+    # what the setting prevents: left to the process, 2 threads give other weights than 1 thread
+    unset_two = _fine_tuned_weights(2, threads=None)
+    assert any(not torch.equal(unset_two[k], at_one[k]) for k in at_one)
+
+    kb, dm, settings = _small_inputs()
+    assert FinetuneStage(kb, dm, settings, progress=False).settings.threads == torch.get_num_threads()
+    assert FinetuneStage(kb, dm, replace(settings, threads=3), progress=False).settings.threads == 3
+    with pytest.raises(ModuleNetError, match=r"finetune.threads=0 must be a positive integer or null"):
+        replace(settings, threads=0)
 
 
 def _weights(out, row) -> dict:
