@@ -43,20 +43,9 @@ def plot_score_curves(runs: Sequence[SearchRun], path: Path) -> None:
     for run, colour in zip(runs, _colours(len(runs))):
         generations = [row["generation"] for row in run.history]
         label = f"{run.label} (α={short_number(run.alpha)}, β={short_number(run.beta)})"
-        population.plot(
-            generations,
-            _series(row.get("mean") for row in run.history),
-            color=colour,
-            marker=".",
-            label=f"{label} mean",
-        )
-        population.plot(
-            generations,
-            _series(row.get("min") for row in run.history),
-            color=colour,
-            linestyle=":",
-            label=f"{label} min",
-        )
+        for key, style in (("mean", {"marker": "."}), ("min", {"linestyle": ":"})):
+            series = _series(row.get(key) for row in run.history)
+            population.plot(generations, series, color=colour, label=f"{label} {key}", **style)
         best.plot(
             generations, _series(row.get("best_score") for row in run.history), color=colour, marker=".", label=label
         )

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from modulenet import rundir
@@ -54,14 +54,29 @@ def _run_label(path: Path, name: str | None) -> str:
 
 
 @dataclass
-class SearchRun:
+class RunDirectory:
+    """What every run read from a directory has beside its own results: the directory, the W&B run
+    it logged to (`wandb_run.json`, if any) and its label (keywords only, after each kind's own
+    fields)."""
+
     path: Path
+    _: KW_ONLY
+    wandb: dict | None = None
+    label: str = ""
+
+    def read_beside(self, name: str | None) -> None:
+        """Its W&B run and its label (`name`: its config's) from its directory."""
+        if (self.path / "wandb_run.json").is_file():
+            self.wandb = _read_json(self.path / "wandb_run.json")
+        self.label = _run_label(self.path, name)
+
+
+@dataclass
+class SearchRun(RunDirectory):
     results: dict
     evaluations: list[dict]
     config: dict
     ablation: dict | None = None
-    wandb: dict | None = None
-    label: str = ""
     linked_only: bool = False  # not given, found through a fine-tune run's search_run
 
     @property
@@ -149,15 +164,12 @@ class SearchRun:
 
 
 @dataclass
-class FinetuneRun:
-    path: Path
+class FinetuneRun(RunDirectory):
     settings: dict
     results: list[dict]
     config: dict
     search_run_path: Path | None = None
     search: SearchRun | None = None
-    wandb: dict | None = None
-    label: str = ""
 
     @property
     def cutout(self) -> int | None:
@@ -232,9 +244,7 @@ def read_search_run(path: Path) -> SearchRun:
     run = SearchRun(path, results, read_evaluations(path, results.get("num_cells")), _read_config(path))
     if (path / rundir.ABLATION).is_file():
         run.ablation = _read_json(path / rundir.ABLATION)
-    if (path / "wandb_run.json").is_file():
-        run.wandb = _read_json(path / "wandb_run.json")
-    run.label = _run_label(path, run.config.get("name"))
+    run.read_beside(run.config.get("name"))
     return run
 
 
@@ -258,9 +268,7 @@ def read_finetune_run(path: Path) -> FinetuneRun:
         config = {"finetune": _read_config(path.parent).get("finetune") or {}}
     search_run = data.get("search_run") or config.get("search_run")
     run = FinetuneRun(path, dict(data.get("settings") or {}), results, config, Path(search_run) if search_run else None)
-    if (path / "wandb_run.json").is_file():
-        run.wandb = _read_json(path / "wandb_run.json")
-    run.label = _run_label(path, config.get("name"))
+    run.read_beside(config.get("name"))
     return run
 
 
