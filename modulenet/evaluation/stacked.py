@@ -133,7 +133,8 @@ class StackedIndividuals:
     the device, and nothing in a step waits for the host. On a GPU the whole step (forward,
     backward, fused Adam) is captured once as a CUDA graph and replayed (`graph=True`), which
     removes Python and kernel-launch overhead per step; its first steps run eagerly to warm up,
-    and a last, shorter batch of an epoch runs eagerly too."""
+    and a last, shorter batch of an epoch runs eagerly too. A capture that raises or a replay that
+    disagrees with the eager step is one warning, and the loop continues eagerly."""
 
     WARMUP = 3  # eager steps before the capture (CUDA graphs need warmed-up kernels and optimizer state)
 
