@@ -104,21 +104,15 @@ def mean_sd(values: list[float]) -> str:
 
 
 def compose(extra: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from modulenet import api
 
-    from modulenet.app.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="search_app", overrides=OVERRIDES + extra)
+    return api.compose("search", OVERRIDES + extra)
 
 
 def study1(args) -> None:
     import torch
 
-    from modulenet import rundir
-    from modulenet.app.jobs import finetune_datamodule
+    from modulenet import api, rundir
     from modulenet.finetune.network import save_network
     from modulenet.finetune.settings import FinetuneSettings
     from modulenet.finetune.training import finetune_architecture
@@ -129,7 +123,7 @@ def study1(args) -> None:
     cfg, kb, source_data = same_data_knowledge_base(args.overrides)
     ft = cfg.finetune.copy()
     ft.update(RECIPE)
-    dataset_config, datamodule = finetune_datamodule(cfg.dataset, ft)
+    dataset_config, datamodule = api.finetune_dataset(cfg.dataset, ft)
     OUT.mkdir(parents=True, exist_ok=True)
     rows_path = OUT / "rows.json"
     rows = study1_rows(OUT)
@@ -359,12 +353,12 @@ def same_data_knowledge_base(extra: list[str]):
     search's datamodule. The one this study trained is committed (KNOWLEDGE_BASE, 3.4 MB, with its
     fitted stitches) so every session continues from the same weights; without it, trained again
     with the same recipe and cached."""
-    from modulenet.app.builders import make_datamodule, make_search_knowledge_base
+    from modulenet import api
 
     committed = KNOWLEDGE_BASE / "knowledge_base.json"
     cfg = compose(([f"knowledge_base.path={KNOWLEDGE_BASE}"] if committed.is_file() else []) + extra)
-    datamodule = make_datamodule(cfg.dataset)
-    return cfg, make_search_knowledge_base(cfg, datamodule), datamodule
+    datamodule = api.dataset(cfg.dataset)
+    return cfg, api.knowledge_base(cfg, datamodule), datamodule
 
 
 SAME_DATA = ROOT / "docs" / "cpu_cifar10_same_data"
@@ -627,7 +621,7 @@ def _study_test_index(study: str):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from modulenet.app.config import shared_dir
+    from modulenet.api import shared_dir
 
     if study == "study1":
         dataset = compose([]).dataset

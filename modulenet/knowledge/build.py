@@ -69,7 +69,7 @@ def build_knowledge_base(
             f"every architecture must decompose into c = {num_cells} cells, but {mismatched} "
             f"(cells per architecture: {cells_per_arch})"
         )
-    specs_by_arch = _weights_per_arch(weights, names)
+    specs_by_arch = weights_per_arch(weights, names)
 
     columns, spec_columns, sources = [], [], []
     for arch in tqdm(architectures, desc="knowledge base", unit="arch", disable=not progress):
@@ -143,10 +143,10 @@ def measure_specs(arch_name: str, cells: Sequence[nn.Module], image_size: int) -
 def untrained_architectures(archs: Sequence[str], weights) -> list[str]:
     """The architectures that `weights` (one spec or {arch: spec}) leaves at random init."""
     names = [str(a) for a in archs]
-    return [name for name, spec in _weights_per_arch(weights, names).items() if is_random(spec)]
+    return [name for name, spec in weights_per_arch(weights, names).items() if is_random(spec)]
 
 
-def _weights_per_arch(weights, names: list[str]) -> dict[str, WeightsSpec]:
+def weights_per_arch(weights, names: list[str]) -> dict[str, WeightsSpec]:
     if isinstance(weights, Mapping):
         unknown = sorted(set(weights) - set(names))
         if unknown:

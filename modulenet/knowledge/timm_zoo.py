@@ -296,7 +296,7 @@ def timm_knowledge_base(
     """
     # base and build import zoo, which registers this module's architecture family
     from modulenet.knowledge.base import RANDOM_SOURCE, KnowledgeBase, load_knowledge_base
-    from modulenet.knowledge.build import measure_specs
+    from modulenet.knowledge.build import measure_specs, weights_per_arch
 
     if path:
         return load_knowledge_base(path, trust_code=trust_code)
@@ -314,7 +314,7 @@ def timm_knowledge_base(
     duplicates = sorted({a for a in archs if archs.count(a) > 1})
     if duplicates:
         raise KnowledgeBaseError(f"architecture names must be unique in a knowledge base, repeated: {duplicates}")
-    specs_by_arch = _weights_per_arch(weights, archs)
+    specs_by_arch = weights_per_arch(weights, archs)
     untrained = [a for a, spec in specs_by_arch.items() if is_random(spec)]
     if untrained and not allow_random:
         raise KnowledgeBaseError(
@@ -354,15 +354,6 @@ def timm_knowledge_base(
     modules = [[col[j] for col in columns] for j in range(c)]
     specs = [[col[j] for col in spec_columns] for j in range(c)]
     return KnowledgeBase(architectures, modules, specs, image_size, sources)
-
-
-def _weights_per_arch(weights, names: list[str]) -> dict:
-    if isinstance(weights, Mapping):
-        unknown = sorted(set(weights) - set(names))
-        if unknown:
-            raise KnowledgeBaseError(f"weights given for {unknown}, which are not in the knowledge base {names}")
-        return {n: weights.get(n) for n in names}
-    return {n: weights for n in names}
 
 
 def _file_refusal(err: BaseException, path: Path, model_name: str) -> str:

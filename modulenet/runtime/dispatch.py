@@ -85,7 +85,21 @@ class LocalDispatcher(Dispatcher):
         self.handle = None
 
 
-class WorkerPoolDispatcher(Dispatcher):
+class PoolDispatcher(Dispatcher):
+    """A dispatcher whose workers are a pool (runtime/workers.py) made by `start`."""
+
+    pool = None
+
+    def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
+        return self.pool.map(tasks, describe)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+
+class WorkerPoolDispatcher(PoolDispatcher):
     """`gpus`: a worker process per GPU (`devices`, default every visible one when `accelerator`
     is a GPU), else `num_workers` CPU workers (default half the cores). Workers start with `start`
     and live until `close`; a worker that dies is replaced and its task sent once more."""
@@ -100,7 +114,6 @@ class WorkerPoolDispatcher(Dispatcher):
         if devices is None and accelerator in ("gpu", "cuda") and torch.cuda.is_available():
             devices = list(range(torch.cuda.device_count()))
         self.slots = list(devices) if devices else [None] * cpu_workers(num_workers)
-        self.pool = None
 
     @property
     def workers(self) -> int:
@@ -111,20 +124,13 @@ class WorkerPoolDispatcher(Dispatcher):
 
         self.pool = WorkerPool(make_handler, args, self.slots)
 
-    def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
-        return self.pool.map(tasks, describe)
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
-
-
-class RayDispatcher(Dispatcher):
+class RayDispatcher(PoolDispatcher):
     """`ray`: `num_workers` Ray actors (default Ray's CPUs; one GPU each with `gpus_per_worker=1`)
     on the cluster at `address` (None: a local Ray). Connects when built, so a cluster that does not
-    answer is one line before any work; the actors start with `start`. A dead actor is restarted
-    once and its task retried once; after that the task's individuals are recorded as failed."""
+    answer is one line before any work; the actors start with `start`. A dead actor (its process or
+    its node lost) is replaced wherever Ray finds room and its task re-queued once for whichever
+    actor frees first; a second death records the task's individuals as failed (workers.py RayPool)."""
 
     def __init__(
         self, address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0, **_ignored
@@ -135,7 +141,6 @@ class RayDispatcher(Dispatcher):
         self.ray = connect_ray(address, num_workers)
         self.count = cpu_workers(num_workers or max(1, int(self.ray.available_resources().get("CPU", 1))))
         self.gpus_per_worker = gpus_per_worker
-        self.pool = None
 
     @property
     def workers(self) -> int:
@@ -145,14 +150,6 @@ class RayDispatcher(Dispatcher):
         from modulenet.runtime.workers import RayPool
 
         self.pool = RayPool(self.ray, make_handler, args, self.count, self.gpus_per_worker)
-
-    def map(self, tasks: Iterable, describe: Callable[[object], str] = str) -> Iterator[tuple[object, object]]:
-        return self.pool.map(tasks, describe)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
 
     @staticmethod
     def check(address: str | None) -> None:

@@ -4,6 +4,7 @@ bundle), and the whole job, the evaluation stage after it included, takes its se
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import SMALL_CRAFT, TINY_DATA, TINY_SEARCH, compose_search
@@ -83,3 +84,22 @@ def test_the_bundle_is_what_the_checks_build(counted):
     assert built.settings.alpha == built.search.alpha == 10 and built.dispatcher.slots == [None, None]
     assert built.settings.accelerator == built.trainer.accelerator  # handed down, not read again
     assert counted == Counter(resolve=1, TrainerSettings=1, connection_of=1, evaluator_class=1, dispatcher_class=1)
+
+
+def test_the_python_api_builds_what_the_search_builds(monkeypatch, tmp_path):
+    """modulenet.api (the README's Python example): the same objects as the search job, so a
+    study or a notebook measures what a user runs; studies/ imports no app module."""
+    from modulenet import api
+    from modulenet.evaluation.evaluator import Evaluator
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY_DATA, *TINY_SEARCH, "knowledge_base=craft", *SMALL_CRAFT, "trainer.precision=32-true"]
+    cfg = api.compose("search", overrides)
+    bundle = api.resolve(cfg)
+    datamodule = api.dataset(cfg.dataset)
+    evaluator = api.evaluator(bundle, api.knowledge_base(cfg, datamodule, bundle), datamodule)
+    assert type(evaluator) is Evaluator and evaluator.dispatcher is bundle.dispatcher
+    first, second = evaluator(["000", "011"])
+    assert first.status == second.status == "ok" and first.genotype == (0, 0, 0)
+    studies = (Path(__file__).resolve().parents[2] / "studies").glob("*.py")
+    assert not [p.name for p in studies if "modulenet.app" in p.read_text()]

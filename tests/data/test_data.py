@@ -525,7 +525,9 @@ def test_a_dataset_that_breaks_the_contract_is_one_line_when_built():
 
     protocol = {n for n in SearchDataModule.__dict__ if not n.startswith("_")} | set(SearchDataModule.__annotations__)
     assert set(CONTRACT) == protocol  # the names checked are the protocol's
-    with pytest.raises(ModuleNetError, match=r"BareDataModule. lacks image_size, search_tensors: a dataset must provide num_classes, image_size"):
+    with pytest.raises(
+        ModuleNetError, match=r"BareDataModule. lacks image_size, search_tensors: a dataset must provide num_classes"
+    ):
         make_datamodule(OmegaConf.create({"_target_": f"{__name__}.BareDataModule"}))
     quickstart = make_datamodule(
         OmegaConf.create(
