@@ -4,8 +4,10 @@ machine, each its own processes, ports and temp dir, one CPU each, so the two ac
 scripts with `evaluator=ray evaluator.address=127.0.0.1:PORT`, as a user points them at a cluster.
 
 The fault, made deterministic: another driver holds the head node's CPU, so the worker node's actor
-takes the first tasks; once one has come back and the next one runs, the worker node's raylet is
-killed (the node and its actor die) and the head is let go. The lost task must be re-queued on the
+takes the first tasks; once one has come back and the next one runs, the actor is frozen mid-task
+(SIGSTOP: a frozen task cannot send its result), then the node's raylet and the actor are killed, as
+when the machine itself goes, and the head is let go. Killing the raylet alone is no node loss for a
+short task: its worker finishes and answers its driver directly before it notices the raylet gone. The lost task must be re-queued on the
 head node, and each run must end with the local evaluator's results: the same populations, every
 genotype in the memo once and none failed, the same finetune.json and the same networks.
 
@@ -67,6 +69,13 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # gone
+        return ""
+
+
 def _processes() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, session id, command line) of every process on this machine."""
     found = {}
@@ -75,11 +84,10 @@ def _processes() -> dict[int, tuple[int, int, str]]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry)] = (int(fields[1]), int(fields[3]), cmdline)
+        found[int(entry)] = (int(fields[1]), int(fields[3]), _command_line(int(entry)))
     return found
 
 
@@ -127,12 +135,23 @@ class Node:
                     todo.append(pid)
         return found
 
-    def runs_a_task(self) -> bool:
-        return any(cmdline.startswith(TASK_TITLE) for cmdline in self.descendants().values())
+    def freeze_a_running_task(self) -> int | None:
+        """The pid of an actor frozen (SIGSTOP) while it runs a task, or None if none runs. Ray sets
+        the title back before a task's result leaves its process, so a process frozen with the
+        task's title has not sent it."""
+        for pid, cmdline in self.descendants().items():
+            if cmdline.startswith(TASK_TITLE):
+                os.kill(pid, signal.SIGSTOP)
+                if _command_line(pid).startswith(TASK_TITLE):
+                    return pid
+                os.kill(pid, signal.SIGCONT)  # it finished between the two looks
+        return None
 
-    def kill_raylet(self) -> None:
+    def die(self, frozen: int) -> None:
+        """The node lost: its raylet killed, and the frozen actor with it."""
         (raylet,) = [pid for pid, cmdline in self.descendants().items() if "/raylet/raylet " in cmdline]
         os.kill(raylet, signal.SIGKILL)
+        os.kill(frozen, signal.SIGKILL)
 
     def stop(self) -> None:
         """SIGTERM to `ray start --block` (it stops its node's processes), then SIGKILL to anything
@@ -318,11 +337,18 @@ def _wait_for(condition, proc: subprocess.Popen, cwd: Path, script: str, what: s
 
 def _the_worker_node_dies_mid_task(cluster: Cluster, proc, cwd: Path, script: str, finished) -> None:
     """With the head node held, the worker node's actor runs the tasks; once `finished()` says one
-    came back and the actor runs the next, the node's raylet is killed (the node and its actor die)
-    and the head is let go, so the lost task and the rest are left to the head node."""
+    came back and the actor runs the next, the actor is frozen mid-task and the node dies, and the
+    head is let go, so the lost task and the rest are left to the head node."""
     _wait_for(lambda: finished() >= 1, proc, cwd, script, "the worker node finished a task")
-    _wait_for(cluster.worker.runs_a_task, proc, cwd, script, "the worker node ran a second task")
-    cluster.worker.kill_raylet()
+    frozen = []
+    _wait_for(
+        lambda: frozen.append(cluster.worker.freeze_a_running_task()) or frozen[-1] is not None,
+        proc,
+        cwd,
+        script,
+        "the worker node ran a second task",
+    )
+    cluster.worker.die(frozen[-1])
 
 
 def _timeless(row: dict) -> dict:
