@@ -7,9 +7,10 @@ The fault, made deterministic: another driver holds the head node's CPU, so the 
 takes the first tasks; once one has come back and the next one runs, the actor is frozen mid-task
 (SIGSTOP: a frozen task cannot send its result), then the node's raylet and the actor are killed, as
 when the machine itself goes, and the head is let go. Killing the raylet alone is no node loss for a
-short task: its worker finishes and answers its driver directly before it notices the raylet gone. The lost task must be re-queued on the
-head node, and each run must end with the local evaluator's results: the same populations, every
-genotype in the memo once and none failed, the same finetune.json and the same networks.
+short task: its worker finishes and answers its driver directly before it notices the raylet gone.
+The lost task must be re-queued on the head node, and each run must end with the local evaluator's
+results: the same populations, every genotype in the memo once and none failed, the same
+finetune.json and the same networks.
 
 The cluster is stopped by signalling its own `ray start --block` processes and killing whatever is
 left in their sessions, never with `ray stop`, which stops every Ray on the machine."""
