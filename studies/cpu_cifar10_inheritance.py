@@ -304,9 +304,13 @@ def study1_report(args) -> None:
         "`only A` / `only B` are the images one arm alone classifies correctly. A beats B when its mean "
         "test error is lower and p < 0.05 in at least 2 of 3 pairings (the protocol's rule).",
         "",
-        "| question | A | B | per seed: only A / only B, p | mean test error A - B (points) | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "{method}",
+        "",
+        "| question | A | B | per seed: only A / only B, p | minimal detectable difference per seed (points)"
+        " | mean test error A - B (points) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    less = []  # exact minus normal-approximation minimal detectable differences, for MDE_METHOD's range
     for a, b, question in QUESTIONS:
         seeds = sorted(set(by_arm.get(a, {})) & set(by_arm.get(b, {})))
         if not seeds:
@@ -316,6 +320,9 @@ def study1_report(args) -> None:
         errors_a = [by_arm[a][s]["test_error"] for s in seeds]
         errors_b = [by_arm[b][s]["test_error"] for s in seeds]
         cells = "; ".join(f"seed {s}: {t.only_a} / {t.only_b}, p = {t.p_value:.3g}" for s, t in zip(seeds, tests))
+        images = len(predictions(a, seeds[0])["label"])
+        mdes = [100 * minimal_detectable_difference(images, t.only_a + t.only_b) for t in tests]
+        less += [m - _approximate_mdd(images, t.only_a + t.only_b) for m, t in zip(mdes, tests)]
         gap = 100 * (statistics.fmean(errors_a) - statistics.fmean(errors_b))
         if len(seeds) < len(SEEDS):
             verdict = f"undecided: {len(seeds)} of {len(SEEDS)} seed pairings"
@@ -325,7 +332,10 @@ def study1_report(args) -> None:
             verdict = "B wins"
         else:
             verdict = "no difference shown"
-        lines.append(f"| {question} | {a} | {b} | {cells} | {gap:+.2f} | {verdict} |")
+        mdd = ", ".join(f"{m:.2f}" for m in mdes)
+        lines.append(f"| {question} | {a} | {b} | {cells} | {mdd} | {gap:+.2f} | {verdict} |")
+    method = lines.index("{method}")
+    lines[method] = MDE_METHOD.format(low=min(less), high=max(less)) if less else ""
     missing = [f"{arm} seed{'s' * (len(left) > 1)} {', '.join(map(str, left))}" for arm, left in _unfinished(by_arm)]
     if missing:
         lines += ["", f"Not finished yet (running, or to run): {'; '.join(missing)}."]
@@ -695,7 +705,7 @@ def _study2_markdown(rows: list[dict], cost: dict) -> None:
             tests.append((genotype, other, *_study2_test(front, genotype, other, other in dominators)))
     mdes = [m for *_, found, _ in tests for m in found]
     discordant = [d for g, o, *_ in tests for d in _discordant(g, o, seeds)]
-    approximate = [100 * (1.959964 + 0.841621) * (d / front.test_images**2) ** 0.5 for d in discordant]
+    approximate = [_approximate_mdd(front.test_images, d) for d in discordant]
     less = [m - a for m, a in zip(mdes, approximate)]
     decided = [  # each domination, its gap in means and what the paired tests say of it
         f"{g} by {o} ({100 * (front.mean_error(g) - front.mean_error(o)):+.2f} points, {verdict})"
@@ -746,6 +756,11 @@ MDE_METHOD = (
     "bisection. The normal approximation, delta = (1.960 + 0.842) sqrt(d / n), gives {low:.2f} to {high:.2f}\n"
     "points less on these pairings."
 )
+
+
+def _approximate_mdd(n: int, discordant: int) -> float:
+    """MDE_METHOD's normal approximation (points): (z_0.975 + z_0.8) sqrt(d / n), d = discordant / n."""
+    return 100 * (1.959964 + 0.841621) * (discordant / n**2) ** 0.5
 
 
 def minimal_detectable_difference(n: int, discordant: int, power: float = 0.8, alpha: float = 0.05) -> float:
