@@ -35,6 +35,16 @@ class WorkerDied:
     reason: str
 
 
+def _send_again(task, deaths: dict, queue: deque) -> bool:
+    """Put a task whose worker died back at the queue's head once; a second death gives up on it."""
+    key = repr(task)
+    deaths[key] = deaths.get(key, 0) + 1
+    if deaths[key] > 1:
+        return False
+    queue.appendleft(task)
+    return True
+
+
 def cpu_workers(num_workers: int | None, key: str = "evaluator.num_workers") -> int:
     """How many CPU workers: `num_workers`, default half the cores (at least one)."""
     count = num_workers if num_workers is not None else max(1, (os.cpu_count() or 1) // 2)
@@ -114,11 +124,8 @@ class WorkerPool:
                         code,
                     )
                     self.workers[i] = self._start(worker.device)
-                    key = repr(task)
-                    deaths[key] = deaths.get(key, 0) + 1
-                    if deaths[key] == 1:
+                    if _send_again(task, deaths, queue):
                         self.requeued += 1
-                        queue.appendleft(task)
                         continue
                     result = WorkerDied(f"worker died twice (exit code {code})")
                 else:
@@ -224,11 +231,8 @@ class RayPool:
                 result = self.ray.get(ref)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ObjectLostError) as err:
                 self._replace(actor, f"died running {describe(task)}", err)
-                key = repr(task)
-                deaths[key] = deaths.get(key, 0) + 1
-                if deaths[key] == 1:
+                if _send_again(task, deaths, queue):
                     self.requeued += 1
-                    queue.appendleft(task)
                     continue
                 result = WorkerDied(f"Ray worker died twice ({first_line(err)})")
             else:
